@@ -1,0 +1,37 @@
+"""Defaults and how commands find the running lab."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+LAB_FILE = "lab.json"
+DEFAULT_STATE_DIR = ".mdmlab"
+DEFAULT_HTTPS_PORT = 8443
+DEFAULT_DNS_PORT = 10053
+DEFAULT_LISTEN = "127.0.0.1"
+STATE_DIR_ENV = "MDMLAB_STATE_DIR"
+
+
+class NoLabRunning(RuntimeError):
+    pass
+
+
+def state_dir(option: str | None = None) -> Path:
+    """--state-dir, else $MDMLAB_STATE_DIR, else ./.mdmlab."""
+    return Path(option or os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+
+
+def read_lab_file(directory: Path) -> dict:
+    path = Path(directory) / LAB_FILE
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NoLabRunning(f"no running lab found: {path} does not exist (start one with 'mdmlab up', "
+                           f"or point --state-dir / ${STATE_DIR_ENV} at its state dir)") from None
+    except ValueError:
+        raise NoLabRunning(f"{path} is not valid JSON; restart the lab with 'mdmlab up'") from None
+    for key in ("dns_port", "https_port", "ca_cert", "hosts"):
+        if key not in info:
+            raise NoLabRunning(f"{path} lacks {key!r}; restart the lab with 'mdmlab up'")
+    return info

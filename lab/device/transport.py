@@ -1,0 +1,121 @@
+"""How the simulated device reaches the network: names through the lab DNS, trust in the lab CA only.
+
+A requests ``HTTPAdapter`` whose urllib3 connections resolve through the lab DNS (per adapter, no global
+monkeypatch), keeping the original host name for SNI, certificate checks and the Host header.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from lab.dns import query
+from dnslib import QTYPE, RCODE
+
+
+class DNSFailure(socket.gaierror):
+    """A name the lab DNS did not resolve; ``code`` says how (nxdomain, servfail, timeout, ...)."""
+
+    def __init__(self, host: str, code: str, message: str):
+        super().__init__(message)
+        self.host, self.code, self.message = host, code, message
+
+
+class LabResolver:
+    """A stub resolver for the lab DNS with a small positive cache (answers' TTL)."""
+
+    def __init__(self, server: str, port: int, *, timeout: float = 2.0):
+        self.server, self.port, self.timeout = server, port, timeout
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self.log: list[dict] = []
+
+    def resolve(self, host: str) -> str:
+        host = host.lower().rstrip(".")
+        with self._lock:
+            hit = self._cache.get(host)
+            if hit and hit[1] > time.monotonic():
+                return hit[0]
+        for rtype in ("A", "AAAA"):
+            address = self._ask(host, rtype)
+            if address:
+                return address
+        self._fail(host, "nodata", f"the lab DNS has no address (A or AAAA) for {host}")
+
+    def _ask(self, host: str, rtype: str) -> str | None:
+        try:
+            reply = query(host, rtype, self.server, self.port, timeout=self.timeout)
+        except socket.timeout:
+            self._fail(host, "timeout", f"no answer from the DNS server {self.server}:{self.port} for {host} "
+                                        f"within {self.timeout:g} s")
+        except OSError as exc:
+            self._fail(host, "unreachable", f"cannot reach the DNS server {self.server}:{self.port}: {exc}")
+        rcode = RCODE.get(reply.header.rcode)
+        if rcode != "NOERROR":
+            self._fail(host, rcode.lower(), f"the DNS server answered {rcode} for {host}")
+        for rr in reply.rr:
+            if QTYPE.get(rr.rtype) == rtype:
+                address = str(rr.rdata)
+                with self._lock:
+                    self._cache[host] = (address, time.monotonic() + min(rr.ttl, 60))
+                self.log.append({"name": host, "type": rtype, "answer": address})
+                return address
+        return None
+
+    def _fail(self, host: str, code: str, message: str):
+        self.log.append({"name": host, "error": code})
+        raise DNSFailure(host, code, message)
+
+
+def _connection_class(base, resolver: LabResolver, port_map: dict[int, int]):
+    def _new_conn(self):
+        try:
+            address = resolver.resolve(self._dns_host)
+        except DNSFailure as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        port = port_map.get(self.port, self.port)
+        timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
+        try:
+            sock = socket.create_connection((address, port), timeout, source_address=self.source_address)
+        except socket.timeout as exc:
+            raise ConnectTimeoutError(self, f"connection to {self.host} ({address}:{port}) timed out") from exc
+        except OSError as exc:
+            raise NewConnectionError(self, f"cannot connect to {self.host} ({address}:{port}): {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    return type(f"Lab{base.__name__}", (base,), {"_new_conn": _new_conn})
+
+
+class LabAdapter(HTTPAdapter):
+    """Resolves through ``resolver``; ``port_map`` maps a URL's port to the one to dial (443 → the lab's)."""
+
+    def __init__(self, resolver: LabResolver, port_map: dict[int, int] | None = None, **kwargs):
+        self.resolver = resolver
+        self.port_map = dict(port_map or {})
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        http_conn = _connection_class(HTTPConnection, self.resolver, self.port_map)
+        https_conn = _connection_class(HTTPSConnection, self.resolver, self.port_map)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("LabHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http_conn}),
+            "https": type("LabHTTPSPool", (HTTPSConnectionPool,), {"ConnectionCls": https_conn}),
+        }
+
+
+def lab_session(resolver: LabResolver, ca_cert: str, port_map: dict[int, int] | None = None) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # an exported REQUESTS_CA_BUNDLE would silently replace verify
+    session.verify = ca_cert
+    adapter = LabAdapter(resolver, port_map, pool_connections=8, pool_maxsize=8)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session

@@ -1,0 +1,126 @@
+"""The WSGI entry point of the listener: picks the app by Host, caps bodies, records every exchange.
+
+Flask's host_matching is not used: it answers 404 when the Host header carries a non-443 port.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from urllib.parse import quote
+
+from lab.events import Event, EventLog, redact_body, redact_headers, redact_query
+
+MAX_BODY = 1024 * 1024  # enrollment bodies are a few KB; a CMS-signed profile request is under 4 KB
+
+# Keys an app may set in the WSGI environ to label the exchange in the timeline.
+STAGE_KEY = "mdmlab.stage"
+DEVICE_KEY = "mdmlab.device"
+SUMMARY_KEY = "mdmlab.summary"
+
+
+def host_of(environ) -> str:
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8443
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def json_response(start_response, status: str, body: dict, extra_headers=()):
+    data = json.dumps(body).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
+                            *extra_headers])
+    return [data]
+
+
+class Dispatcher:
+    def __init__(self, events: EventLog, max_body: int = MAX_BODY):
+        self.apps: dict[str, tuple[str, object]] = {}
+        self.events = events
+        self.max_body = max_body
+
+    def mount(self, host: str, component: str, app) -> None:
+        self.apps[host.lower()] = (component, app)
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted(self.apps)
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        host = host_of(environ)
+        captured: dict = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return start_response(status, headers, exc_info)
+
+        body = b""
+        component = "lab"
+        sni = environ.get("SSL_TLS_SNI") or ""
+        if sni and host and sni != host:
+            result = json_response(capture, "421 Misdirected Request", {
+                "error": "misdirected-request",
+                "message": f"TLS server name {sni!r} does not match Host {host!r}; "
+                           f"connect with the name you put in the Host header"})
+        elif host not in self.apps:
+            result = json_response(capture, "404 Not Found", {
+                "error": "unknown-host", "host": host,
+                "message": f"the lab serves no host named {host!r}", "known_hosts": self.hosts})
+        else:
+            component, app = self.apps[host]
+            body, too_large = self._read_body(environ)
+            if too_large:
+                result = json_response(capture, "413 Content Too Large", {
+                    "error": "body-too-large", "limit": self.max_body,
+                    "message": f"request bodies are limited to {self.max_body} bytes"}, [("Connection", "close")])
+            else:
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+                result = app(environ, capture)
+        chunks = None
+        if isinstance(result, (list, tuple)):
+            chunks = list(result)
+            closer = getattr(result, "close", None)
+            if closer:
+                closer()
+            result = chunks
+        self._record(environ, host, component, body, captured, chunks, time.perf_counter() - started)
+        return result
+
+    def _read_body(self, environ) -> tuple[bytes, bool]:
+        length = environ.get("CONTENT_LENGTH") or ""
+        stream = environ["wsgi.input"]
+        if length.isdigit():
+            if int(length) > self.max_body:
+                return b"", True
+            return stream.read(int(length)) if int(length) else b"", False
+        if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            data = stream.read(self.max_body + 1)
+            return (b"", True) if len(data) > self.max_body else (data, False)
+        return b"", False
+
+    def _record(self, environ, host, component, body, captured, chunks, elapsed) -> None:
+        status_line = captured.get("status", "500")
+        status = int(status_line.split()[0])
+        response_headers = captured.get("headers", [])
+        req_headers = [(k[5:].replace("_", "-").title(), v) for k, v in environ.items() if k.startswith("HTTP_")]
+        if environ.get("CONTENT_TYPE"):
+            req_headers.append(("Content-Type", environ["CONTENT_TYPE"]))
+        response_type = next((v for k, v in response_headers if k.lower() == "content-type"), None)
+        query = environ.get("QUERY_STRING", "")
+        path = quote(environ.get("PATH_INFO", ""), safe="/@:-._~!$&'()*+,;=")
+        detail = {
+            "query": redact_query(query),
+            "request_headers": redact_headers(req_headers),
+            "request_body": redact_body(body, environ.get("CONTENT_TYPE")),
+            "response_headers": redact_headers(response_headers),
+            "response_body": redact_body(b"".join(chunks), response_type) if chunks is not None else "<stream>",
+            "elapsed_ms": round(elapsed * 1000, 2),
+            "client": environ.get("REMOTE_ADDR"),
+        }
+        self.events.record(Event(
+            component=component, kind="http", host=host, method=environ.get("REQUEST_METHOD"), path=path,
+            status=status, stage=environ.get(STAGE_KEY), device=environ.get(DEVICE_KEY),
+            summary=environ.get(SUMMARY_KEY) or status_line, detail=detail))

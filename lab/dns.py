@@ -1,0 +1,204 @@
+"""The lab's DNS server: dnslib over UDP and TCP on one port, authoritative for the lab's zones.
+
+The dnslib traps are handled here: UDP never binds with SO_REUSEADDR (a second lab would silently steal
+queries), a resolver error becomes SERVFAIL, garbage gets FORMERR, replies never claim DNSSEC (AD cleared),
+and nothing is printed per packet.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass, field
+
+from dnslib import AAAA, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSRecord, NS
+from dnslib.buffer import Buffer
+from dnslib.server import DNSHandler, DNSServer
+
+from lab.events import Event, EventLog
+
+log = logging.getLogger("mdmlab.dns")
+TTL = 60
+TCP_IDLE_TIMEOUT = 5.0
+
+
+class DNSStartError(OSError):
+    pass
+
+
+@dataclass
+class Zone:
+    """Records by lower-case name; the suffixes are the zones the lab answers for with authority."""
+    suffixes: list[str]
+    records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def add(self, name: str, rtype: str, value: str) -> None:
+        self.records.setdefault(name.lower().rstrip("."), {}).setdefault(rtype, []).append(value)
+
+    def apex(self, name: str) -> str | None:
+        name = name.lower().rstrip(".")
+        matches = [s for s in self.suffixes if name == s or name.endswith("." + s)]
+        return max(matches, key=len) if matches else None
+
+    def lookup(self, name: str) -> dict[str, list[str]] | None:
+        return self.records.get(name.lower().rstrip("."))
+
+
+_RDATA = {"A": A, "AAAA": AAAA, "TXT": TXT}
+
+
+class LabResolver:
+    def __init__(self, zone: Zone, events: EventLog | None = None):
+        self.zone = zone
+        self.events = events
+
+    def resolve(self, request: DNSRecord, handler) -> DNSRecord:
+        reply = request.reply()
+        reply.header.ad = 0
+        try:
+            self._answer(request, reply)
+        except Exception:  # a resolver bug must cost one SERVFAIL, never the server
+            log.exception("resolver error")
+            reply = request.reply()
+            reply.header.ad = 0
+            reply.header.rcode = RCODE.SERVFAIL
+        self._record(request, reply, getattr(handler, "protocol", "udp"))
+        return reply
+
+    def _answer(self, request: DNSRecord, reply: DNSRecord) -> None:
+        q = request.q
+        qname = str(q.qname).rstrip(".")
+        qtype = QTYPE.get(q.qtype, str(q.qtype))
+        apex = self.zone.apex(qname)
+        if apex is None:
+            reply.header.rcode = RCODE.REFUSED
+            reply.header.ra = 0
+            return
+        reply.header.aa = 1
+        reply.header.ra = 0
+        records = self.zone.lookup(qname)
+        if records is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+            reply.add_auth(self._soa(apex))
+            return
+        for rtype, values in records.items():
+            if qtype in (rtype, "ANY"):
+                for value in values:
+                    rdata = _RDATA[rtype](value)
+                    reply.add_answer(RR(q.qname, getattr(QTYPE, rtype), rdata=rdata, ttl=TTL))
+        if qtype in ("SOA", "NS") and qname == apex:
+            reply.add_answer(self._soa(apex) if qtype == "SOA" else
+                             RR(apex, QTYPE.NS, rdata=NS(f"ns.{apex}"), ttl=TTL))
+        if not reply.rr:
+            reply.add_auth(self._soa(apex))  # NODATA: the name exists, not with this type
+
+    @staticmethod
+    def _soa(apex: str) -> RR:
+        return RR(apex, QTYPE.SOA, ttl=TTL,
+                  rdata=SOA(f"ns.{apex}", f"hostmaster.{apex}", (1, 3600, 600, 86400, TTL)))
+
+    def _record(self, request: DNSRecord, reply: DNSRecord, protocol: str) -> None:
+        if self.events is None:
+            return
+        qname = str(request.q.qname).rstrip(".")
+        qtype = QTYPE.get(request.q.qtype, str(request.q.qtype))
+        rcode = RCODE.get(reply.header.rcode)
+        answers = [str(rr.rdata) for rr in reply.rr]
+        self.events.record(Event(
+            component="dns", kind="dns", host=qname, method=qtype, status=reply.header.rcode,
+            summary=f"{qtype} {qname} → {rcode}{': ' + ', '.join(answers) if answers else ''}",
+            detail={"protocol": protocol, "rcode": rcode, "answers": answers}))
+
+
+class _Handler(DNSHandler):
+    """Answers FORMERR to unparseable queries and times out idle TCP clients."""
+
+    def setup(self):
+        if self.server.socket_type == socket.SOCK_STREAM:
+            self.request.settimeout(TCP_IDLE_TIMEOUT)
+
+    def handle(self):
+        try:
+            super().handle()
+        except (OSError, ValueError, IndexError):  # short TCP reads, resets, timeouts
+            pass
+
+    def get_reply(self, data: bytes) -> bytes:
+        try:
+            return super().get_reply(data)
+        except DNSError:
+            if len(data) < 12:
+                raise
+            header = DNSHeader.parse(Buffer(data[:12]))
+            return DNSRecord(DNSHeader(id=header.id, qr=1, rcode=RCODE.FORMERR)).pack()
+
+
+class _QuietLogger:
+    def __getattr__(self, name):
+        if name == "log_error":
+            return lambda handler, e: log.debug("dns error from %s: %s", handler.client_address, e)
+        return lambda *args, **kwargs: None
+
+
+class _UDPServer(socketserver.ThreadingMixIn, socketserver.UDPServer):
+    allow_reuse_address = False  # dnslib's default True lets two labs share a UDP port silently
+    daemon_threads = True
+
+
+class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+class LabDNS:
+    """UDP and TCP servers on the same port, sharing one resolver."""
+
+    def __init__(self, resolver: LabResolver, address: str = "127.0.0.1", port: int = 0):
+        self.resolver = resolver
+        self.address = address
+        attempts = 20 if port == 0 else 1
+        last_error: OSError | None = None
+        for _ in range(attempts):
+            try:
+                self.udp = self._server(_UDPServer, port)
+                try:
+                    self.tcp = self._server(_TCPServer, self.udp.server.server_address[1])
+                except OSError:
+                    self.udp.server.server_close()
+                    raise
+                break
+            except OSError as exc:
+                last_error = exc
+        else:
+            raise DNSStartError(last_error.errno or errno.EADDRINUSE,
+                                f"cannot bind DNS on {address}:{port} (UDP and TCP): {last_error.strerror}")
+        self.port = self.udp.server.server_address[1]
+
+    def _server(self, cls, port: int) -> DNSServer:
+        server_cls = type(cls.__name__, (cls,), {"address_family": _family(self.address)})
+        return DNSServer(self.resolver, address=self.address, port=port, logger=_QuietLogger(),
+                         handler=_Handler, server=server_cls)
+
+    def start(self) -> None:
+        for server in (self.udp, self.tcp):
+            server.thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                             name=f"dns-{server.server.socket_type}", daemon=True)
+            server.thread.start()
+
+    def stop(self) -> None:
+        for server in (self.udp, self.tcp):
+            server.server.shutdown()
+            server.server.server_close()
+
+
+def query(name: str, rtype: str, server: str, port: int, *, tcp: bool = False, timeout: float = 2.0) -> DNSRecord:
+    """One query to the lab DNS; raises OSError (incl. socket.timeout) when the server does not answer."""
+    packet = DNSRecord.question(name, rtype).send(server, port, tcp=tcp, timeout=timeout,
+                                                  ipv6=":" in server)
+    return DNSRecord.parse(packet)

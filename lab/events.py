@@ -1,0 +1,161 @@
+"""The event timeline: every exchange, DNS answer and state change, in SQLite, with secrets redacted.
+
+Tests assert on these events, never on log text; the console streams them.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from lab.store import Store
+
+SECRET_KEYS = frozenset({
+    "access-token", "access_token", "refresh_token", "refresh-token", "code", "password", "token",
+    "client_secret", "auth_session_token", "id_token", "payloadcontent", "unlocktoken",
+})
+SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-adm-auth-session", "mdm-signature"})
+EXCERPT_LIMIT = 2048
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    component TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    host TEXT, method TEXT, path TEXT, status INTEGER,
+    stage TEXT, device TEXT, summary TEXT,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_device ON events(device);
+CREATE INDEX IF NOT EXISTS events_host ON events(host)
+"""
+
+
+def mask(value: str) -> str:
+    """Keep four characters, enough to tell two tokens apart in a timeline, never enough to use one."""
+    value = str(value)
+    return "[redacted]" if len(value) < 12 else f"{value[:4]}…[redacted]"
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, mask(v) if k.lower() in SECRET_KEYS else v) for k, v in pairs], safe="@:/")
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=redact_query(parts.query))) if parts.query else url
+
+
+def redact_headers(headers) -> dict[str, str]:
+    out = {}
+    for name, value in headers:
+        lname = name.lower()
+        if lname in SECRET_HEADERS:
+            scheme, _, rest = value.partition(" ")
+            out[name] = f"{scheme} {mask(rest)}" if rest else mask(value)
+        elif lname == "location":
+            out[name] = redact_url(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _redact_json(value):
+    if isinstance(value, dict):
+        return {k: mask(v) if k.lower() in SECRET_KEYS and isinstance(v, (str, bytes)) else _redact_json(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_json(v) for v in value]
+    return value
+
+
+_XML_SECRET = re.compile(r"(<key>(?:%s)</key>\s*<(?:string|data)>)([^<]*)" % "|".join(SECRET_KEYS), re.I)
+
+
+def redact_body(body: bytes, content_type: str | None) -> str:
+    """A printable, redacted excerpt of a body; binary bodies are described, never stored."""
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    if not body:
+        return ""
+    if ctype in ("application/x-www-form-urlencoded",):
+        return redact_query(body.decode("latin-1"))[:EXCERPT_LIMIT]
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(body)} bytes {ctype or 'binary'}>"
+    if ctype.endswith("json"):
+        try:
+            return json.dumps(_redact_json(json.loads(text)))[:EXCERPT_LIMIT]
+        except ValueError:
+            pass
+    if "\x00" in text:
+        return f"<{len(body)} bytes {ctype or 'binary'}>"
+    return _XML_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)[:EXCERPT_LIMIT]
+
+
+@dataclass
+class Event:
+    component: str
+    kind: str = "http"
+    host: str | None = None
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    stage: str | None = None
+    device: str | None = None
+    summary: str = ""
+    detail: dict = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+
+
+class EventLog:
+    def __init__(self, path: Path):
+        self.store = Store(path, _SCHEMA)
+        self._changed = threading.Condition()
+
+    def record(self, event: Event) -> int:
+        with self.store.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO events (ts, component, kind, host, method, path, status, stage, device, summary,"
+                " detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (event.ts, event.component, event.kind, event.host, event.method, event.path, event.status,
+                 event.stage, event.device, event.summary, json.dumps(event.detail, default=str)))
+            event_id = cur.lastrowid
+        with self._changed:
+            self._changed.notify_all()
+        return event_id
+
+    def query(self, *, after: int = 0, limit: int = 500, host: str | None = None, device: str | None = None,
+              component: str | None = None, kind: str | None = None) -> list[dict]:
+        sql, params = "SELECT * FROM events WHERE id > ?", [after]
+        for column, value in (("host", host), ("device", device), ("component", component), ("kind", kind)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(max(1, min(limit, 5000)))
+        return [dict(row, detail=json.loads(row["detail"])) for row in self.store.query(sql, params)]
+
+    def last_id(self) -> int:
+        row = self.store.one("SELECT MAX(id) AS m FROM events")
+        return row["m"] or 0
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until an event newer than ``after`` exists, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.last_id() <= after:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        self.store.close()

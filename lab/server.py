@@ -1,0 +1,130 @@
+"""One HTTPS listener for every lab host: cheroot, a TLS context per host chosen by SNI.
+
+cheroot's stock TLS adapter does the handshake in its accept loop, so one client that connects and says nothing
+stalls every other client. Here the accept loop only wraps the socket; the handshake happens in a worker thread
+at the start of the connection's first request, and a failed handshake closes that connection quietly.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from pathlib import Path
+
+from cheroot import server as cheroot_server
+from cheroot import wsgi
+from cheroot.makefile import StreamReader, StreamWriter
+
+log = logging.getLogger("mdmlab.server")
+HANDSHAKE_TIMEOUT = 10.0
+WORKER_THREADS = 48
+REQUEST_QUEUE = 128
+
+
+def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class HostContexts:
+    """The TLS context of each host, replaceable at run time (TLS faults swap a host's certificate)."""
+
+    def __init__(self, default: ssl.SSLContext):
+        self._lock = threading.Lock()
+        self._by_host: dict[str, ssl.SSLContext] = {}
+        self.default = default
+        self.default.sni_callback = self._select
+
+    def set(self, host: str, ctx: ssl.SSLContext) -> None:
+        with self._lock:
+            self._by_host[host.lower()] = ctx
+
+    def get(self, host: str) -> ssl.SSLContext | None:
+        with self._lock:
+            return self._by_host.get(host.lower())
+
+    def _select(self, sslsock, server_name, _initial_ctx):
+        sslsock.mdmlab_sni = server_name.lower() if server_name else None
+        if server_name:
+            ctx = self.get(server_name)
+            if ctx is not None:
+                sslsock.context = ctx
+        return None
+
+
+class _DeferredHandshakeAdapter:
+    """The part of cheroot's SSL adapter interface the server uses, minus the blocking handshake."""
+
+    def __init__(self, contexts: HostContexts):
+        self.contexts = contexts
+
+    def bind(self, sock):
+        return sock
+
+    def wrap(self, sock):
+        wrapped = self.contexts.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return wrapped, {}
+
+    def makefile(self, sock, mode="r", bufsize=-1):
+        return (StreamReader if "r" in mode else StreamWriter)(sock, mode, bufsize)
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    handshaken = False
+
+    def communicate(self):
+        if not self.handshaken:
+            try:
+                self.socket.settimeout(HANDSHAKE_TIMEOUT)
+                self.socket.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake with %s failed: %s", self.remote_addr, exc)
+                return False
+            self.handshaken = True
+            self.socket.settimeout(self.server.timeout)
+            cipher = self.socket.cipher()
+            self.ssl_env = {
+                "wsgi.url_scheme": "https", "HTTPS": "on",
+                "SSL_PROTOCOL": cipher[1] if cipher else "", "SSL_CIPHER": cipher[0] if cipher else "",
+                "SSL_TLS_SNI": getattr(self.socket, "mdmlab_sni", None) or "",
+            }
+        return super().communicate()
+
+
+class HTTPSServer:
+    """cheroot WSGI server bound at construction, so the port is known before the apps are built."""
+
+    def __init__(self, contexts: HostContexts, address: str = "127.0.0.1", port: int = 0):
+        self.contexts = contexts
+        self.server = wsgi.Server((address, port), self._not_ready, numthreads=WORKER_THREADS,
+                                  request_queue_size=REQUEST_QUEUE, timeout=30, shutdown_timeout=2,
+                                  accepted_queue_size=-1)
+        self.server.ConnectionClass = _Connection
+        self.server.ssl_adapter = _DeferredHandshakeAdapter(contexts)
+        self.server.nodelay = True
+        self.server.prepare()  # binds the socket
+        self.server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.address = address
+        self.port = self.server.bind_addr[1]
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _not_ready(environ, start_response):
+        start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "1")])
+        return [b'{"error": "starting", "message": "the lab is starting"}']
+
+    def set_app(self, app) -> None:
+        self.server.wsgi_app = app
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.serve, name="https", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
