@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 
 from lab.flaskapp import label
 from mocks.mdm.errors import BadSignIn
-from mocks.mdm.state import parse_checkin_body, parse_enrollment_body
+from mocks.mdm.state import parse_enrollment_body
 
 ENROLL_PATH = "/enroll"
 AUTH_PATH = "/auth/web"
@@ -60,8 +60,7 @@ def sign_in():
 @bp.put(CHECKIN_PATH)
 def check_in():
     label(stage="check-in")
-    message = parse_checkin_body(request.get_data())
-    enrollment_id, summary = _state().check_in(request.headers.get("Authorization"), message)
+    enrollment_id, summary = _state().check_in(request.headers.get("Authorization"), request.get_data())
     label(device=enrollment_id, summary=summary)
     return Response(b"", status=200)
 
@@ -69,7 +68,6 @@ def check_in():
 @bp.put(SERVER_PATH)
 def command_poll():
     label(stage="commands")
-    message = parse_checkin_body(request.get_data()) if request.get_data() else {}
-    enrollment_id, reply = _state().poll(request.headers.get("Authorization"), message)
+    enrollment_id, reply = _state().poll(request.headers.get("Authorization"), request.get_data())
     label(device=enrollment_id, summary=f"poll from {enrollment_id}: {'command' if reply else 'queue empty'}")
     return Response(reply, status=200, content_type="application/xml" if reply else None)

@@ -205,9 +205,10 @@ class MDMState:
         return cms.sign(plistlib.dumps(profile), self.signer.cert, self.signer.key)
 
     # -- check-in --------------------------------------------------------------------------------------------
-    def check_in(self, authorization: str | None, message: dict) -> tuple[str, str]:
-        """Apply one check-in message; returns (enrollment id, summary)."""
+    def check_in(self, authorization: str | None, body: bytes) -> tuple[str, str]:
+        """Apply one check-in message; returns (enrollment id, summary). The token is checked first."""
         token = self.check_token(authorization)
+        message = parse_checkin_body(body)
         kind = message["MessageType"]
         handler = {"Authenticate": self._authenticate, "TokenUpdate": self._token_update,
                    "CheckOut": self._check_out}.get(kind)
@@ -257,9 +258,10 @@ class MDMState:
         return f"CheckOut {enrollment_id}"
 
     # -- command channel ---------------------------------------------------------------------------------------
-    def poll(self, authorization: str | None, message: dict) -> tuple[str, bytes]:
+    def poll(self, authorization: str | None, body: bytes) -> tuple[str, bytes]:
         """A device polling ServerURL. The queue is empty until commands exist; the reply is then empty."""
         token = self.check_token(authorization)
+        message = parse_checkin_body(body)
         enrollment_id = message.get("EnrollmentID")
         if not isinstance(enrollment_id, str):
             raise BadCheckIn("a User Enrollment poll must carry EnrollmentID", code="missing-enrollment-id")

@@ -1,0 +1,60 @@
+"""Shared fixtures: a whole lab on ephemeral ports (one per test module), and a device pointed at it."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.device import Device, Network
+from lab.launcher import Lab
+from lab.scenario import load
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+PASSWORD = "carry-on-2026"
+IDENTIFIER = "eliza@betterbag.test"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The default scenario's lab, started for this module on ephemeral ports, stopped after it."""
+    with Lab(load("betterbag"), tmp_path_factory.mktemp("lab"), https_port=0, dns_port=0) as running:
+        yield running
+
+
+@pytest.fixture
+def network(lab) -> Network:
+    return Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port)
+
+
+@pytest.fixture
+def device(network):
+    made = []
+
+    def make(**kwargs) -> Device:
+        d = Device(network, **kwargs)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def require_tool(name: str) -> str:
+    """Interop tools are installed by scripts/install-test-tools; a missing one is a failure, never a skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; run scripts/install-test-tools (tox does this)")
+    return path
+
+
+def run(args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+
+def lab_json(lab) -> dict:
+    return json.loads((lab.state_dir / "lab.json").read_text())
