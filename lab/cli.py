@@ -105,7 +105,9 @@ def enroll(identifier, model_family, os_version, password, strict, state_dir, as
             raise click.BadParameter(str(exc), param_hint="--os-version") from None
     if password is None and sys.stdin.isatty() and not as_json:
         password = click.prompt(f"Password for {identifier}", hide_input=True, default="", show_default=False) or None
-    network = Network(info.get("dns_address", "127.0.0.1"), info["dns_port"], info["ca_cert"], info["https_port"])
+    apple = (info.get("abm") or {}).get("fallback", "axm-adm-enroll.lab.test")
+    network = Network(info.get("dns_address", "127.0.0.1"), info["dns_port"], info["ca_cert"], info["https_port"],
+                      apple)
     device = Device(network, model_family=model_family, os_version=os_version or "", strict=strict)
     try:
         trace = device.enroll(identifier, password)
@@ -118,6 +120,185 @@ def enroll(identifier, model_family, os_version, password, strict, state_dir, as
                    f"enrolling as {identifier}")
         click.echo(trace.render())
     sys.exit(0 if trace.outcome == "enrolled" else 1)
+
+
+def _control(state_dir):
+    from lab.control import ControlClient
+
+    try:
+        return ControlClient(config.state_dir(state_dir))
+    except config.NoLabRunning as exc:
+        _fail(str(exc))
+
+
+def _call(client, method: str, path: str, **kwargs):
+    from lab.control import ControlError
+
+    try:
+        return client.request(method, path, **kwargs)
+    except ControlError as exc:
+        _fail(str(exc))
+    finally:
+        client.close()
+
+
+def fault_catalogue() -> list[dict]:
+    from lab.faults import DNS_FAULTS, TLS_FAULTS, catalogue
+    from mocks.org_domain import FAULTS
+
+    return [{"name": f.name, "component": f.component, "description": f.description, "symptom": f.symptom}
+            for f in catalogue(FAULTS, DNS_FAULTS, TLS_FAULTS).values()]
+
+
+state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
+
+
+@main.group()
+def fault():
+    """Break the lab the way the field breaks: list, set and clear named faults."""
+
+
+@fault.command("list")
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def fault_list(state_dir, as_json):
+    """Every fault with what it does and the field symptom it reproduces; armed ones when a lab runs."""
+    armed = []
+    try:
+        info_dir = config.state_dir(state_dir)
+        config.read_lab_file(info_dir)
+        armed = _call(_control(state_dir), "GET", "/api/faults")["armed"]
+    except config.NoLabRunning:
+        pass
+    if as_json:
+        click.echo(json.dumps({"catalogue": fault_catalogue(), "armed": armed}, indent=2))
+        return
+    for f in fault_catalogue():
+        on = [a for a in armed if a["name"] == f["name"]]
+        mark = " [armed on " + ", ".join(a["host"] + ("" if a["remaining"] is None else f" ×{a['remaining']}")
+                                        for a in on) + "]" if on else ""
+        click.echo(f"{f['name']:<22} {f['component']:<11} {f['description']}{mark}")
+        click.echo(f"{'':<34} field symptom: {f['symptom']}")
+
+
+@fault.command("set")
+@click.argument("name")
+@click.option("--host", default=None, help="Host or DNS name to break [default: the organization's first domain].")
+@click.option("--times", type=click.IntRange(min=1), default=None, help="Only the next N requests.")
+@click.option("--seconds", type=click.FloatRange(0, 120), default=None, help="Delay for slow faults.")
+@state_dir_option
+def fault_set(name, host, times, seconds, state_dir):
+    """Arm fault NAME."""
+    body = {"name": name, **({"host": host} if host else {}), **({"times": times} if times else {}),
+            **({"seconds": seconds} if seconds is not None else {})}
+    armed = _call(_control(state_dir), "POST", "/api/faults", json=body)["armed"]
+    scope = "until cleared" if armed["remaining"] is None else f"for the next {armed['remaining']} request(s)"
+    click.echo(f"armed {armed['name']} on {armed['host']} {scope}")
+
+
+@fault.command("clear")
+@click.argument("name", required=False)
+@click.option("--host", default=None)
+@state_dir_option
+def fault_clear(name, host, state_dir):
+    """Clear fault NAME, or every fault."""
+    path = "/api/faults" + (f"/{name}" if name else "")
+    cleared = _call(_control(state_dir), "DELETE", path, params={"host": host} if host else None)["cleared"]
+    click.echo(f"cleared {cleared} fault(s)")
+
+
+@main.group()
+def dns():
+    """Records in the lab's DNS zone (e.g. the TXT record that verifies a domain in ABM)."""
+
+
+@dns.command("list")
+@state_dir_option
+def dns_list(state_dir):
+    for record in _call(_control(state_dir), "GET", "/api/dns/records"):
+        click.echo(f"{record['name']:<32} {record['type']:<5} {record['value']}")
+
+
+@dns.command("add")
+@click.argument("name")
+@click.argument("rtype", metavar="TYPE", type=click.Choice(["A", "AAAA", "TXT"]))
+@click.argument("value")
+@state_dir_option
+def dns_add(name, rtype, value, state_dir):
+    _call(_control(state_dir), "POST", "/api/dns/records", json={"name": name, "type": rtype, "value": value})
+    click.echo(f"added {name} {rtype} {value}")
+
+
+@dns.command("remove")
+@click.argument("name")
+@click.argument("rtype", metavar="TYPE", type=click.Choice(["A", "AAAA", "TXT"]))
+@click.argument("value", required=False)
+@state_dir_option
+def dns_remove(name, rtype, value, state_dir):
+    body = {"name": name, "type": rtype, **({"value": value} if value else {})}
+    removed = _call(_control(state_dir), "DELETE", "/api/dns/records", json=body)["removed"]
+    click.echo(f"removed {removed} record(s)")
+
+
+@main.group()
+def scenario():
+    """Scenarios reproducing field issues, each with its expected outcome."""
+
+
+@scenario.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def scenario_list(as_json):
+    from lab.scenario import available
+
+    rows = []
+    for name in available():
+        try:
+            sc = load(name)
+        except ScenarioError as exc:
+            _fail(str(exc))
+        expect = sc.expect
+        rows.append({"name": name, "description": sc.description,
+                     "expect": None if expect is None else {k: v for k, v in vars(expect).items() if v}})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        e = row["expect"] or {}
+        outcome = " ".join(str(e[k]) for k in ("outcome", "path", "stage", "diagnosis") if k in e)
+        click.echo(f"{row['name']:<34} {outcome:<58} {row['description']}")
+
+
+@scenario.command("run")
+@click.argument("names", nargs=-1)
+@click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
+@click.option("--json", "as_json", is_flag=True)
+def scenario_run(names, run_all, as_json):
+    """Start a lab per scenario, run its device, check its [expect]; exit 0 only if all pass."""
+    from lab import runner
+    from lab.launcher import LabError
+    from lab.scenario import available
+
+    if run_all == bool(names):
+        raise click.UsageError("give scenario names or --all (not both)")
+    results = []
+    for name in (available() if run_all else names):
+        try:
+            sc = load(name)
+            results.append(runner.run(sc))
+        except (ScenarioError, LabError, ValueError) as exc:
+            _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            observed = " ".join(str(r.observed[k]) for k in ("outcome", "path", "stage", "diagnosis")
+                                if r.observed.get(k))
+            click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.scenario:<34} {observed}")
+            for mismatch in r.mismatches:
+                click.echo(f"      {mismatch}")
+        passed = sum(r.passed for r in results)
+        click.echo(f"{passed} passed, {len(results) - passed} failed")
+    sys.exit(0 if all(r.passed for r in results) else 1)
 
 
 if __name__ == "__main__":

@@ -28,14 +28,43 @@ class DNSStartError(OSError):
     pass
 
 
+_RDATA = {"A": A, "AAAA": AAAA, "TXT": TXT}
+
+
 @dataclass
 class Zone:
-    """Records by lower-case name; the suffixes are the zones the lab answers for with authority."""
+    """Records by lower-case name; the suffixes are the zones the lab answers for with authority.
+
+    Records can change at run time (an admin adds a TXT record to verify a domain in ABM): readers get a
+    consistent copy under the lock.
+    """
     suffixes: list[str]
     records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, rtype: str, value: str) -> None:
-        self.records.setdefault(name.lower().rstrip("."), {}).setdefault(rtype, []).append(value)
+        name = name.lower().rstrip(".")
+        if self.apex(name) is None:
+            raise ValueError(f"{name} is outside the lab's zones ({', '.join(self.suffixes)})")
+        if rtype not in _RDATA:
+            raise ValueError(f"record type {rtype!r} is not one of {', '.join(_RDATA)}")
+        with self._lock:
+            values = self.records.setdefault(name, {}).setdefault(rtype, [])
+            if value not in values:
+                values.append(value)
+
+    def remove(self, name: str, rtype: str, value: str | None = None) -> int:
+        name = name.lower().rstrip(".")
+        with self._lock:
+            values = self.records.get(name, {}).get(rtype, [])
+            removed = [v for v in values if value is None or v == value]
+            self.records.get(name, {})[rtype] = [v for v in values if v not in removed]
+            return len(removed)
+
+    def listing(self) -> list[dict]:
+        with self._lock:
+            return [{"name": n, "type": t, "value": v} for n, types in sorted(self.records.items())
+                    for t, values in sorted(types.items()) for v in values]
 
     def apex(self, name: str) -> str | None:
         name = name.lower().rstrip(".")
@@ -43,22 +72,33 @@ class Zone:
         return max(matches, key=len) if matches else None
 
     def lookup(self, name: str) -> dict[str, list[str]] | None:
-        return self.records.get(name.lower().rstrip("."))
+        with self._lock:
+            found = self.records.get(name.lower().rstrip("."))
+            return None if found is None else {t: list(v) for t, v in found.items() if v}
 
 
-_RDATA = {"A": A, "AAAA": AAAA, "TXT": TXT}
+WRONG_ADDRESS = {"A": "127.0.0.2", "AAAA": "::2"}  # loopback, where no lab listens: connection refused
+
+
+class _Dropped(Exception):
+    """The query is deliberately left unanswered (fault dns-timeout)."""
 
 
 class LabResolver:
-    def __init__(self, zone: Zone, events: EventLog | None = None):
+    def __init__(self, zone: Zone, events: EventLog | None = None, faults=None):
         self.zone = zone
         self.events = events
+        self.faults = faults  # lab.faults.FaultBoard
 
-    def resolve(self, request: DNSRecord, handler) -> DNSRecord:
+    def resolve(self, request: DNSRecord, handler) -> DNSRecord | None:
         reply = request.reply()
         reply.header.ad = 0
         try:
-            self._answer(request, reply)
+            fault = self._fault(request)
+            if fault == "dns-timeout":
+                self._record(request, None, getattr(handler, "protocol", "udp"))
+                return None
+            self._answer(request, reply, fault)
         except Exception:  # a resolver bug must cost one SERVFAIL, never the server
             log.exception("resolver error")
             reply = request.reply()
@@ -67,7 +107,16 @@ class LabResolver:
         self._record(request, reply, getattr(handler, "protocol", "udp"))
         return reply
 
-    def _answer(self, request: DNSRecord, reply: DNSRecord) -> None:
+    def _fault(self, request: DNSRecord) -> str | None:
+        if self.faults is None:
+            return None
+        qname = str(request.q.qname).rstrip(".")
+        if self.zone.apex(qname) is None:
+            return None
+        armed = self.faults.take("dns", qname)
+        return armed.spec.name if armed else None
+
+    def _answer(self, request: DNSRecord, reply: DNSRecord, fault: str | None = None) -> None:
         q = request.q
         qname = str(q.qname).rstrip(".")
         qtype = QTYPE.get(q.qtype, str(q.qtype))
@@ -78,7 +127,15 @@ class LabResolver:
             return
         reply.header.aa = 1
         reply.header.ra = 0
+        if fault == "dns-servfail":
+            reply.header.aa = 0
+            reply.header.rcode = RCODE.SERVFAIL
+            return
         records = self.zone.lookup(qname)
+        if fault == "dns-nxdomain":
+            records = None
+        elif fault == "dns-wrong-address" and records is not None:
+            records = {**records, **{t: [WRONG_ADDRESS[t]] for t in ("A", "AAAA") if t in records}}
         if records is None:
             reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(self._soa(apex))
@@ -99,11 +156,16 @@ class LabResolver:
         return RR(apex, QTYPE.SOA, ttl=TTL,
                   rdata=SOA(f"ns.{apex}", f"hostmaster.{apex}", (1, 3600, 600, 86400, TTL)))
 
-    def _record(self, request: DNSRecord, reply: DNSRecord, protocol: str) -> None:
+    def _record(self, request: DNSRecord, reply: DNSRecord | None, protocol: str) -> None:
         if self.events is None:
             return
         qname = str(request.q.qname).rstrip(".")
         qtype = QTYPE.get(request.q.qtype, str(request.q.qtype))
+        if reply is None:
+            self.events.record(Event(component="dns", kind="dns", host=qname, method=qtype, status=None,
+                                     summary=f"{qtype} {qname} → no answer (fault dns-timeout)",
+                                     detail={"protocol": protocol, "rcode": None, "answers": []}))
+            return
         rcode = RCODE.get(reply.header.rcode)
         answers = [str(rr.rdata) for rr in reply.rr]
         self.events.record(Event(
@@ -122,17 +184,21 @@ class _Handler(DNSHandler):
     def handle(self):
         try:
             super().handle()
-        except (OSError, ValueError, IndexError):  # short TCP reads, resets, timeouts
+        except (_Dropped, OSError, ValueError, IndexError):  # deliberate silence, short TCP reads, resets
             pass
 
     def get_reply(self, data: bytes) -> bytes:
         try:
-            return super().get_reply(data)
+            request = DNSRecord.parse(data)
         except DNSError:
             if len(data) < 12:
                 raise
             header = DNSHeader.parse(Buffer(data[:12]))
             return DNSRecord(DNSHeader(id=header.id, qr=1, rcode=RCODE.FORMERR)).pack()
+        reply = self.server.resolver.resolve(request, self)
+        if reply is None:
+            raise _Dropped()
+        return reply.pack()
 
 
 class _QuietLogger:

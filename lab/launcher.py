@@ -4,6 +4,7 @@ The CLI and the tests both use ``Lab``; nothing is global, so two labs can run s
 """
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import ipaddress
 import json
@@ -16,14 +17,22 @@ from pathlib import Path
 from lab import dispatch
 from lab.config import LAB_FILE
 from lab.console import create_app as create_console
+from dnslib import QTYPE
+
+from lab.device.transport import LabResolver as DNSResolverClient
+from lab.device.transport import lab_session
 from lab.dns import LabDNS, LabResolver, Zone
+from lab.dns import query as dns_query
 from lab.events import Event, EventLog
-from lab.pki import CertificateAuthority
+from lab.faults import DNS_FAULTS, TLS_FAULTS, FaultBoard, FaultError, catalogue
+from lab.control import ADMIN_TOKEN_FILE
+from lab.pki import CertificateAuthority, write_private
 from lab.scenario import Scenario
 from lab.server import HostContexts, HTTPSServer, server_context
-from mocks import mdm, org_domain
+from mocks import abm, mdm, org_domain
+from mocks.mdm.abm_client import DEPClient, RegistrationError
 
-OWNED = ("pki", "mdm", "org_domain", "events.db", "events.db-wal", "events.db-shm", LAB_FILE)
+OWNED = ("pki", "mdm", "abm", "org_domain", "events.db", "events.db-wal", "events.db-shm", LAB_FILE)
 
 
 class LabError(RuntimeError):
@@ -48,6 +57,7 @@ class Lab:
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
         self._lock_file = None
+        self._broken_tls: dict = {}
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> "Lab":
@@ -78,46 +88,154 @@ class Lab:
         self.https_port = self.https.port
 
         self.dispatcher = dispatch.Dispatcher(self.events)
-        self.org_domain = org_domain.OrgDomainState([
-            org_domain.DomainSetup(d.name, d.version, self.urls["mdm"]["base_url"]) for d in sc.domains])
-        mdm_urls = self.urls["mdm"]
-        self.mdm = mdm.MDMState(
-            mdm.MDMSetup(organization=sc.organization, host=sc.mdm.host, topic=sc.mdm.topic,
-                         token_ttl=sc.mdm.token_ttl, users=sc.users, **mdm_urls),
-            self.state_dir / "mdm", self.pki.issue_profile_signer(sc.organization))
-        self._mount(sc.console_host, "console", create_console(self))
-        self.dispatcher.apps["localhost"] = self.dispatcher.apps[sc.console_host]
-        org_app = org_domain.create_app(self.org_domain)
-        for d in sc.domains:
-            self._mount(d.name, "org-domain", org_app)
-        self._mount(sc.mdm.host, "mdm", mdm.create_app(self.mdm))
-
-        zone = Zone(sc.suffixes)
-        rtype = "AAAA" if address.version == 6 else "A"
-        for host in self.dispatcher.hosts:
-            if host != "localhost":
-                zone.add(host, rtype, self.listen)
-        zone.add("localhost", "A", "127.0.0.1")
-        for d in sc.domains:
-            for txt in d.txt:
-                zone.add(d.name, "TXT", txt)
-        self.zone = zone
+        self.zone = Zone(sc.suffixes)
+        self.faults = FaultBoard(catalogue(DNS_FAULTS, TLS_FAULTS, org_domain.FAULTS), {},
+                                 sc.domains[0].name, self.events)
+        self.contexts.override = self._tls_fault
+        self._build_mocks()
+        self._build_zone(address.version)
+        self.faults.hosts.update(self._fault_hosts())
         try:
-            self.dns = LabDNS(LabResolver(zone, self.events), self.listen, dns_port)
+            for armed in sc.faults:
+                self.faults.set(armed.name, armed.host, armed.times, armed.seconds)
+        except FaultError as exc:
+            self._abort()
+            raise LabError(f"{sc.path}: {exc}") from None
+        try:
+            self.dns = LabDNS(LabResolver(self.zone, self.events, self.faults), self.listen, dns_port)
         except OSError as exc:
-            self.https.stop()
-            self._release_lock()
+            self._abort()
             raise LabError(str(exc)) from exc
 
         self.https.set_app(self.dispatcher)
         self.https.start()
         self.dns.start()
         self.started_at = time.time()
+        try:
+            self._set_up_abm()
+        except (RegistrationError, OSError) as exc:
+            self.stop()
+            raise LabError(f"the MDM could not register its service-discovery URL with ABM: {exc}") from exc
         self._write_lab_file()
         self.events.record(Event(component="lab", kind="lab", summary=(
             f"lab up: scenario {sc.name}, HTTPS {self.listen}:{self.https_port}, DNS {self.listen}:{self.dns.port}"
             f" in {(time.perf_counter() - t0) * 1000:.0f} ms")))
         return self
+
+    def _abort(self) -> None:
+        self.https.stop()
+        self.events.close()
+        self._release_lock()
+
+    def _build_mocks(self) -> None:
+        sc = self.scenario
+        mdm_urls = self.urls["mdm"]
+        first = sc.domains[0]
+        self.mdm = mdm.MDMState(
+            mdm.MDMSetup(organization=sc.organization, host=sc.mdm.host, topic=sc.mdm.topic,
+                         token_ttl=sc.mdm.token_ttl, users=sc.users, version=first.version,
+                         versions=dict(first.versions), **mdm_urls),
+            self.state_dir / "mdm", self.pki.issue_profile_signer(sc.organization))
+        self.org_domain = org_domain.OrgDomainState([self._domain_setup(d) for d in sc.domains],
+                                                    origin=self.origin, faults=self.faults, zone=sc.zone)
+        self._mount(sc.console_host, "console", create_console(self))
+        self.dispatcher.apps["localhost"] = self.dispatcher.apps[sc.console_host]
+        self._mount(sc.mdm.host, "mdm", mdm.create_app(self.mdm))
+        org_app = org_domain.create_app(self.org_domain)
+        for host in sorted(self.org_domain.hosts - set(self.dispatcher.apps)):
+            self._mount(host, "org-domain", org_app)
+        self.abm = None
+        if sc.abm.enabled:
+            hosts = sc.abm_hosts
+            owned = {d.name for d in sc.domains}
+            accounts = sc.abm.accounts if sc.abm.accounts is not None else tuple(
+                u.identifier for u in sc.users if u.identifier.rsplit("@", 1)[1] in owned)
+            self.abm = abm.ABMState(
+                abm.ABMSetup(organization=sc.organization, kind=sc.kind, domains=tuple(sorted(owned)),
+                             accounts=accounts, servers=sc.abm.servers, session_ttl=sc.abm.session_ttl,
+                             hosts=hosts),
+                self.state_dir / "abm", self._txt_lookup)
+            for role, app in abm.create_apps(self.abm).items():
+                self._mount(hosts[role], "abm", app)
+
+    def _domain_setup(self, d) -> org_domain.DomainSetup:
+        """The org domain's answer and its redirect chain; hop targets carry the lab's port."""
+        urls = self.urls["mdm"]
+        chain = [(d.name, org_domain.WELL_KNOWN_PATH)] + [(r.host, r.path) for r in d.redirects]
+        hops = tuple(org_domain.Hop(chain[i][0], chain[i][1], r.status, self.origin(r.host) + r.path, r.keep_query)
+                     for i, r in enumerate(d.redirects))
+        final = chain[-1]
+        if final[0] == self.scenario.mdm.host:
+            final = None  # the MDM answers at its own discovery URL
+        return org_domain.DomainSetup(d.name, d.version, urls["base_url"], dict(d.versions), hops, final,
+                                      urls["adde_base_url"])
+
+    def _build_zone(self, ip_version: int) -> None:
+        rtype = "AAAA" if ip_version == 6 else "A"
+        for host in self.dispatcher.hosts:
+            if host != "localhost":
+                self.zone.add(host, rtype, self.listen)
+        self.zone.add("localhost", "A", "127.0.0.1")
+        for d in self.scenario.domains:
+            for txt in d.txt:
+                self.zone.add(d.name, "TXT", txt)
+        if self.abm is not None:
+            for domain in self.scenario.abm.verified_domains:
+                self.zone.add(domain, "TXT", self.abm.verification_record(domain))
+
+    def _fault_hosts(self) -> dict[str, set[str]]:
+        served = set(self.dispatcher.hosts) - {"localhost", self.scenario.console_host}
+        return {"dns": set(self.zone.records) - {"localhost"}, "tls": served,
+                "org-domain": {d.name for d in self.scenario.domains}}
+
+    def _txt_lookup(self, name: str) -> list[str]:
+        """ABM verifies domains the way Apple does: a real TXT query, here to the lab DNS."""
+        reply = dns_query(name, "TXT", self.listen, self.dns.port, timeout=2.0)
+        return [b"".join(rr.rdata.data).decode("utf-8", "replace") for rr in reply.rr
+                if QTYPE.get(rr.rtype) == "TXT"]
+
+    def _set_up_abm(self) -> None:
+        sc = self.scenario
+        if self.abm is None:
+            return
+        for domain in sc.abm.verified_domains:
+            self.abm.verify_domain(domain)
+        mdm_server = next((s for s in sc.abm.servers if s.mdm), None)
+        if mdm_server is None or not sc.abm.register_url:
+            return
+        token = self.abm.server_token(mdm_server.name)
+        session = lab_session(DNSResolverClient(self.listen, self.dns.port), str(self.pki.cert_path))
+        try:
+            DEPClient(self.origin(sc.abm_hosts["api"]), token, session).register_discovery_url(
+                self.urls["mdm"]["discovery_url"])
+        finally:
+            session.close()
+
+    def _tls_fault(self, host: str):
+        """The broken TLS context of an armed TLS fault on ``host``, or None."""
+        armed = self.faults.take("tls", host)
+        if armed is None:
+            return None
+        key = (host, armed.spec.name)
+        if key not in self._broken_tls:
+            now = dt.datetime.now(dt.timezone.utc)
+            name = armed.spec.name
+            if name == "tls-untrusted":
+                leaf = self._untrusted_ca().issue_server(host, tag="untrusted")
+            elif name == "tls-wrong-name":
+                leaf = self.pki.issue_server(f"other.{self.scenario.zone}", tag=f"for-{host}")
+            elif name == "tls-expired":
+                leaf = self.pki.issue_server(host, not_before=now - dt.timedelta(days=30),
+                                             not_after=now - dt.timedelta(days=1), tag="expired")
+            else:
+                leaf = self.pki.issue_server(host, not_before=now + dt.timedelta(days=1),
+                                             not_after=now + dt.timedelta(days=60), tag="not-yet-valid")
+            self._broken_tls[key] = server_context(leaf.cert_path, leaf.key_path)
+        return self._broken_tls[key]
+
+    def _untrusted_ca(self) -> CertificateAuthority:
+        return CertificateAuthority(self.state_dir / "pki" / "untrusted", self.scenario.suffixes,
+                                    name="mdmlab UNTRUSTED CA (TLS fault)")
 
     def stop(self) -> None:
         if self.started_at is None:
@@ -126,8 +244,11 @@ class Lab:
         self.dns.stop()
         self.https.stop()
         self.mdm.close()
+        if self.abm is not None:
+            self.abm.close()
         self.events.close()
         (self.state_dir / LAB_FILE).unlink(missing_ok=True)
+        (self.state_dir / ADMIN_TOKEN_FILE).unlink(missing_ok=True)
         self._release_lock()
         self.started_at = None
 
@@ -189,16 +310,20 @@ class Lab:
             "console_url": self.urls["console"],
             "mdm": self.urls["mdm"],
             "domains": [d.name for d in self.scenario.domains],
+            "abm": self.scenario.abm_hosts if self.abm is not None else None,
             "users": [u.identifier for u in self.scenario.users],
             "pid": os.getpid(),
             "admin_token_required": self.admin_token is not None,
         }
 
     def _write_lab_file(self) -> None:
+        if self.admin_token:
+            write_private(self.state_dir / ADMIN_TOKEN_FILE, self.admin_token.encode())
         path = self.state_dir / LAB_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, path)
 
     def snapshot(self) -> dict:
-        return {"org_domain": self.org_domain.snapshot(), "mdm": self.mdm.snapshot()}
+        return {"org_domain": self.org_domain.snapshot(), "mdm": self.mdm.snapshot(),
+                "abm": self.abm.snapshot() if self.abm is not None else None, "faults": self.faults.armed()}

@@ -137,9 +137,9 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         )
 
-    def issue_server(self, host: str, *, names: list[str] | None = None,
-                     not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> Leaf:
-        """A TLS server leaf for ``host`` (plus ``names``), written to ``pki/hosts/<host>.pem``."""
+    def issue_server(self, host: str, *, names: list[str] | None = None, not_before: dt.datetime | None = None,
+                     not_after: dt.datetime | None = None, tag: str = "") -> Leaf:
+        """A TLS server leaf for ``host`` (plus ``names``), written to ``pki/hosts/<host>[.<tag>].pem``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         sans: list[x509.GeneralName] = []
@@ -160,7 +160,8 @@ class CertificateAuthority:
             .sign(self.key, hashes.SHA256())
         )
         hosts_dir = self.directory / "hosts"
-        cert_path, key_path = hosts_dir / f"{host}.pem", hosts_dir / f"{host}.key"
+        stem = f"{host}.{tag}" if tag else host
+        cert_path, key_path = hosts_dir / f"{stem}.pem", hosts_dir / f"{stem}.key"
         write_private(key_path, key_pem(key))
         cert_path.write_bytes(cert_pem(cert) + cert_pem(self.cert))
         return Leaf(cert, key, cert_path, key_path)

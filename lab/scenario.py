@@ -26,10 +26,66 @@ class User:
 
 
 @dataclass(frozen=True)
+class Redirect:
+    """One hop: the URL before it answers ``status`` with Location https://host[:port]path[?query]."""
+    status: int
+    host: str
+    path: str
+    keep_query: bool = True
+
+
+@dataclass(frozen=True)
 class Domain:
     name: str
     version: str = "mdm-byod"
+    versions: tuple[tuple[str, str], ...] = ()  # (model family or user identifier, Version) overrides
+    redirects: tuple[Redirect, ...] = ()
     txt: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ABMServer:
+    name: str
+    default_for: tuple[str, ...] = ()
+    mdm: bool = True  # this server is the lab's MDM mock (it holds the server token and registers its URL)
+
+
+@dataclass(frozen=True)
+class ABM:
+    enabled: bool = True
+    verified_domains: tuple[str, ...] = ()
+    unverified_domains: tuple[str, ...] = ()
+    accounts: tuple[str, ...] | None = None  # None: every scenario user whose domain the org owns
+    servers: tuple[ABMServer, ...] = ()
+    register_url: bool = True
+    session_ttl: int = 1800
+
+
+@dataclass(frozen=True)
+class ArmedFault:
+    name: str
+    host: str | None = None
+    times: int | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceSetup:
+    identifier: str | None = None
+    password: str | None = None
+    model_family: str = "iPhone"
+    os_version: str = "26.1"
+    strict: bool = False
+    discovery_timeout: float = 90.0
+    fallback_on: tuple[str, ...] = ("http", "transport", "content")
+
+
+@dataclass(frozen=True)
+class Expect:
+    outcome: str
+    stage: str | None = None
+    path: str | None = None
+    diagnosis: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,10 +107,21 @@ class Scenario:
     domains: tuple[Domain, ...] = ()
     users: tuple[User, ...] = ()
     mdm: MDM = field(default_factory=MDM)
+    abm: ABM = field(default_factory=ABM)
+    faults: tuple[ArmedFault, ...] = ()
+    device: DeviceSetup = field(default_factory=DeviceSetup)
+    expect: Expect | None = None
+    exercise: int | None = None
 
     @property
     def console_host(self) -> str:
         return f"console.{self.zone}"
+
+    @property
+    def abm_hosts(self) -> dict[str, str]:
+        """Where "Apple" is in the lab: the device-facing fallback, the Device Assignment API, the admin site."""
+        return {"fallback": f"axm-adm-enroll.{self.zone}", "api": f"mdmenrollment.{self.zone}",
+                "admin": f"business.{self.zone}"}
 
     @property
     def suffixes(self) -> list[str]:
@@ -66,14 +133,26 @@ class Scenario:
 
 
 _SCHEMA = {
-    "": {"scenario", "organization", "lab", "domains", "users", "mdm"},
-    "scenario": {"name", "description"},
+    "": {"scenario", "organization", "lab", "domains", "users", "mdm", "abm", "faults", "device", "expect"},
+    "scenario": {"name", "description", "exercise"},
     "organization": {"name", "kind"},
     "lab": {"zone"},
-    "domains": {"name", "version", "txt"},
+    "domains": {"name", "version", "versions", "redirects", "txt"},
+    "redirects": {"status", "host", "path", "keep_query"},
     "users": {"identifier", "password", "full_name"},
     "mdm": {"host", "auth", "token_ttl", "topic"},
+    "abm": {"enabled", "verified_domains", "unverified_domains", "accounts", "servers", "register_url",
+            "session_ttl"},
+    "servers": {"name", "default_for", "mdm"},
+    "faults": {"name", "host", "times", "seconds"},
+    "device": {"identifier", "password", "model_family", "os_version", "strict", "discovery_timeout",
+               "fallback_on"},
+    "expect": {"outcome", "stage", "path", "diagnosis"},
 }
+MODEL_FAMILIES = ("AppleTV", "iPad", "iPhone", "Mac", "RealityDevice", "Watch")
+DEVICE_FAMILIES = ("iPhone", "iPad", "Mac", "Vision")
+FALLBACK_TRIGGERS = ("http", "transport", "content")
+STAGES = ("identifier", "discovery", "authentication", "enrollment", "check-in")
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -123,38 +202,118 @@ def _host(path: Path, where: str, value) -> str:
     return value
 
 
+def _strings(path: Path, where: str, value, *, choices=None) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ScenarioError(f"{path}: {where} must be a list of strings")
+    for v in value:
+        if choices and v not in choices:
+            raise ScenarioError(f"{path}: {where} has {v!r}; allowed: {', '.join(choices)}")
+    return tuple(value)
+
+
+def _table_list(path: Path, data: dict, key: str, schema: str, where: str) -> list[dict]:
+    items = data.get(key, [])
+    if not isinstance(items, list):
+        raise ScenarioError(f"{path}: [[{where}]] must be an array of tables")
+    for i, item in enumerate(items):
+        _check_keys(path, schema, item, f"{where}[{i}]")
+    return items
+
+
+def _domain(path: Path, i: int, d: dict) -> Domain:
+    where = f"domains[{i}]"
+    if "name" not in d:
+        raise ScenarioError(f"{path}: {where} needs a name")
+    versions = d.get("versions", {})
+    if not isinstance(versions, dict):
+        raise ScenarioError(f"{path}: {where}.versions must be a table of model family = Version")
+    for key, version in versions.items():
+        if "@" not in key:  # a key is a model family, or a user identifier for a per-user answer
+            _want(path, f"{where}.versions.{key}", key, str, choices=MODEL_FAMILIES)
+        _want(path, f"{where}.versions.{key}", version, str)
+    redirects = []
+    for j, r in enumerate(_table_list(path, d, "redirects", "redirects", f"{where}.redirects")):
+        w = f"{where}.redirects[{j}]"
+        for key in ("host", "path"):
+            if key not in r:
+                raise ScenarioError(f"{path}: {w} needs {key}")
+        if not str(r["path"]).startswith("/"):
+            raise ScenarioError(f"{path}: {w}.path must start with /")
+        redirects.append(Redirect(_want(path, f"{w}.status", r.get("status", 301), int,
+                                        choices=(301, 302, 303, 307, 308)),
+                                  _host(path, f"{w}.host", r["host"]), _want(path, f"{w}.path", r["path"], str),
+                                  _want(path, f"{w}.keep_query", r.get("keep_query", True), bool)))
+    # Version is not checked against the known values: a wrong Version is a field issue scenarios reproduce.
+    return Domain(_host(path, f"{where}.name", d["name"]), _want(path, f"{where}.version",
+                  d.get("version", "mdm-byod"), str), tuple(sorted(versions.items())), tuple(redirects),
+                  _strings(path, f"{where}.txt", d.get("txt", [])))
+
+
+def _abm(path: Path, a: dict, domains: list[Domain]) -> ABM:
+    servers = []
+    for i, srv in enumerate(_table_list(path, a, "servers", "servers", "abm.servers")):
+        if "name" not in srv:
+            raise ScenarioError(f"{path}: abm.servers[{i}] needs a name")
+        servers.append(ABMServer(_want(path, f"abm.servers[{i}].name", srv["name"], str),
+                                 _strings(path, f"abm.servers[{i}].default_for", srv.get("default_for", []),
+                                          choices=MODEL_FAMILIES),
+                                 _want(path, f"abm.servers[{i}].mdm", srv.get("mdm", i == 0), bool)))
+    if not servers:
+        servers = [ABMServer("Lab MDM", ("iPhone", "iPad", "Mac", "RealityDevice"), True)]
+    if sum(s.mdm for s in servers) > 1:
+        raise ScenarioError(f"{path}: only one of [[abm.servers]] can be the lab's MDM (mdm = true)")
+    names = [d.name for d in domains]
+    verified = _strings(path, "abm.verified_domains", a.get("verified_domains", names))
+    unverified = _strings(path, "abm.unverified_domains", a.get("unverified_domains", []))
+    accounts = a.get("accounts")
+    return ABM(
+        enabled=_want(path, "abm.enabled", a.get("enabled", True), bool),
+        verified_domains=tuple(v for v in verified if v not in unverified), unverified_domains=unverified,
+        accounts=None if accounts is None else _strings(path, "abm.accounts", accounts),
+        servers=tuple(servers), register_url=_want(path, "abm.register_url", a.get("register_url", True), bool),
+        session_ttl=_want(path, "abm.session_ttl", a.get("session_ttl", 1800), int))
+
+
+def _device(path: Path, d: dict) -> DeviceSetup:
+    timeout = d.get("discovery_timeout", 90.0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 300:
+        raise ScenarioError(f"{path}: device.discovery_timeout must be a number of seconds in (0, 300]")
+    return DeviceSetup(
+        identifier=d.get("identifier") and _want(path, "device.identifier", d["identifier"], str),
+        password=d.get("password") and _want(path, "device.password", d["password"], str),
+        model_family=_want(path, "device.model_family", d.get("model_family", "iPhone"), str,
+                           choices=DEVICE_FAMILIES),
+        os_version=_want(path, "device.os_version", str(d.get("os_version", "26.1")), str),
+        strict=_want(path, "device.strict", d.get("strict", False), bool),
+        discovery_timeout=float(timeout),
+        fallback_on=_strings(path, "device.fallback_on", d.get("fallback_on", list(FALLBACK_TRIGGERS)),
+                             choices=FALLBACK_TRIGGERS))
+
+
+def _expect(path: Path, e: dict) -> Expect:
+    if "outcome" not in e:
+        raise ScenarioError(f"{path}: [expect] needs outcome (enrolled or failed)")
+    return Expect(_want(path, "expect.outcome", e["outcome"], str, choices=("enrolled", "failed")),
+                  e.get("stage") and _want(path, "expect.stage", e["stage"], str, choices=STAGES),
+                  e.get("path") and _want(path, "expect.path", e["path"], str, choices=("direct", "abm")),
+                  e.get("diagnosis") and _want(path, "expect.diagnosis", e["diagnosis"], str))
+
+
 def parse(data: dict, path: Path) -> Scenario:
     _check_keys(path, "", data, "")
-    for table in ("scenario", "organization", "lab", "mdm"):
+    for table in ("scenario", "organization", "lab", "mdm", "abm", "device", "expect"):
         _check_keys(path, table, data.get(table, {}), table)
-    for table in ("domains", "users"):
-        items = data.get(table, [])
-        if not isinstance(items, list):
-            raise ScenarioError(f"{path}: [[{table}]] must be an array of tables")
-        for i, item in enumerate(items):
-            _check_keys(path, table, item, f"{table}[{i}]")
-
     org = data.get("organization", {})
     if "name" not in org:
         raise ScenarioError(f"{path}: [organization] needs a name")
     zone = _host(path, "lab.zone", data.get("lab", {}).get("zone", "lab.test"))
 
-    domains = []
-    for i, d in enumerate(data.get("domains", [])):
-        where = f"domains[{i}]"
-        if "name" not in d:
-            raise ScenarioError(f"{path}: {where} needs a name")
-        txt = d.get("txt", [])
-        if not isinstance(txt, list) or not all(isinstance(t, str) for t in txt):
-            raise ScenarioError(f"{path}: {where}.txt must be a list of strings")
-        # Version is not checked against VERSIONS: a wrong Version is a field issue scenarios reproduce.
-        domains.append(Domain(_host(path, f"{where}.name", d["name"]),
-                              _want(path, f"{where}.version", d.get("version", "mdm-byod"), str), tuple(txt)))
+    domains = [_domain(path, i, d) for i, d in enumerate(_table_list(path, data, "domains", "domains", "domains"))]
     if not domains:
         raise ScenarioError(f"{path}: at least one [[domains]] entry is needed")
 
     users = []
-    for i, u in enumerate(data.get("users", [])):
+    for i, u in enumerate(_table_list(path, data, "users", "users", "users")):
         where = f"users[{i}]"
         for key in ("identifier", "password"):
             if key not in u:
@@ -174,7 +333,23 @@ def parse(data: dict, path: Path) -> Scenario:
     )
     if mdm.token_ttl <= 0:
         raise ScenarioError(f"{path}: mdm.token_ttl must be a positive number of seconds")
+    faults = []
+    for i, f in enumerate(_table_list(path, data, "faults", "faults", "faults")):
+        if "name" not in f:
+            raise ScenarioError(f"{path}: faults[{i}] needs a name")
+        times = f.get("times")
+        if times is not None and (not isinstance(times, int) or isinstance(times, bool) or times < 1):
+            raise ScenarioError(f"{path}: faults[{i}].times must be a positive integer")
+        seconds = f.get("seconds")
+        if seconds is not None and (not isinstance(seconds, (int, float)) or not 0 <= seconds <= 120):
+            raise ScenarioError(f"{path}: faults[{i}].seconds must be a number of seconds in [0, 120]")
+        faults.append(ArmedFault(_want(path, f"faults[{i}].name", f["name"], str),
+                                 f.get("host") and _host(path, f"faults[{i}].host", f["host"]), times,
+                                 None if seconds is None else float(seconds)))
     meta = data.get("scenario", {})
+    exercise = meta.get("exercise")
+    if exercise is not None and (not isinstance(exercise, int) or isinstance(exercise, bool) or exercise < 1):
+        raise ScenarioError(f"{path}: scenario.exercise must be a positive integer")
     scenario = Scenario(
         name=_want(path, "scenario.name", meta.get("name", path.stem), str),
         path=path,
@@ -185,8 +360,14 @@ def parse(data: dict, path: Path) -> Scenario:
         domains=tuple(domains),
         users=tuple(users),
         mdm=mdm,
+        abm=_abm(path, data.get("abm", {}), domains),
+        faults=tuple(faults),
+        device=_device(path, data.get("device", {})),
+        expect=_expect(path, data["expect"]) if "expect" in data else None,
+        exercise=exercise,
     )
-    for host in (mdm.host,):
+    extra_hosts = [r.host for d in domains for r in d.redirects]
+    for host in (mdm.host, *extra_hosts):
         if not any(host == s or host.endswith("." + s) for s in scenario.suffixes):
-            raise ScenarioError(f"{path}: mdm.host {host!r} is outside the lab's zones ({', '.join(scenario.suffixes)})")
+            raise ScenarioError(f"{path}: host {host!r} is outside the lab's zones ({', '.join(scenario.suffixes)})")
     return scenario

@@ -33,11 +33,12 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
 class HostContexts:
     """The TLS context of each host, replaceable at run time (TLS faults swap a host's certificate)."""
 
-    def __init__(self, default: ssl.SSLContext):
+    def __init__(self, default: ssl.SSLContext, override=None):
         self._lock = threading.Lock()
         self._by_host: dict[str, ssl.SSLContext] = {}
         self.default = default
         self.default.sni_callback = self._select
+        self.override = override  # host → a context that replaces the host's own for this handshake (TLS faults)
 
     def set(self, host: str, ctx: ssl.SSLContext) -> None:
         with self._lock:
@@ -51,6 +52,8 @@ class HostContexts:
         sslsock.mdmlab_sni = server_name.lower() if server_name else None
         if server_name:
             ctx = self.get(server_name)
+            if ctx is not None and self.override is not None:
+                ctx = self.override(server_name.lower()) or ctx
             if ctx is not None:
                 sslsock.context = ctx
         return None
@@ -91,6 +94,7 @@ class _Connection(cheroot_server.HTTPConnection):
                 "wsgi.url_scheme": "https", "HTTPS": "on",
                 "SSL_PROTOCOL": cipher[1] if cipher else "", "SSL_CIPHER": cipher[0] if cipher else "",
                 "SSL_TLS_SNI": getattr(self.socket, "mdmlab_sni", None) or "",
+                "mdmlab.socket": self.socket,  # for faults that must act on the connection itself
             }
         return super().communicate()
 
@@ -104,6 +108,7 @@ class HTTPSServer:
                                   request_queue_size=REQUEST_QUEUE, timeout=30, shutdown_timeout=2,
                                   accepted_queue_size=-1)
         self.server.ConnectionClass = _Connection
+        self.server.error_log = self._error_log
         self.server.ssl_adapter = _DeferredHandshakeAdapter(contexts)
         self.server.nodelay = True
         self.server.prepare()  # binds the socket
@@ -111,6 +116,11 @@ class HTTPSServer:
         self.address = address
         self.port = self.server.bind_addr[1]
         self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _error_log(msg="", level=20, traceback=False):
+        """cheroot prints dropped connections with tracebacks; a lab breaks connections on purpose."""
+        log.debug("cheroot: %s", msg, exc_info=traceback)
 
     @staticmethod
     def _not_ready(environ, start_response):

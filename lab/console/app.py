@@ -6,6 +6,7 @@ import hmac
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from lab import flaskapp
+from lab.faults import FaultError
 from lab.flaskapp import LabError
 
 bp = Blueprint("console", __name__, template_folder="templates")
@@ -47,6 +48,73 @@ def events():
 @bp.get("/api/state")
 def state():
     return jsonify(_lab().snapshot())
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise LabError("the request body must be a JSON object", code="bad-json")
+    return body
+
+
+def _fault_error(exc: FaultError) -> LabError:
+    return LabError(str(exc), code=exc.code, status=404 if exc.code == "unknown-fault" else 400)
+
+
+@bp.get("/api/faults")
+def faults():
+    board = _lab().faults
+    return jsonify({"catalogue": board.listing(), "armed": board.armed()})
+
+
+@bp.post("/api/faults")
+def set_fault():
+    body = _json_body()
+    unknown = sorted(set(body) - {"name", "host", "times", "seconds"})
+    if unknown or not isinstance(body.get("name"), str):
+        raise LabError(f"expected name (string) and optional host, times, seconds; got {', '.join(unknown) or 'no name'}",
+                       code="bad-fault-request")
+    if body.get("host") is not None and not isinstance(body["host"], str):
+        raise LabError("host must be a string", code="bad-fault-host")
+    try:
+        armed = _lab().faults.set(body["name"], body.get("host"), body.get("times"), body.get("seconds"))
+    except FaultError as exc:
+        raise _fault_error(exc) from None
+    return jsonify({"armed": armed.to_dict()}), 201
+
+
+@bp.delete("/api/faults")
+@bp.delete("/api/faults/<name>")
+def clear_faults(name=None):
+    try:
+        cleared = _lab().faults.clear(name, request.args.get("host"))
+    except FaultError as exc:
+        raise _fault_error(exc) from None
+    return jsonify({"cleared": cleared})
+
+
+@bp.get("/api/dns/records")
+def dns_records():
+    return jsonify(_lab().zone.listing())
+
+
+@bp.post("/api/dns/records")
+@bp.delete("/api/dns/records")
+def change_dns_record():
+    body = _json_body()
+    name, rtype, value = body.get("name"), body.get("type", "TXT"), body.get("value")
+    if not all(isinstance(v, str) for v in (name, rtype)) or not (value is None or isinstance(value, str)):
+        raise LabError("expected name, type and value strings", code="bad-record")
+    zone = _lab().zone
+    if request.method == "DELETE":
+        return jsonify({"removed": zone.remove(name, rtype, value)})
+    if value is None:
+        raise LabError("value is required", code="bad-record")
+    try:
+        zone.add(name, rtype, value)
+    except ValueError as exc:
+        raise LabError(str(exc), code="bad-record") from None
+    return jsonify({"name": name.lower().rstrip("."), "type": rtype, "value": value}), 201
 
 
 @bp.get("/ca.pem")

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from lab import cms
 from lab.device import authentication, discovery, profile
 from lab.device.errors import transport_failure
-from lab.device.trace import FAIL, OK, DeviceFailure, Trace, describe_request
+from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
 from lab.device.transport import LabResolver, lab_session
 
 FAMILIES = {  # CLI name → (model-family query value, PRODUCT, OS name)
@@ -32,6 +32,7 @@ FAMILIES = {  # CLI name → (model-family query value, PRODUCT, OS name)
 }
 ADUE_MINIMUM = {"iPhone": (15, 0), "iPad": (15, 0), "Mac": (14, 0), "Vision": (1, 1)}
 ADDE_MINIMUM = {"iPhone": (17, 0), "iPad": (17, 0), "Mac": (14, 0), "Vision": (1, 1)}
+ABM_FALLBACK_MINIMUM = {"iPhone": (18, 2), "iPad": (18, 2), "Mac": (15, 2), "Vision": (2, 2)}
 DEFAULT_OS = {"iPhone": "26.1", "iPad": "26.1", "Mac": "26.1", "Vision": "26.1"}
 
 
@@ -50,6 +51,7 @@ class Network:
     dns_port: int
     ca_cert: str
     https_port: int = 443
+    apple_host: str = "axm-adm-enroll.lab.test"  # where "Apple" answers the ABM/ASM discovery fallback
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Device:
     serial: str = field(default_factory=lambda: "LAB" + secrets.token_hex(4).upper())
     language: str = "en-US"
     discovery_timeout: float = 90.0
+    fallback_on: tuple[str, ...] = ("http", "transport", "content")
+    udid: str = field(default_factory=lambda: str(uuid.uuid4()).upper())
     enrollment: Enrollment | None = None
 
     user_agent_discovery = "RemoteManagementAgent/1.0"
@@ -114,6 +118,10 @@ class Device:
         number = major + prefix if major < 26 else major - 3
         return f"{number}{chr(ord('A') + minor)}{100 + minor}"
 
+    @property
+    def has_abm_fallback(self) -> bool:
+        return self.version_tuple >= ABM_FALLBACK_MINIMUM[self.model_family]
+
     def unsupported_version_reason(self, version: str) -> str | None:
         minimum = (ADUE_MINIMUM if version == "mdm-byod" else ADDE_MINIMUM)[self.model_family]
         if self.version_tuple < minimum:
@@ -144,7 +152,7 @@ class Device:
         _, domain = discovery.split_identifier(identifier)
         trace.add("identifier", f"sign in to work or school account as {identifier}", OK,
                   f"domain {domain}: the device asks it for the enrollment service")
-        service = discovery.discover(self, self.self_built, domain, identifier, trace)
+        service = self._discover(domain, identifier, trace)
         body = cms.sign(plistlib.dumps({"LANGUAGE": self.language, "PRODUCT": self.product,
                                         "VERSION": self.build}), self._identity, self._key)
         response = self._post_enroll(service.base_url, body, None, trace)
@@ -174,19 +182,45 @@ class Device:
         if response.status_code != 200 or not response.content:
             self._unexpected_enroll_status(response, trace, first=False)
         installed = profile.install(response, service.version, identifier, self.trusted_roots, trace)
+        adde = installed.mdm["EnrollmentMode"] == "ADDE"
         self.enrollment = Enrollment(
-            enrollment_id=uuid.uuid4().hex.upper(), identifier=identifier,
+            enrollment_id=self.udid if adde else uuid.uuid4().hex.upper(), identifier=identifier,
             mode=installed.mdm["EnrollmentMode"], server_url=installed.mdm["ServerURL"],
             checkin_url=installed.checkin_url, topic=installed.mdm["Topic"], access_token=token,
             identity_subject=installed.identity_cert.subject.rfc4514_string())
-        self._check_in({"MessageType": "Authenticate", "Topic": self.enrollment.topic,
-                        "EnrollmentID": self.enrollment.enrollment_id, "BuildVersion": self.build,
+        self._check_in({"MessageType": "Authenticate", **self._identity_keys(), "BuildVersion": self.build,
                         "OSVersion": self.os_version, "ProductName": self.product}, trace)
-        self._check_in({"MessageType": "TokenUpdate", "Topic": self.enrollment.topic,
-                        "EnrollmentID": self.enrollment.enrollment_id, "Token": secrets.token_bytes(32),
+        self._check_in({"MessageType": "TokenUpdate", **self._identity_keys(), "Token": secrets.token_bytes(32),
                         "PushMagic": str(uuid.uuid4()).upper()}, trace)
         trace.succeed(f"enrolled with {discovery.VERSIONS[service.version]} as {identifier}; "
                       f"EnrollmentID {self.enrollment.enrollment_id}")
+
+    def _discover(self, domain: str, identifier: str, trace: Trace) -> discovery.Service:
+        """The org domain first; on 18.2/15.2/2.2 and later, ABM/ASM when the org domain fails (PROTOCOL.md 1.6)."""
+        try:
+            service = discovery.discover(self, self.self_built, domain, identifier, trace)
+            trace.path = "direct"
+            return service
+        except DeviceFailure as direct:
+            category = discovery.failure_category(direct.code)
+            if not self.has_abm_fallback:
+                raise DeviceFailure(direct.stage, direct.code, direct.explanation +
+                                    f" ({self.os_name} {self.os_version} has no ABM/ASM fallback; it came in "
+                                    f"{self.os_name} {'.'.join(map(str, ABM_FALLBACK_MINIMUM[self.model_family]))})"
+                                    ) from None
+            if category not in self.fallback_on:
+                raise
+            trace.add("discovery", "ask Apple Business/School Manager instead", WARN,
+                      f"the org domain failed ({direct.code}); {self.os_name} {self.os_version} falls back to "
+                      "ABM/ASM, which redirects to the MDM registered for this account and device type",
+                      code="abm-fallback")
+            try:
+                service = discovery.discover(self, self.self_built, domain, identifier, trace, via_abm=True)
+            except DeviceFailure as via_abm:
+                raise DeviceFailure("discovery", via_abm.code, f"{via_abm.explanation}. Before that, the org "
+                                    f"domain failed: {direct.explanation}") from None
+            trace.path = "abm"
+            return service
 
     def _post_enroll(self, url: str, body: bytes, token: str | None, trace: Trace):
         headers = {"Content-Type": "application/pkcs7-signature", "User-Agent": self.user_agent_enroll}
@@ -224,6 +258,13 @@ class Device:
         self._fail(trace, stage, f"enroll-http-{status}",
                    f"the MDM enrollment endpoint answered {status}; it expects a POST of the signed device "
                    "information and answers 401 (first) or 200 with the profile (with a token)")
+
+    def _identity_keys(self) -> dict:
+        """User Enrollment hides the device (EnrollmentID only); Device Enrollment names it (PROTOCOL.md 3.4)."""
+        enrollment = self.enrollment
+        if enrollment.mode == "ADDE":
+            return {"Topic": enrollment.topic, "UDID": self.udid, "SerialNumber": self.serial}
+        return {"Topic": enrollment.topic, "EnrollmentID": enrollment.enrollment_id}
 
     def _check_in(self, message: dict, trace: Trace) -> None:
         enrollment = self.enrollment

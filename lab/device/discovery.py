@@ -44,9 +44,45 @@ def well_known_url(domain: str, identifier: str, model_family: str) -> str:
             f"&model-family={quote(model_family)}")
 
 
-def discover(device, session, domain: str, identifier: str, trace: Trace) -> Service:
+ABM_REASONS = {
+    "domain-not-verified": "Apple Business/School Manager has not verified the domain {domain}: in ABM/ASM "
+                           "(Preferences > Managed Apple Accounts > Domains) verify it by adding the TXT record "
+                           "ABM shows to the domain's DNS",
+    "unknown-managed-account": "{identifier} is not a Managed Apple Account of the organization in ABM/ASM: create "
+                               "the account there, or federate the domain with the identity provider",
+    "no-default-assignment": "no MDM server is the Default Device Assignment for {family} devices in ABM/ASM: set "
+                             "one (Preferences > MDM Server Assignment > Default Device Assignment)",
+    "no-service-discovery-url": "the MDM server assigned to {family} devices has not registered its "
+                                "service-discovery URL with ABM/ASM: turn on account-driven enrollment in the MDM "
+                                "(it calls the Device Assignment API)",
+}
+
+# Which failures of the org domain make a device with the fallback ask ABM/ASM (PROTOCOL.md 1.6).
+FALLBACK_CATEGORIES = {"http": ("well-known-http-", "well-known-refused"),
+                       "transport": ("dns-", "tls-", "timeout", "connection-", "network-error"),
+                       "content": ("well-known-", "base-url-", "redirect-", "version-unsupported")}
+
+
+def failure_category(code: str) -> str | None:
+    for category, prefixes in FALLBACK_CATEGORIES.items():
+        if code.startswith(prefixes):
+            return category
+    return None
+
+
+def abm_url(apple_host: str, identifier: str, model_family: str) -> str:
+    return (f"https://{apple_host}{WELL_KNOWN_PATH}?user-identifier={quote(identifier, safe='@')}"
+            f"&model-family={quote(model_family)}")
+
+
+def discover(device, session, domain: str, identifier: str, trace: Trace, *, via_abm: bool = False) -> Service:
     """Fetch the well-known resource, following redirects without re-attaching the query."""
-    url = well_known_url(domain, identifier, device.model_family_param)
+    if via_abm:
+        url = abm_url(device.network.apple_host, identifier, device.model_family_param)
+    else:
+        url = well_known_url(domain, identifier, device.model_family_param)
+    context = {"domain": domain, "identifier": identifier, "family": device.model_family_param,
+               "via_abm": via_abm}
     visited: list[str] = []
     for _hop in range(MAX_HOPS + 1):
         headers = {"User-Agent": device.user_agent_discovery, "Accept": "application/json"}
@@ -64,7 +100,7 @@ def discover(device, session, domain: str, identifier: str, trace: Trace) -> Ser
         if response.is_redirect or response.status_code in (301, 302, 303, 307, 308):
             url = _next_hop(url, response, visited, trace, request, elapsed)
             continue
-        return _judge(url, response, trace, request, elapsed, device)
+        return _judge(url, response, trace, request, elapsed, device, context)
     explanation = (f"more than {MAX_HOPS} redirects from the org domain; the device gives up. "
                    "Point the domain straight at the final well-known URL (one redirect at most)")
     trace.add(STAGE, "follow redirects", FAIL, explanation, code="redirect-limit")
@@ -105,7 +141,7 @@ def _next_hop(url, response, visited, trace, request, elapsed) -> str:
     return target
 
 
-def _judge(url, response, trace, request, elapsed, device) -> Service:
+def _judge(url, response, trace, request, elapsed, device, context) -> Service:
     action = f"GET {url} → {response.status_code}"
 
     def fail(code: str, explanation: str):
@@ -114,6 +150,16 @@ def _judge(url, response, trace, request, elapsed, device) -> Service:
 
     status = response.status_code
     media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if context["via_abm"] and urlsplit(url).hostname == device.network.apple_host and status == 404:
+        reason = _abm_reason(response)
+        template = ABM_REASONS.get(reason)
+        if template:
+            fail(f"abm-{reason}", template.format(**context))
+        fail("abm-http-404", "Apple Business/School Manager found no MDM for this account and device")
+    if status == 400 and any(s.code == "redirect-dropped-query" for s in trace.steps):
+        fail("redirect-dropped-query", "the redirect dropped user-identifier and model-family, and the target "
+                                       "answered 400 because it routes by user; copy the query into the "
+                                       "redirect's Location (the device never re-attaches it)")
     if status == 403:
         message = _well_known_failed(response, media_type)
         if message is not None:
@@ -163,6 +209,14 @@ def _judge(url, response, trace, request, elapsed, device) -> Service:
         trace.add(STAGE, action, OK, f"{VERSIONS[version]} at {base_url}", request=request, response=response,
                   elapsed=elapsed)
     return Service(version, base_url, url)
+
+
+def _abm_reason(response) -> str | None:
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return None
+    return body.get("reason") if isinstance(body, dict) else None
 
 
 def _well_known_failed(response, media_type: str) -> str | None:

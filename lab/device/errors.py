@@ -66,11 +66,12 @@ def transport_failure(stage: str, url: str, exc: BaseException, what: str) -> De
         return DeviceFailure(stage, "timeout", f"{what} at {host} did not answer in time; the device gives up "
                                                "(check the server's load and anything slow in front of it)")
     for cause in causes:
-        if isinstance(cause, ConnectionResetError) or "reset" in str(cause).lower() \
-                or "aborted" in str(cause).lower():
+        text = str(cause).lower()
+        if isinstance(cause, ConnectionResetError) or any(w in text for w in ("reset", "aborted",
+                                                                              "without response")):
             return DeviceFailure(stage, "connection-reset", f"{host} closed the connection without answering; "
                                                             "check the web server and any proxy or firewall")
-        if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+        if isinstance(cause, ConnectionRefusedError) or "refused" in text:
             return DeviceFailure(stage, "connection-refused", f"nothing listens on https at {host}; start the "
                                                               "web server or fix the address")
     return DeviceFailure(stage, "network-error", f"cannot reach {what} at {host}: {exc.__class__.__name__}: {exc}")

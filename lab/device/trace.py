@@ -51,6 +51,7 @@ def describe_response(response) -> dict:
 class Trace:
     steps: list[Step] = field(default_factory=list)
     outcome: str = "pending"
+    path: str | None = None  # "direct" (org domain) or "abm" (the ABM/ASM fallback)
     diagnosis: str | None = None
     explanation: str | None = None
     started: float = field(default_factory=time.perf_counter)
@@ -80,7 +81,7 @@ class Trace:
         return [s for s in self.steps if s.verdict == WARN]
 
     def to_dict(self) -> dict:
-        return {"outcome": self.outcome, "diagnosis": self.diagnosis, "explanation": self.explanation,
+        return {"outcome": self.outcome, "path": self.path, "diagnosis": self.diagnosis, "explanation": self.explanation,
                 "elapsed_ms": self.elapsed_ms, "steps": [s.to_dict() for s in self.steps]}
 
     def render(self) -> str:
@@ -94,5 +95,7 @@ class Trace:
             if step.verdict != OK or step.code:
                 lines.append(f"      {step.explanation}")
         verdict = "ENROLLED" if self.outcome == "enrolled" else f"FAILED ({self.diagnosis})"
+        if self.path == "abm":
+            verdict += " via ABM/ASM"
         lines.append(f"{verdict} in {self.elapsed_ms:.0f} ms: {self.explanation}")
         return "\n".join(lines)

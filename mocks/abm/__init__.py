@@ -1,4 +1,7 @@
-"""Apple Business/School Manager: organizations, verified domains, MDM servers, the Device Assignment API.
-
-Not built yet (issue: discovery in depth); the lab runs without it.
+"""Apple Business/School Manager: verified domains, Managed Apple Accounts, MDM servers, default device
+assignment, the Device Assignment API for the discovery URL and the device-facing fallback (PROTOCOL.md 1.6-1.8).
 """
+from mocks.abm.app import create_apps
+from mocks.abm.state import ABMSetup, ABMState
+
+__all__ = ["create_apps", "ABMSetup", "ABMState"]

@@ -31,3 +31,8 @@ class UnknownEnrollment(LabError):
 class BadSignIn(LabError):
     status = 400
     code = "bad-sign-in"
+
+
+class BadDiscoveryRequest(LabError):
+    status = 400
+    code = "bad-discovery-request"

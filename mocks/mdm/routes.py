@@ -1,5 +1,5 @@
 """HTTP handlers of the MDM: parse, ask the state, render."""
-import plistlib
+import json
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request
 
@@ -8,6 +8,8 @@ from mocks.mdm.errors import BadSignIn
 from mocks.mdm.state import parse_enrollment_body
 
 ENROLL_PATH = "/enroll"
+ADDE_ENROLL_PATH = "/enroll/adde"
+DISCOVERY_PATH = "/mdm/service-discovery"
 AUTH_PATH = "/auth/web"
 CHECKIN_PATH = "/mdm/checkin"
 SERVER_PATH = "/mdm/server"
@@ -20,13 +22,24 @@ def _state():
     return current_app.config["STATE"]
 
 
-@bp.post(ENROLL_PATH)
-def enroll():
+@bp.post(ENROLL_PATH, defaults={"mode": "BYOD"})
+@bp.post(ADDE_ENROLL_PATH, defaults={"mode": "ADDE"})
+def enroll(mode):
     label(stage="authentication")
     info = parse_enrollment_body(request.get_data())
-    token = _state().check_token(request.headers.get("Authorization"))
-    label(stage="enrollment", device=token.user, summary=f"profile for {token.user} ({info['PRODUCT']})")
-    return Response(_state().enrollment_profile(token.user), content_type=PROFILE_TYPE)
+    authorization = request.headers.get("Authorization")
+    token = _state().check_token(authorization)
+    label(stage="enrollment", device=token.user, summary=f"{mode} profile for {token.user} ({info['PRODUCT']})")
+    return Response(_state().enrollment_profile(authorization, token.user, mode), content_type=PROFILE_TYPE)
+
+
+@bp.get(DISCOVERY_PATH)
+def service_discovery():
+    identifier = request.args.get("user-identifier")
+    label(stage="discovery", device=identifier)
+    document = _state().service_discovery(identifier, request.args.get("model-family"))
+    label(summary=f"service discovery: {document['Servers'][0]['Version']} → {document['Servers'][0]['BaseURL']}")
+    return Response(json.dumps(document), content_type="application/json")
 
 
 def _sign_in_page(identifier: str, error: str | None = None, status: int = 200):

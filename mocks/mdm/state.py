@@ -7,13 +7,13 @@ import plistlib
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab import cms
 from lab.store import Store
-from mocks.mdm.errors import (BadCheckIn, BadEnrollmentRequest, NotAuthorized, TokenBoundElsewhere,
-                              UnknownEnrollment)
+from mocks.mdm.errors import (BadCheckIn, BadDiscoveryRequest, BadEnrollmentRequest, NotAuthorized,
+                              TokenBoundElsewhere, UnknownEnrollment)
 from mocks.mdm.identity import IdentityCA
 
 PBKDF2_ROUNDS = 20_000  # lab passwords are printed in the banner; hashing keeps the habit without slowing a fleet
@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS users (
 );
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, user TEXT NOT NULL REFERENCES users(identifier),
-    created REAL NOT NULL, expires REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, enrollment_id TEXT
+    created REAL NOT NULL, expires REAL NOT NULL, revoked INTEGER NOT NULL DEFAULT 0, enrollment_id TEXT,
+    mode TEXT
 );
 CREATE TABLE IF NOT EXISTS enrollments (
     enrollment_id TEXT PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, topic TEXT NOT NULL,
@@ -50,6 +51,10 @@ class MDMSetup:
     topic: str
     token_ttl: int
     users: tuple  # of lab.scenario.User
+    discovery_url: str = ""
+    adde_base_url: str = ""
+    version: str = "mdm-byod"
+    versions: dict = field(default_factory=dict)  # model family or user identifier → Version
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,15 @@ class TokenInfo:
     user: str
     enrollment_id: str | None
     expires: float
+    mode: str | None = None
 
 
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _token_hash_of(authorization: str) -> str:
+    return _hash_token(authorization.partition(" ")[2].strip())
 
 
 def _hash_password(password: str, salt: bytes) -> bytes:
@@ -153,7 +163,7 @@ class MDMState:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise self.not_authorized("the Authorization header is not 'Bearer <token>'", "malformed-authorization")
-        row = self.store.one("SELECT user, expires, revoked, enrollment_id FROM tokens WHERE token_hash = ?",
+        row = self.store.one("SELECT user, expires, revoked, enrollment_id, mode FROM tokens WHERE token_hash = ?",
                              (_hash_token(token.strip()),))
         if row is None:
             raise self.not_authorized("the access token is unknown to this MDM", "invalid-token")
@@ -161,16 +171,27 @@ class MDMState:
             raise self.not_authorized("the access token was revoked", "revoked-token")
         if row["expires"] <= self.clock():
             raise self.not_authorized("the access token has expired", "expired-token")
-        return TokenInfo(row["user"], row["enrollment_id"], row["expires"])
+        return TokenInfo(row["user"], row["enrollment_id"], row["expires"], row["mode"])
 
     def _bind(self, authorization: str, enrollment_id: str) -> None:
-        token_hash = _hash_token(authorization.partition(" ")[2].strip())
+        token_hash = _token_hash_of(authorization)
         with self.store.transaction() as db:
             db.execute("UPDATE tokens SET enrollment_id = ? WHERE token_hash = ? AND enrollment_id IS NULL",
                        (enrollment_id, token_hash))
 
     # -- enrollment profile ----------------------------------------------------------------------------------
-    def enrollment_profile(self, user: str, mode: str = "BYOD") -> bytes:
+    # -- service discovery (the URL registered with ABM) -----------------------------------------------------
+    def service_discovery(self, identifier: str | None, model_family: str | None) -> dict:
+        """The well-known document this MDM serves at its registered discovery URL (PROTOCOL.md 1.7-1.8)."""
+        if not identifier or identifier.count("@") != 1:
+            raise BadDiscoveryRequest("user-identifier is missing or malformed; the discovery URL routes by user",
+                                      code="malformed-identifier")
+        version = self.setup.versions.get(identifier) or self.setup.versions.get(model_family or "") \
+            or self.setup.version
+        base_url = self.setup.adde_base_url if version == "mdm-adde" else self.setup.base_url
+        return {"Servers": [{"Version": version, "BaseURL": base_url}]}
+
+    def enrollment_profile(self, authorization: str, user: str, mode: str = "BYOD") -> bytes:
         """The signed configuration profile for ``user`` (PROTOCOL.md 3.1-3.2)."""
         org = self.setup.organization
         identity_uuid, mdm_uuid, profile_uuid = (str(uuid.uuid4()).upper() for _ in range(3))
@@ -202,6 +223,7 @@ class MDMState:
         }
         with self.store.transaction() as db:
             db.execute("INSERT INTO profiles VALUES (?,?,?,?,?)", (profile_uuid, user, mode, serial, self.clock()))
+            db.execute("UPDATE tokens SET mode = ? WHERE token_hash = ?", (mode, _token_hash_of(authorization)))
         return cms.sign(plistlib.dumps(profile), self.signer.cert, self.signer.key)
 
     # -- check-in --------------------------------------------------------------------------------------------
@@ -217,6 +239,19 @@ class MDMState:
         if message.get("Topic") != self.setup.topic:
             raise BadCheckIn(f"Topic {message.get('Topic')!r} is not this MDM's topic {self.setup.topic!r}",
                              code="wrong-topic")
+        enrollment_id = self._enrollment_id(token, message)
+        if token.enrollment_id not in (None, enrollment_id):
+            raise TokenBoundElsewhere("this access token belongs to another enrollment")
+        return enrollment_id, handler(token, enrollment_id, message, authorization)
+
+    @staticmethod
+    def _enrollment_id(token: TokenInfo, message: dict) -> str:
+        """User Enrollment is known by EnrollmentID and must hide device identifiers; ADDE by UDID."""
+        if token.mode == "ADDE":
+            udid = message.get("UDID")
+            if not isinstance(udid, str) or not udid:
+                raise BadCheckIn("a Device Enrollment (ADDE) check-in must carry UDID", code="missing-udid")
+            return udid
         enrollment_id = message.get("EnrollmentID")
         if not isinstance(enrollment_id, str) or not enrollment_id:
             raise BadCheckIn("a User Enrollment check-in must carry EnrollmentID", code="missing-enrollment-id")
@@ -224,9 +259,7 @@ class MDMState:
         if present:
             raise BadCheckIn(f"a User Enrollment check-in must not carry {', '.join(present)}",
                              code="device-identifier-in-user-enrollment")
-        if token.enrollment_id not in (None, enrollment_id):
-            raise TokenBoundElsewhere("this access token belongs to another enrollment")
-        return enrollment_id, handler(token, enrollment_id, message, authorization)
+        return enrollment_id
 
     def _authenticate(self, token: TokenInfo, enrollment_id: str, message: dict, authorization: str) -> str:
         now = self.clock()
@@ -234,7 +267,7 @@ class MDMState:
             db.execute("INSERT INTO enrollments (enrollment_id, user, mode, topic, status, created, updated)"
                        " VALUES (?,?,?,?,?,?,?) ON CONFLICT(enrollment_id) DO UPDATE SET status = excluded.status,"
                        " updated = excluded.updated",
-                       (enrollment_id, token.user, "BYOD", message["Topic"], "authenticated", now, now))
+                       (enrollment_id, token.user, token.mode or "BYOD", message["Topic"], "authenticated", now, now))
         self._bind(authorization, enrollment_id)
         return f"Authenticate {enrollment_id} for {token.user}"
 
@@ -262,9 +295,7 @@ class MDMState:
         """A device polling ServerURL. The queue is empty until commands exist; the reply is then empty."""
         token = self.check_token(authorization)
         message = parse_checkin_body(body)
-        enrollment_id = message.get("EnrollmentID")
-        if not isinstance(enrollment_id, str):
-            raise BadCheckIn("a User Enrollment poll must carry EnrollmentID", code="missing-enrollment-id")
+        enrollment_id = self._enrollment_id(token, message)
         if token.enrollment_id not in (None, enrollment_id):
             raise TokenBoundElsewhere("this access token belongs to another enrollment")
         if self.enrollment(enrollment_id) is None:

@@ -15,3 +15,8 @@ class UnknownModelFamily(LabError):
 class UnknownDomain(LabError):
     status = 404
     code = "unknown-domain"
+
+
+class NoSuchPath(LabError):
+    status = 404
+    code = "no-such-path"

@@ -1,13 +1,25 @@
-"""Rules of the org domain: which well-known answer each domain gives (PROTOCOL.md stage 1.2-1.4)."""
+"""Rules of the org domain: which well-known answer each domain gives (PROTOCOL.md stage 1.2-1.4), its
+redirect chain, and the faults armed on it."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mocks.org_domain.errors import MalformedIdentifier, UnknownDomain, UnknownModelFamily
+from mocks.org_domain import faults as catalogue
+from mocks.org_domain.errors import MalformedIdentifier, NoSuchPath, UnknownDomain, UnknownModelFamily
 
 MODEL_FAMILIES = ("AppleTV", "iPad", "iPhone", "Mac", "RealityDevice", "Watch")
 WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """At (host, path) answer ``status`` with Location ``target`` (the query copied only if keep_query)."""
+    host: str
+    path: str
+    status: int
+    target: str
+    keep_query: bool
 
 
 @dataclass(frozen=True)
@@ -15,6 +27,18 @@ class DomainSetup:
     name: str
     version: str
     base_url: str
+    versions: dict = field(default_factory=dict)  # model family or user identifier → Version
+    hops: tuple[Hop, ...] = ()
+    final: tuple[str, str] | None = None  # (host, path) serving the answer; default the well-known itself
+    adde_base_url: str | None = None
+
+    def version_for(self, identifier: str, model_family: str | None) -> str:
+        return self.versions.get(identifier) or self.versions.get(model_family or "") or self.version
+
+    def document(self, identifier: str, model_family: str | None) -> dict:
+        version = self.version_for(identifier, model_family)
+        base_url = self.adde_base_url if version == "mdm-adde" and self.adde_base_url else self.base_url
+        return {"Servers": [{"Version": version, "BaseURL": base_url}]}
 
 
 @dataclass(frozen=True)
@@ -23,12 +47,16 @@ class Answer:
     content_type: str
     body: bytes
     summary: str
+    location: str | None = None
+    delay: float = 0.0
+    reset: bool = False
+    headers: tuple = ()
 
 
 def check_identifier(identifier: str | None) -> str:
     if not identifier:
         raise MalformedIdentifier("the user-identifier query parameter is missing")
-    local, at, domain = identifier.rpartition("@")
+    local, _, domain = identifier.rpartition("@")
     if identifier.count("@") != 1 or not local or "." not in domain or domain.startswith(".") \
             or domain.endswith("."):
         raise MalformedIdentifier(f"user-identifier {identifier!r} is not of the form name@domain.tld")
@@ -36,22 +64,71 @@ def check_identifier(identifier: str | None) -> str:
 
 
 class OrgDomainState:
-    def __init__(self, domains: list[DomainSetup]):
+    def __init__(self, domains: list[DomainSetup], *, origin=lambda host: f"https://{host}", faults=None,
+                 zone: str = "lab.test"):
+        self.setups = list(domains)
         self.domains = {d.name: d for d in domains}
+        self.origin, self.faults, self.zone = origin, faults, zone
+        self.routes: dict[tuple[str, str], object] = {}
+        for d in domains:
+            entry = (d.name, WELL_KNOWN_PATH)
+            for hop in d.hops:
+                self.routes[(hop.host, hop.path)] = hop
+            self.routes.setdefault(d.final or entry, d)
+            self.routes[(d.name, catalogue.DISCOVERY_PATH)] = d
+            for path in catalogue.LOOP_PATHS:
+                self.routes[(d.name, path)] = d
 
-    def reset(self) -> None:
-        self.__init__(list(self.domains.values()))
+    @property
+    def hosts(self) -> set[str]:
+        return {host for host, _ in self.routes}
 
-    def well_known(self, host: str, identifier: str | None, model_family: str | None) -> Answer:
-        setup = self.domains.get(host)
-        if setup is None:
-            raise UnknownDomain(f"{host} is not one of the organization's domains")
+    def respond(self, host: str, path: str, args, query: str) -> Answer:
+        route = self.routes.get((host, path))
+        if route is None:
+            if host not in self.hosts:
+                raise UnknownDomain(f"{host} is not one of the organization's web hosts")
+            served = sorted(p for h, p in self.routes if h == host)
+            raise NoSuchPath(f"{host} serves nothing at {path}", served=served)
+        if isinstance(route, Hop):
+            return self._redirect(route, query)
+        if path == WELL_KNOWN_PATH and self.faults is not None:
+            armed = self.faults.take(catalogue.COMPONENT, host)
+            if armed is not None:
+                return self._broken(armed, route, host, path, args, query)
+        if path in catalogue.LOOP_PATHS:
+            other = catalogue.LOOP_PATHS[1 - catalogue.LOOP_PATHS.index(path)]
+            return Answer(302, "text/html", b"", f"loop: {path} → {other}", self.origin(host) + other +
+                          (f"?{query}" if query else ""))
+        return self.answer(route, args.get("user-identifier"), args.get("model-family"))
+
+    def answer(self, setup: DomainSetup, identifier: str | None, model_family: str | None) -> Answer:
         check_identifier(identifier)
         if model_family is not None and model_family not in MODEL_FAMILIES:
             raise UnknownModelFamily(f"model-family {model_family!r} is not one of {', '.join(MODEL_FAMILIES)}")
-        document = {"Servers": [{"Version": setup.version, "BaseURL": setup.base_url}]}
-        return Answer(200, "application/json", json.dumps(document).encode(),
-                      f"{setup.version} → {setup.base_url}")
+        server = setup.document(identifier, model_family)["Servers"][0]
+        return Answer(200, "application/json", json.dumps({"Servers": [server]}).encode(),
+                      f"{server['Version']} → {server['BaseURL']}")
+
+    def _redirect(self, hop: Hop, query: str) -> Answer:
+        target = hop.target + (f"?{query}" if hop.keep_query and query else "")
+        kept = "with" if hop.keep_query else "without"
+        return Answer(hop.status, "text/html", b"", f"{hop.status} → {hop.target} ({kept} the query)", target)
+
+    def _broken(self, armed, setup: DomainSetup, host: str, path: str, args, query: str) -> Answer:
+        document = setup.document(args.get("user-identifier") or "", args.get("model-family"))
+        broken = catalogue.build(armed.spec.name, document=document, origin=self.origin(host), path=path,
+                                 query=query, seconds=armed.seconds, zone=self.zone)
+        left = "" if armed.remaining is None else f", {armed.remaining} left"
+        return Answer(broken.status, broken.content_type, broken.body, f"fault {armed.spec.name}{left}",
+                      broken.location, broken.delay, broken.reset, broken.extra_headers)
+
+    def reset(self) -> None:
+        self.__init__(self.setups, origin=self.origin, faults=self.faults, zone=self.zone)
 
     def snapshot(self) -> dict:
-        return {name: {"version": d.version, "base_url": d.base_url} for name, d in self.domains.items()}
+        return {"domains": {d.name: {"version": d.version, "versions": d.versions, "base_url": d.base_url,
+                                     "redirects": [{"from": f"{h.host}{h.path}", "status": h.status,
+                                                    "to": h.target, "keep_query": h.keep_query} for h in d.hops]}
+                            for d in self.setups},
+                "faults": self.faults.armed() if self.faults else []}

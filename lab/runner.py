@@ -1,0 +1,97 @@
+"""Running scenarios: start a lab, let the scenario's device enroll, judge the outcome from the timeline."""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.device import Device, Network
+from lab.device.trace import Trace
+from lab.events import Event, EventLog
+from lab.launcher import Lab
+from lab.scenario import Scenario
+
+WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"
+
+
+@dataclass
+class Result:
+    scenario: str
+    expected: dict
+    observed: dict
+    mismatches: list[str] = field(default_factory=list)
+    trace: dict | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+    def to_dict(self) -> dict:
+        return {"scenario": self.scenario, "passed": self.passed, "expected": self.expected,
+                "observed": self.observed, "mismatches": self.mismatches, "elapsed_ms": self.elapsed_ms,
+                "trace": self.trace}
+
+
+def record_trace(events: EventLog, trace: Trace, device: Device, identifier: str) -> None:
+    """The device's own account, as a sysdiagnose would give it: one event per step, then the outcome."""
+    who = f"{device.model_family} {device.os_version} {device.serial}"
+    for step in trace.steps:
+        events.record(Event(component="device", kind="device", stage=step.stage, device=identifier,
+                            summary=f"{step.verdict}: {step.action}",
+                            detail={"verdict": step.verdict, "code": step.code, "explanation": step.explanation,
+                                    "device": who}))
+    stage = trace.steps[-1].stage if trace.steps else None
+    events.record(Event(component="device", kind="device-outcome", stage=stage, device=identifier,
+                        summary=f"{trace.outcome}: {trace.explanation}",
+                        detail={"outcome": trace.outcome, "diagnosis": trace.diagnosis, "path": trace.path,
+                                "device": who}))
+
+
+def observe(events: list[dict]) -> dict:
+    """What the timeline shows: the server side decides 'enrolled' and 'via ABM', the device tells the rest."""
+    enrolled = any(e["kind"] == "http" and e["component"] == "mdm" and e["status"] == 200
+                   and (e["summary"] or "").startswith("TokenUpdate") for e in events)
+    via_abm = any(e["kind"] == "http" and e["component"] == "abm" and e["path"] == WELL_KNOWN_PATH
+                  for e in events)
+    outcome = next((e for e in reversed(events) if e["kind"] == "device-outcome"), None)
+    return {"outcome": "enrolled" if enrolled else "failed", "path": "abm" if via_abm else "direct",
+            "stage": None if enrolled or outcome is None else outcome["stage"],
+            "diagnosis": None if outcome is None else outcome["detail"]["diagnosis"]}
+
+
+def device_for(scenario: Scenario, lab: Lab) -> tuple[Device, str, str | None]:
+    setup = scenario.device
+    identifier = setup.identifier or scenario.users[0].identifier
+    user = scenario.user(identifier)
+    password = setup.password or (user.password if user else None)
+    network = Network(lab.listen, lab.dns.port, str(lab.pki.cert_path), lab.https_port,
+                      scenario.abm_hosts["fallback"])
+    device = Device(network, model_family=setup.model_family, os_version=setup.os_version, strict=setup.strict,
+                    discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on)
+    return device, identifier, password
+
+
+def run(scenario: Scenario, state_root: Path | None = None) -> Result:
+    if scenario.expect is None:
+        raise ValueError(f"scenario {scenario.name} has no [expect] table; add one to run it")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mdmlab-scenario-") as tmp:
+        root = Path(state_root or tmp)
+        with Lab(scenario, root / scenario.name, fresh=True) as lab:
+            after = lab.events.last_id()
+            device, identifier, password = device_for(scenario, lab)
+            try:
+                trace = device.enroll(identifier, password)
+            finally:
+                device.close()
+            record_trace(lab.events, trace, device, identifier)
+            observed = observe(lab.events.query(after=after, limit=5000))
+    expect = scenario.expect
+    expected = {k: v for k, v in (("outcome", expect.outcome), ("stage", expect.stage), ("path", expect.path),
+                                  ("diagnosis", expect.diagnosis)) if v is not None}
+    mismatches = [f"{key}: expected {value}, observed {observed.get(key)}" for key, value in expected.items()
+                  if observed.get(key) != value]
+    return Result(scenario.name, expected, observed, mismatches, trace.to_dict(),
+                  round((time.perf_counter() - started) * 1000, 1))

@@ -1,0 +1,237 @@
+"""lab.events: the timeline in SQLite. Secrets never reach it in full; queries filter; wait() blocks, bounded."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from werkzeug.test import Client
+
+from lab.dispatch import Dispatcher
+from lab.events import Event, EventLog, mask, redact_body, redact_headers, redact_query, redact_url
+
+SECRET = "s3cr3t-Token-0123456789abcdef"  # long enough that mask() keeps a prefix
+SHORT = "pw123"
+
+
+@pytest.fixture
+def events(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    yield log
+    log.close()
+
+
+def stored_bytes(tmp_path) -> bytes:
+    """Everything SQLite wrote: the database and its write-ahead log."""
+    return b"".join(p.read_bytes() for p in sorted(tmp_path.glob("events.db*")))
+
+
+# -- the redaction helpers ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [SECRET, SHORT, "x" * 12, "x" * 11])
+def test_mask_never_returns_the_value(value):
+    masked = mask(value)
+    assert value not in masked
+    assert "[redacted]" in masked
+
+
+def test_mask_keeps_a_short_prefix_of_long_values():
+    assert mask(SECRET) == SECRET[:4] + "…[redacted]"
+    assert mask(SHORT) == "[redacted]"
+
+
+@pytest.mark.parametrize("key", ["access-token", "Access-Token", "access_token", "refresh_token", "code",
+                                 "password", "token", "client_secret", "id_token"])
+def test_query_secrets_are_masked(key):
+    out = redact_query(f"user-identifier=eliza@betterbag.test&{key}={SECRET}&model-family=iPhone")
+    assert SECRET not in out
+    assert "user-identifier=eliza@betterbag.test" in out and "model-family=iPhone" in out
+
+
+def test_location_with_access_token_is_masked():
+    location = f"apple-remotemanagement-user-login://authentication-results?access-token={SECRET}"
+    out = redact_url(location)
+    assert SECRET not in out
+    assert out.startswith("apple-remotemanagement-user-login://authentication-results?access-token=")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("Authorization", f"Bearer {SECRET}"), ("authorization", f"Basic {SECRET}"), ("Authorization", SECRET),
+    ("Cookie", f"session={SECRET}"), ("Set-Cookie", f"session={SECRET}; HttpOnly"),
+    ("X-ADM-Auth-Session", SECRET), ("Mdm-Signature", SECRET),
+    ("Location", f"https://mdm.lab.test/cb?code={SECRET}&state=1"),
+])
+def test_secret_headers_are_masked(name, value):
+    out = redact_headers([(name, value), ("User-Agent", "MDM/1.0")])
+    assert SECRET not in json.dumps(out, ensure_ascii=False)
+    assert out["User-Agent"] == "MDM/1.0"
+
+
+def test_authorization_keeps_its_scheme():
+    assert redact_headers([("Authorization", f"Bearer {SECRET}")])["Authorization"].startswith("Bearer ")
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (json.dumps({"token_type": "Bearer", "access_token": SECRET, "refresh_token": SECRET + "r",
+                 "expires_in": 3600}), "application/json"),
+    (json.dumps({"data": [{"nested": {"refresh_token": SECRET}}]}), "application/json; charset=utf-8"),
+    (json.dumps({"auth_session_token": SECRET}), "application/problem+json"),
+    (f"user-identifier=eliza%40betterbag.test&password={SECRET}", "application/x-www-form-urlencoded"),
+    (f"grant_type=refresh_token&refresh_token={SECRET}&client_id=x",
+     "application/x-www-form-urlencoded;charset=UTF-8"),
+    (f"<plist><dict><key>Password</key><string>{SECRET}</string></dict></plist>", "application/xml"),
+    (f"<plist><dict><key>UnlockToken</key>\n<data>{SECRET}</data></dict></plist>", "application/x-apple-aspen-mdm"),
+])
+def test_secret_bodies_are_masked(body, content_type):
+    out = redact_body(body.encode(), content_type)
+    assert SECRET not in out
+    assert "redacted" in out
+
+
+def test_plain_fields_survive_redaction():
+    out = json.loads(redact_body(json.dumps({"token_type": "Bearer", "access_token": SECRET}).encode(),
+                                 "application/json"))
+    assert out["token_type"] == "Bearer"
+    form = redact_body(f"user-identifier=eliza%40betterbag.test&password={SECRET}".encode(),
+                       "application/x-www-form-urlencoded")
+    assert "user-identifier=eliza@betterbag.test" in form
+
+
+def test_binary_bodies_are_described_not_stored():
+    assert redact_body(b"\x30\x82\xff\xfe" + SECRET.encode(), "application/pkcs7-signature") == \
+        f"<{4 + len(SECRET)} bytes application/pkcs7-signature>"
+    assert redact_body(b"", "application/json") == ""
+
+
+# -- secrets through the dispatcher into the stored event ------------------------------------------------------
+
+def secret_app(environ, start_response):
+    """Answers with every kind of secret the lab handles: a token callback, a token JSON body, a cookie."""
+    body = json.dumps({"token_type": "Bearer", "access_token": SECRET, "refresh_token": SECRET[::-1]}).encode()
+    start_response("308 Permanent Redirect", [
+        ("Content-Type", "application/json"),
+        ("Location", f"apple-remotemanagement-user-login://authentication-results?access-token={SECRET}"),
+        ("Set-Cookie", f"sid={SECRET}"),
+    ])
+    return [body]
+
+
+@pytest.mark.parametrize("request_kwargs", [
+    {"method": "GET", "query_string": f"user-identifier=eliza@betterbag.test&access-token={SECRET}"},
+    {"method": "PUT", "headers": {"Authorization": f"Bearer {SECRET}"}, "data": b"<plist/>"},
+    {"method": "POST", "data": {"user-identifier": "eliza@betterbag.test", "password": SECRET}},
+    {"method": "POST", "json": {"code": SECRET, "grant_type": "authorization_code"}},
+], ids=["query", "authorization", "form-password", "json"])
+def test_no_secret_reaches_the_stored_event(tmp_path, request_kwargs):
+    log = EventLog(tmp_path / "events.db")
+    try:
+        dispatcher = Dispatcher(log)
+        dispatcher.mount("mdm.lab.test", "mdm", secret_app)
+        response = Client(dispatcher).open("/auth/web", base_url="https://mdm.lab.test", **request_kwargs)
+        assert response.status_code == 308
+        assert SECRET in response.headers["Location"]  # the client got it; the timeline must not
+        [event] = log.query(kind="http")
+        stored = json.dumps(event, ensure_ascii=False)
+        assert SECRET not in stored and SECRET[::-1] not in stored
+        assert event["host"] == "mdm.lab.test" and event["status"] == 308
+        assert "redacted" in event["detail"]["response_headers"]["Location"]
+    finally:
+        log.close()
+    raw = stored_bytes(tmp_path)
+    for encoding in ("utf-8", "utf-16-le"):
+        assert SECRET.encode(encoding) not in raw
+
+
+# -- storage and queries -----------------------------------------------------------------------------------------
+
+def test_record_returns_increasing_ids_and_round_trips(events):
+    first = events.record(Event(component="mdm", host="mdm.lab.test", method="PUT", path="/mdm/checkin",
+                                status=200, stage="check-in", device="E1", summary="Authenticate",
+                                detail={"n": 1, "nested": {"ok": True}}))
+    second = events.record(Event(component="dns", kind="dns", host="mdm.lab.test"))
+    assert second > first
+    assert events.last_id() == second
+    row = events.query()[0]
+    assert {k: row[k] for k in ("id", "component", "kind", "host", "method", "path", "status", "stage", "device",
+                                "summary")} == {
+        "id": first, "component": "mdm", "kind": "http", "host": "mdm.lab.test", "method": "PUT",
+        "path": "/mdm/checkin", "status": 200, "stage": "check-in", "device": "E1", "summary": "Authenticate"}
+    assert row["detail"] == {"n": 1, "nested": {"ok": True}}
+
+
+@pytest.fixture
+def populated(events):
+    rows = [("dns", "dns", "mdm.lab.test", None), ("mdm", "http", "mdm.lab.test", "E1"),
+            ("org-domain", "http", "betterbag.test", "eliza@betterbag.test"), ("mdm", "http", "mdm.lab.test", "E2"),
+            ("lab", "lab", None, None)]
+    ids = [events.record(Event(component=c, kind=k, host=h, device=d)) for c, k, h, d in rows]
+    return events, ids
+
+
+@pytest.mark.parametrize("filters, expected", [
+    ({}, [0, 1, 2, 3, 4]),
+    ({"host": "mdm.lab.test"}, [0, 1, 3]),
+    ({"device": "E1"}, [1]),
+    ({"component": "mdm"}, [1, 3]),
+    ({"kind": "http"}, [1, 2, 3]),
+    ({"component": "mdm", "device": "E2"}, [3]),
+    ({"host": "nowhere.test"}, []),
+    ({"limit": 2}, [0, 1]),
+    ({"limit": 0}, [0]),  # clamped to at least one
+])
+def test_query_filters(populated, filters, expected):
+    events, ids = populated
+    assert [e["id"] for e in events.query(**filters)] == [ids[i] for i in expected]
+
+
+def test_query_after_pages_forward(populated):
+    events, ids = populated
+    assert [e["id"] for e in events.query(after=ids[2])] == ids[3:]
+    assert [e["id"] for e in events.query(after=ids[1], kind="http", limit=1)] == [ids[2]]
+    assert events.query(after=ids[-1]) == []
+
+
+def test_last_id_of_an_empty_log(events):
+    assert events.last_id() == 0
+    assert events.query() == []
+
+
+def test_events_survive_reopening(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    event_id = log.record(Event(component="lab", kind="lab", summary="lab up"))
+    log.close()
+    again = EventLog(tmp_path / "events.db")
+    try:
+        assert [(e["id"], e["summary"]) for e in again.query()] == [(event_id, "lab up")]
+    finally:
+        again.close()
+
+
+# -- wait --------------------------------------------------------------------------------------------------------
+
+def test_wait_returns_at_once_when_a_newer_event_exists(events):
+    events.record(Event(component="lab"))
+    started = time.monotonic()
+    assert events.wait(0, timeout=5) is True
+    assert time.monotonic() - started < 1
+
+
+def test_wait_times_out_without_new_events(events):
+    last = events.record(Event(component="lab"))
+    started = time.monotonic()
+    assert events.wait(last, timeout=0.2) is False
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+def test_wait_wakes_when_another_thread_records(events):
+    last = events.record(Event(component="lab"))
+    timer = threading.Timer(0.1, lambda: events.record(Event(component="mdm", summary="late")))
+    timer.start()
+    try:
+        started = time.monotonic()
+        assert events.wait(last, timeout=5) is True
+        assert time.monotonic() - started < 4
+        assert [e["summary"] for e in events.query(after=last)] == ["late"]
+    finally:
+        timer.join(timeout=5)
