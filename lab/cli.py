@@ -87,9 +87,11 @@ def _banner(lab) -> str:
 @click.option("--os-version", default=None, help="OS version of the device, e.g. 18.2 [default: 26.1].")
 @click.option("--password", default=None, help="Password typed on the sign-in page (prompted when on a terminal).")
 @click.option("--strict", is_flag=True, help="Reject what a real device was only seen or inferred to tolerate.")
+@click.option("--fallback-on", default="http,transport,content", show_default=True,
+              help="Which org-domain failures send an 18.2+ device to ABM/ASM (comma-separated).")
 @click.option("--state-dir", default=None, help="State directory of the running lab.")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
-def enroll(identifier, model_family, os_version, password, strict, state_dir, as_json):
+def enroll(identifier, model_family, os_version, password, strict, fallback_on, state_dir, as_json):
     """Enroll a simulated device as IDENTIFIER through the running lab; exit 0 only when enrolled."""
     from lab.device import Device, Network
     from lab.device.device import parse_version
@@ -103,12 +105,18 @@ def enroll(identifier, model_family, os_version, password, strict, state_dir, as
             parse_version(os_version)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--os-version") from None
+    triggers = tuple(t.strip() for t in fallback_on.split(",") if t.strip())
+    unknown = sorted(set(triggers) - {"http", "transport", "content"})
+    if unknown:
+        raise click.BadParameter(f"unknown trigger {unknown[0]!r}; use http, transport, content",
+                                 param_hint="--fallback-on")
     if password is None and sys.stdin.isatty() and not as_json:
         password = click.prompt(f"Password for {identifier}", hide_input=True, default="", show_default=False) or None
     apple = (info.get("abm") or {}).get("fallback", "axm-adm-enroll.lab.test")
     network = Network(info.get("dns_address", "127.0.0.1"), info["dns_port"], info["ca_cert"], info["https_port"],
                       apple)
-    device = Device(network, model_family=model_family, os_version=os_version or "", strict=strict)
+    device = Device(network, model_family=model_family, os_version=os_version or "", strict=strict,
+                    fallback_on=triggers)
     try:
         trace = device.enroll(identifier, password)
     finally:
@@ -144,10 +152,10 @@ def _call(client, method: str, path: str, **kwargs):
 
 def fault_catalogue() -> list[dict]:
     from lab.faults import DNS_FAULTS, TLS_FAULTS, catalogue
-    from mocks.org_domain import FAULTS
+    from mocks import abm, org_domain
 
     return [{"name": f.name, "component": f.component, "description": f.description, "symptom": f.symptom}
-            for f in catalogue(FAULTS, DNS_FAULTS, TLS_FAULTS).values()]
+            for f in catalogue(org_domain.FAULTS, abm.FAULTS, DNS_FAULTS, TLS_FAULTS).values()]
 
 
 state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
@@ -179,6 +187,19 @@ def fault_list(state_dir, as_json):
                                         for a in on) + "]" if on else ""
         click.echo(f"{f['name']:<22} {f['component']:<11} {f['description']}{mark}")
         click.echo(f"{'':<34} field symptom: {f['symptom']}")
+
+
+def fault_table() -> str:
+    """The README's fault table, generated from the catalogue so the two cannot drift."""
+    rows = ["| fault | layer | what the lab does | field symptom it reproduces |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{f['name']}` | {f['component']} | {f['description']} | {f['symptom']} |" for f in fault_catalogue()]
+    return "\n".join(rows)
+
+
+@fault.command("table", hidden=True)
+def fault_table_command():
+    """Print the README's fault table (markdown)."""
+    click.echo(fault_table())
 
 
 @fault.command("set")

@@ -63,8 +63,13 @@ def parse(der: bytes) -> SignedContent:
         raise
     except Exception as exc:  # asn1crypto raises many types on garbage input
         raise CMSError(f"not a DER CMS SignedData: {exc.__class__.__name__}") from exc
-    signer = _find_signer(si, certs)
-    _verify_signer_info(si, signer, content)
+    try:
+        signer = _find_signer(si, certs)
+        _verify_signer_info(si, signer, content)
+    except CMSError:
+        raise
+    except Exception as exc:  # a corrupt signer key or algorithm surfaces as ValueError/UnsupportedAlgorithm
+        raise CMSError(f"the CMS signer cannot be checked: {exc.__class__.__name__}: {exc}") from exc
     return SignedContent(content, signer, certs)
 
 

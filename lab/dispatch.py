@@ -12,6 +12,9 @@ from urllib.parse import quote
 from lab.events import Event, EventLog, redact_body, redact_headers, redact_query
 
 MAX_BODY = 1024 * 1024  # enrollment bodies are a few KB; a CMS-signed profile request is under 4 KB
+# An oversized body is read and discarded up to this much before the 413, so the client, still sending, can
+# read the answer instead of meeting a reset connection (the "lingering close" of web servers).
+DRAIN_LIMIT = 64 * 1024 * 1024
 
 # Keys an app may set in the WSGI environ to label the exchange in the timeline.
 STAGE_KEY = "mdmlab.stage"
@@ -32,6 +35,18 @@ def json_response(start_response, status: str, body: dict, extra_headers=()):
     start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                             *extra_headers])
     return [data]
+
+
+def _drain(stream, limit: int) -> None:
+    remaining = limit
+    try:
+        while remaining > 0:
+            chunk = stream.read(min(65536, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+    except (OSError, ValueError):
+        return
 
 
 class Dispatcher:
@@ -80,8 +95,8 @@ class Dispatcher:
                 environ["CONTENT_LENGTH"] = str(len(body))
                 result = app(environ, capture)
         chunks = None
-        if isinstance(result, (list, tuple)):
-            chunks = list(result)
+        if self._small(captured.get("headers", [])):
+            chunks = list(result)  # a sized body is read once here, so the timeline can show it
             closer = getattr(result, "close", None)
             if closer:
                 closer()
@@ -89,16 +104,26 @@ class Dispatcher:
         self._record(environ, host, component, body, captured, chunks, time.perf_counter() - started)
         return result
 
+    @staticmethod
+    def _small(headers) -> bool:
+        length = next((v for k, v in headers if k.lower() == "content-length"), None)
+        return length is not None and length.isdigit() and int(length) <= 256 * 1024
+
     def _read_body(self, environ) -> tuple[bytes, bool]:
         length = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]
         if length.isdigit():
             if int(length) > self.max_body:
+                if int(length) <= DRAIN_LIMIT:
+                    _drain(stream, int(length))
                 return b"", True
             return stream.read(int(length)) if int(length) else b"", False
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
             data = stream.read(self.max_body + 1)
-            return (b"", True) if len(data) > self.max_body else (data, False)
+            if len(data) > self.max_body:
+                _drain(stream, DRAIN_LIMIT)
+                return b"", True
+            return data, False
         return b"", False
 
     def _record(self, environ, host, component, body, captured, chunks, elapsed) -> None:

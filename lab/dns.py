@@ -71,6 +71,15 @@ class Zone:
         matches = [s for s in self.suffixes if name == s or name.endswith("." + s)]
         return max(matches, key=len) if matches else None
 
+    def exists(self, name: str) -> bool:
+        """The apex and every name with records at or below it exist (RFC 8020: no NXDOMAIN for them)."""
+        name = name.lower().rstrip(".")
+        if name in self.suffixes:
+            return True
+        with self._lock:
+            return any(n == name or n.endswith("." + name) for n, types in self.records.items()
+                       if any(types.values()))
+
     def lookup(self, name: str) -> dict[str, list[str]] | None:
         with self._lock:
             found = self.records.get(name.lower().rstrip("."))
@@ -91,7 +100,7 @@ class LabResolver:
         self.faults = faults  # lab.faults.FaultBoard
 
     def resolve(self, request: DNSRecord, handler) -> DNSRecord | None:
-        reply = request.reply()
+        reply = request.reply(ra=0, aa=0)
         reply.header.ad = 0
         try:
             fault = self._fault(request)
@@ -101,7 +110,7 @@ class LabResolver:
             self._answer(request, reply, fault)
         except Exception:  # a resolver bug must cost one SERVFAIL, never the server
             log.exception("resolver error")
-            reply = request.reply()
+            reply = request.reply(ra=0, aa=0)
             reply.header.ad = 0
             reply.header.rcode = RCODE.SERVFAIL
         self._record(request, reply, getattr(handler, "protocol", "udp"))
@@ -136,10 +145,11 @@ class LabResolver:
             records = None
         elif fault == "dns-wrong-address" and records is not None:
             records = {**records, **{t: [WRONG_ADDRESS[t]] for t in ("A", "AAAA") if t in records}}
-        if records is None:
+        if records is None and (fault == "dns-nxdomain" or not self.zone.exists(qname)):
             reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(self._soa(apex))
             return
+        records = records or {}  # the apex, or an empty non-terminal: the name exists, with no records here
         for rtype, values in records.items():
             if qtype in (rtype, "ANY"):
                 for value in values:

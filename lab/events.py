@@ -56,7 +56,10 @@ def redact_headers(headers) -> dict[str, str]:
     out = {}
     for name, value in headers:
         lname = name.lower()
-        if lname in SECRET_HEADERS:
+        if lname in ("cookie", "set-cookie"):
+            out[name] = re.sub(r"(^|;\s*)([^=;\s]+)=([^;]*)",
+                               lambda m: f"{m.group(1)}{m.group(2)}={mask(m.group(3))}", value)
+        elif lname in SECRET_HEADERS:
             scheme, _, rest = value.partition(" ")
             out[name] = f"{scheme} {mask(rest)}" if rest else mask(value)
         elif lname == "location":
@@ -75,6 +78,7 @@ def _redact_json(value):
     return value
 
 
+_QUERY_SECRET = re.compile(r"([?&;](?:%s)=)([^&\"'<>\s]+)" % "|".join(re.escape(k) for k in SECRET_KEYS), re.I)
 _XML_SECRET = re.compile(r"(<key>(?:%s)</key>\s*<(?:string|data)>)([^<]*)" % "|".join(SECRET_KEYS), re.I)
 
 
@@ -96,7 +100,8 @@ def redact_body(body: bytes, content_type: str | None) -> str:
             pass
     if "\x00" in text:
         return f"<{len(body)} bytes {ctype or 'binary'}>"
-    return _XML_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)[:EXCERPT_LIMIT]
+    text = _XML_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)[:EXCERPT_LIMIT]
 
 
 @dataclass

@@ -72,6 +72,7 @@ class FaultBoard:
     hosts: dict[str, set[str]]  # component → hosts a fault of that component may target ("*": any in zone)
     default_host: str
     events: EventLog | None = None
+    default_hosts: dict[str, str] = field(default_factory=dict)  # per component, else default_host
     _armed: list[Armed] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,7 +84,7 @@ class FaultBoard:
     def set(self, name: str, host: str | None = None, times: int | None = None,
             seconds: float | None = None) -> Armed:
         spec = self.spec(name)
-        host = (host or self.default_host).lower().rstrip(".")
+        host = (host or self.default_hosts.get(spec.component, self.default_host)).lower().rstrip(".")
         allowed = self.hosts.get(spec.component, set())
         if "*" not in allowed and host not in allowed:
             raise FaultError(f"{name} applies to {spec.component} hosts ({', '.join(sorted(allowed))}), "

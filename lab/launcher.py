@@ -89,12 +89,14 @@ class Lab:
 
         self.dispatcher = dispatch.Dispatcher(self.events)
         self.zone = Zone(sc.suffixes)
-        self.faults = FaultBoard(catalogue(DNS_FAULTS, TLS_FAULTS, org_domain.FAULTS), {},
+        self.faults = FaultBoard(catalogue(org_domain.FAULTS, abm.FAULTS, DNS_FAULTS, TLS_FAULTS), {},
                                  sc.domains[0].name, self.events)
         self.contexts.override = self._tls_fault
         self._build_mocks()
         self._build_zone(address.version)
         self.faults.hosts.update(self._fault_hosts())
+        if self.abm is not None:
+            self.faults.default_hosts["abm"] = sc.abm_hosts["api"]
         try:
             for armed in sc.faults:
                 self.faults.set(armed.name, armed.host, armed.times, armed.seconds)
@@ -154,7 +156,7 @@ class Lab:
                 abm.ABMSetup(organization=sc.organization, kind=sc.kind, domains=tuple(sorted(owned)),
                              accounts=accounts, servers=sc.abm.servers, session_ttl=sc.abm.session_ttl,
                              hosts=hosts),
-                self.state_dir / "abm", self._txt_lookup)
+                self.state_dir / "abm", self._txt_lookup, faults=self.faults)
             for role, app in abm.create_apps(self.abm).items():
                 self._mount(hosts[role], "abm", app)
 
@@ -186,7 +188,8 @@ class Lab:
     def _fault_hosts(self) -> dict[str, set[str]]:
         served = set(self.dispatcher.hosts) - {"localhost", self.scenario.console_host}
         return {"dns": set(self.zone.records) - {"localhost"}, "tls": served,
-                "org-domain": {d.name for d in self.scenario.domains}}
+                "org-domain": {d.name for d in self.scenario.domains},
+                "abm": {self.scenario.abm_hosts["api"]} if self.abm is not None else set()}
 
     def _txt_lookup(self, name: str) -> list[str]:
         """ABM verifies domains the way Apple does: a real TXT query, here to the lab DNS."""

@@ -148,8 +148,10 @@ class CertificateAuthority:
                 sans.append(x509.IPAddress(ipaddress.ip_address(n)))
             except ValueError:
                 sans.append(x509.DNSName(n))
+        # OpenSSL checks a host-like CN against the DNS name constraints when no DNS SAN is present
+        common_name = host if not isinstance(sans[0], x509.IPAddress) else f"mdmlab {host}"
         cert = (
-            self._builder(_name(host), key.public_key(), not_before or now - dt.timedelta(hours=1),
+            self._builder(_name(common_name), key.public_key(), not_before or now - dt.timedelta(hours=1),
                           not_after or now + dt.timedelta(days=LEAF_DAYS))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,

@@ -27,7 +27,8 @@ def lab(tmp_path_factory):
 
 @pytest.fixture
 def network(lab) -> Network:
-    return Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port)
+    return Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port,
+                   lab.scenario.abm_hosts["fallback"])
 
 
 @pytest.fixture

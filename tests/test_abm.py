@@ -10,8 +10,9 @@ import pytest
 
 from lab import oauth1
 from lab.dispatch import DEVICE_KEY, STAGE_KEY, SUMMARY_KEY
+from lab.faults import FaultBoard, catalogue
 from lab.scenario import ABMServer
-from mocks.abm import ABMSetup, ABMState, create_apps
+from mocks.abm import FAULTS, ABMSetup, ABMState, create_apps
 
 HOSTS = {"fallback": "axm-adm-enroll.lab.test", "api": "mdmenrollment.lab.test", "admin": "business.lab.test"}
 SESSION_URL = f"https://{HOSTS['api']}/session"
@@ -335,7 +336,7 @@ def test_session_then_account(state, api, apps):
     assert apps["api"].recorder.last[0] == "abm-api"
 
 
-def test_school_account_is_edu(open_state, api):
+def test_school_account_is_edu(open_state):
     state = open_state(make_setup(kind="school"))
     client = create_apps(state)["api"].test_client()
     account = call(client, "GET", "/account", open_session(client, state)).get_json()
@@ -450,6 +451,24 @@ def test_register_errors(state, api, apps, body, code):
     assert_plain(response, 400, code)
     assert apps["api"].recorder.last[0] == "abm-api" and code in apps["api"].recorder.last[2]
     assert state.snapshot()["servers"][0]["mdm_service_discovery_url"] is None
+
+
+def test_fault_org_not_supported_for_the_next_profile_calls(tmp_path, dns, clock):
+    board = FaultBoard(catalogue(FAULTS), {"abm": {HOSTS["api"]}}, HOSTS["api"])
+    state = ABMState(make_setup(), tmp_path, dns, clock=clock, faults=board)
+    api = create_apps(state)["api"].test_client()
+    headers = open_session(api, state)
+    board.set("org-not-supported", times=3)
+    assert_plain(call(api, "POST", PROFILE, headers, json={"mdm_service_discovery_url": DISCOVERY_URL}), 400,
+                 "ORG_NOT_SUPPORTED")
+    assert_plain(call(api, "GET", PROFILE, headers), 400, "ORG_NOT_SUPPORTED")
+    assert_plain(call(api, "DELETE", PROFILE, headers), 400, "ORG_NOT_SUPPORTED")
+    assert call(api, "POST", PROFILE, headers, json={"mdm_service_discovery_url": DISCOVERY_URL}).status_code == 200
+    board.set("org-not-supported")
+    assert_plain(call(api, "GET", PROFILE, headers), 400, "ORG_NOT_SUPPORTED")
+    board.clear("org-not-supported")
+    assert call(api, "GET", PROFILE, headers).status_code == 200
+    state.close()
 
 
 # -- admin page ------------------------------------------------------------------------------------------------

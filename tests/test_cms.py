@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from lab import cms
 from lab.pki import CertificateAuthority
 
-CONTENT = b'<?xml version="1.0"?>\n<plist version="1.0">\n<dict><key>PRODUCT</key><string>iPhone17,2</string></dict>\n</plist>\n'
+CONTENT = (b'<?xml version="1.0"?>\n<plist version="1.0">\n'
+           b"<dict><key>PRODUCT</key><string>iPhone17,2</string></dict>\n</plist>\n")
 
 
 @pytest.fixture(scope="module")

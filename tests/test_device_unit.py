@@ -43,8 +43,9 @@ def test_challenge_with_commas(header):
 
 def test_oauth2_challenge_keeps_every_parameter():
     header = ('Bearer method="apple-oauth2", authorization-url="https://idp.test/authorize?tenant=1", '
-              'token-url="https://idp.test/token", redirect-url="apple-remotemanagement-user-login:/oauth2/redirection",'
-              ' client-id="abc", scope="openid email"')
+              'token-url="https://idp.test/token", '
+              'redirect-url="apple-remotemanagement-user-login:/oauth2/redirection", '
+              'client-id="abc", scope="openid email"')
     challenge = parse_challenge(header)
     assert challenge.method == "apple-oauth2"
     assert challenge.params["authorization-url"] == "https://idp.test/authorize?tenant=1"

@@ -82,8 +82,11 @@ def test_nxdomain_carries_the_zone_soa(resolver, name, apex):
     assert soa_owner(reply) == apex
 
 
-@pytest.mark.parametrize("name, rtype, apex", [("mdm.lab.test", "AAAA", "lab.test"), ("mdm.lab.test", "TXT", "lab.test"),
-                                                ("betterbag.test", "MX", "betterbag.test")])
+@pytest.mark.parametrize("name, rtype, apex", [
+    ("mdm.lab.test", "AAAA", "lab.test"),
+    ("mdm.lab.test", "TXT", "lab.test"),
+    ("betterbag.test", "MX", "betterbag.test"),
+])
 def test_nodata_is_noerror_with_soa(resolver, name, rtype, apex):
     reply = ask(resolver, name, rtype)
     assert reply.header.rcode == RCODE.NOERROR

@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from lab import oauth1
 from lab.pki import write_private
 from lab.store import Store
+from mocks.abm import faults as catalogue
 from mocks.abm.errors import (APIError, BadAdminInput, FallbackRefused, MalformedIdentifier, UnknownModelFamily,
                               unauthorized)
 
@@ -134,13 +135,14 @@ def with_query(url: str, identifier: str, model_family: str) -> str:
 
 class ABMState:
     def __init__(self, setup: ABMSetup, directory: Path, txt_lookup: Callable[[str], list[str]], *,
-                 clock=time.time):
+                 clock=time.time, faults=None):
         if setup.kind not in KINDS:
             raise ValueError(f"ABM kind must be one of {', '.join(KINDS)}, got {setup.kind!r}")
         self.setup = setup
         self.directory = Path(directory)
         self.txt_lookup = txt_lookup
         self.clock = clock
+        self.faults = faults  # lab.faults.FaultBoard, or None
         self._defaults = self._default_assignments(setup.servers)
         path = self.directory / "abm.db"
         if not path.exists():
@@ -189,7 +191,7 @@ class ABMState:
         self.close()
         for suffix in ("", "-wal", "-shm"):
             (self.directory / f"abm.db{suffix}").unlink(missing_ok=True)
-        self.__init__(self.setup, self.directory, self.txt_lookup, clock=self.clock)
+        self.__init__(self.setup, self.directory, self.txt_lookup, clock=self.clock, faults=self.faults)
 
     # -- domains -------------------------------------------------------------------------------------------
     def _domain(self, domain: str):
@@ -329,7 +331,16 @@ class ABMState:
                 ("/account-driven-enrollment/profile", ["GET", "POST", "DELETE"]))],
         }
 
+    def _check_org_supported(self) -> None:
+        if self.faults is None:
+            return
+        armed = self.faults.take(catalogue.COMPONENT, self.setup.hosts["api"])
+        if armed is not None and armed.spec.name == "org-not-supported":
+            raise APIError("ORG_NOT_SUPPORTED", "fault org-not-supported: the organization is not enabled for "
+                                                "account-driven enrollment")
+
     def set_discovery_url(self, server_name: str, body: bytes) -> str:
+        self._check_org_supported()
         url = check_discovery_url(body)
         with self.store.transaction() as db:
             db.execute("UPDATE servers SET discovery_url = ?, url_updated = ? WHERE name = ?",
@@ -337,6 +348,7 @@ class ABMState:
         return url
 
     def discovery_url(self, server_name: str) -> dict:
+        self._check_org_supported()
         row = self._server(server_name)
         if row["discovery_url"] is None:
             raise APIError("NOT_FOUND", f"{server_name} has no service discovery URL", 404)
@@ -344,6 +356,7 @@ class ABMState:
                 "last_updated_timestamp": rfc3339(row["url_updated"])}
 
     def remove_discovery_url(self, server_name: str) -> None:
+        self._check_org_supported()
         with self.store.transaction() as db:
             db.execute("UPDATE servers SET discovery_url = NULL, url_updated = NULL WHERE name = ?", (server_name,))
 

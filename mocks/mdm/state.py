@@ -157,7 +157,7 @@ class MDMState:
     def callback_url(self, token: str) -> str:
         return f"{CALLBACK_SCHEME}://authentication-results?access-token={token}"
 
-    def check_token(self, authorization: str | None) -> TokenInfo:
+    def check_token(self, authorization: str | None, *, allow_expired: bool = False) -> TokenInfo:
         if not authorization:
             raise self.not_authorized("no Authorization header; sign in to get an access token")
         scheme, _, token = authorization.partition(" ")
@@ -169,7 +169,7 @@ class MDMState:
             raise self.not_authorized("the access token is unknown to this MDM", "invalid-token")
         if row["revoked"]:
             raise self.not_authorized("the access token was revoked", "revoked-token")
-        if row["expires"] <= self.clock():
+        if row["expires"] <= self.clock() and not (allow_expired and row["enrollment_id"]):
             raise self.not_authorized("the access token has expired", "expired-token")
         return TokenInfo(row["user"], row["enrollment_id"], row["expires"], row["mode"])
 
@@ -229,8 +229,15 @@ class MDMState:
     # -- check-in --------------------------------------------------------------------------------------------
     def check_in(self, authorization: str | None, body: bytes) -> tuple[str, str]:
         """Apply one check-in message; returns (enrollment id, summary). The token is checked first."""
-        token = self.check_token(authorization)
-        message = parse_checkin_body(body)
+        try:
+            message, bad_body = parse_checkin_body(body), None
+        except BadCheckIn as exc:
+            message, bad_body = {}, exc
+        # The device sends CheckOut once and cannot re-authenticate: accept its enrollment's expired token
+        # (PROTOCOL.md 4.6); the binding to the same EnrollmentID/UDID is still checked below.
+        token = self.check_token(authorization, allow_expired=message.get("MessageType") == "CheckOut")
+        if bad_body is not None:
+            raise bad_body
         kind = message["MessageType"]
         handler = {"Authenticate": self._authenticate, "TokenUpdate": self._token_update,
                    "CheckOut": self._check_out}.get(kind)

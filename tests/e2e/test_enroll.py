@@ -64,14 +64,28 @@ def test_malformed_identifier_fails_before_any_request(lab, device, identifier, 
 
 
 def test_unknown_domain_fails_in_dns(lab, device):
-    trace = device().enroll("eliza@unknown.lab.test", PASSWORD)
+    trace = device(os_version="17.5").enroll("eliza@unknown.lab.test", PASSWORD)
     assert (trace.outcome, trace.diagnosis) == ("failed", "dns-nxdomain")
     assert "unknown.lab.test" in trace.explanation
 
 
 def test_domain_outside_the_lab_is_refused_by_the_lab_dns(lab, device):
-    trace = device().enroll("eliza@example.com", PASSWORD)
+    trace = device(os_version="17.5").enroll("eliza@example.com", PASSWORD)
     assert (trace.outcome, trace.diagnosis) == ("failed", "dns-refused")
+
+
+def test_on_ios_18_2_a_domain_abm_does_not_know_fails_at_the_fallback(lab, device, network):
+    from dataclasses import replace
+
+    from lab.device import Device
+
+    phone = Device(replace(network, apple_host=lab.scenario.abm_hosts["fallback"]), os_version="18.2")
+    try:
+        trace = phone.enroll("eliza@unknown.lab.test", PASSWORD)
+    finally:
+        phone.close()
+    assert (trace.outcome, trace.path, trace.diagnosis) == ("failed", None, "abm-domain-not-verified")
+    assert "dns" in trace.explanation.lower() or "does not exist" in trace.explanation
 
 
 def test_os_too_old_for_user_enrollment(lab, device):
