@@ -27,7 +27,8 @@ def host_of(environ) -> str:
     host = host.strip().lower()
     if host.startswith("["):  # [::1]:8443
         return host[1:host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return host.rstrip(".")  # a fully qualified name (betterbag.test.) is the same host
 
 
 def json_response(start_response, status: str, body: dict, extra_headers=()):
@@ -112,18 +113,19 @@ class Dispatcher:
     def _read_body(self, environ) -> tuple[bytes, bool]:
         length = environ.get("CONTENT_LENGTH") or ""
         stream = environ["wsgi.input"]
-        if length.isdigit():
-            if int(length) > self.max_body:
-                if int(length) <= DRAIN_LIMIT:
-                    _drain(stream, int(length))
-                return b"", True
-            return stream.read(int(length)) if int(length) else b"", False
+        # Chunked framing wins over a Content-Length sent alongside it (RFC 9112 6.3)
         if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
             data = stream.read(self.max_body + 1)
             if len(data) > self.max_body:
                 _drain(stream, DRAIN_LIMIT)
                 return b"", True
             return data, False
+        if length.isdigit():
+            if int(length) > self.max_body:
+                if int(length) <= DRAIN_LIMIT:
+                    _drain(stream, int(length))
+                return b"", True
+            return stream.read(int(length)) if int(length) else b"", False
         return b"", False
 
     def _record(self, environ, host, component, body, captured, chunks, elapsed) -> None:

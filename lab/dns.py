@@ -166,6 +166,12 @@ class LabResolver:
         return RR(apex, QTYPE.SOA, ttl=TTL,
                   rdata=SOA(f"ns.{apex}", f"hostmaster.{apex}", (1, 3600, 600, 86400, TTL)))
 
+    def record_garbage(self, size: int, protocol: str) -> None:
+        if self.events is not None:
+            self.events.record(Event(component="dns", kind="dns", status=RCODE.FORMERR,
+                                     summary=f"unparseable {size}-byte query → FORMERR",
+                                     detail={"protocol": protocol, "rcode": "FORMERR", "bytes": size}))
+
     def _record(self, request: DNSRecord, reply: DNSRecord | None, protocol: str) -> None:
         if self.events is None:
             return
@@ -204,6 +210,9 @@ class _Handler(DNSHandler):
             if len(data) < 12:
                 raise
             header = DNSHeader.parse(Buffer(data[:12]))
+            if header.qr:
+                raise  # a response sent to us: answering it could start a loop between two servers
+            self.server.resolver.record_garbage(len(data), self.protocol)
             return DNSRecord(DNSHeader(id=header.id, qr=1, rcode=RCODE.FORMERR)).pack()
         reply = self.server.resolver.resolve(request, self)
         if reply is None:

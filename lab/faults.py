@@ -104,9 +104,10 @@ class FaultBoard:
     def clear(self, name: str | None = None, host: str | None = None) -> int:
         if name is not None:
             self.spec(name)
+        host = host.lower().rstrip(".") if host else None
         with self._lock:
             keep = [a for a in self._armed if not ((name is None or a.spec.name == name)
-                                                   and (host is None or a.host == host.lower()))]
+                                                   and (host is None or a.host == host))]
             cleared = len(self._armed) - len(keep)
             self._armed = keep
         self._record(f"cleared {cleared} fault(s)" + (f" named {name}" if name else "") +

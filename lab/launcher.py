@@ -224,7 +224,8 @@ class Lab:
             now = dt.datetime.now(dt.timezone.utc)
             name = armed.spec.name
             if name == "tls-untrusted":
-                leaf = self._untrusted_ca().issue_server(host, tag="untrusted")
+                # leaf only, as a private CA or inspecting proxy sends it: "unable to get local issuer"
+                leaf = self._untrusted_ca().issue_server(host, tag="untrusted", with_root=False)
             elif name == "tls-wrong-name":
                 leaf = self.pki.issue_server(f"other.{self.scenario.zone}", tag=f"for-{host}")
             elif name == "tls-expired":

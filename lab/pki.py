@@ -138,7 +138,7 @@ class CertificateAuthority:
         )
 
     def issue_server(self, host: str, *, names: list[str] | None = None, not_before: dt.datetime | None = None,
-                     not_after: dt.datetime | None = None, tag: str = "") -> Leaf:
+                     not_after: dt.datetime | None = None, tag: str = "", with_root: bool = True) -> Leaf:
         """A TLS server leaf for ``host`` (plus ``names``), written to ``pki/hosts/<host>[.<tag>].pem``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
@@ -165,7 +165,7 @@ class CertificateAuthority:
         stem = f"{host}.{tag}" if tag else host
         cert_path, key_path = hosts_dir / f"{stem}.pem", hosts_dir / f"{stem}.key"
         write_private(key_path, key_pem(key))
-        cert_path.write_bytes(cert_pem(cert) + cert_pem(self.cert))
+        cert_path.write_bytes(cert_pem(cert) + (cert_pem(self.cert) if with_root else b""))
         return Leaf(cert, key, cert_path, key_path)
 
     def issue_profile_signer(self, organization: str) -> Leaf:

@@ -7,6 +7,7 @@ at the start of the connection's first request, and a failed handshake closes th
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -16,8 +17,11 @@ from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.makefile import StreamReader, StreamWriter
 
+from lab.dispatch import DRAIN_LIMIT
+
 log = logging.getLogger("mdmlab.server")
-HANDSHAKE_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 5.0
+MAX_HEADER_BYTES = 64 * 1024
 WORKER_THREADS = 48
 REQUEST_QUEUE = 128
 
@@ -81,6 +85,8 @@ class _Connection(cheroot_server.HTTPConnection):
 
     def communicate(self):
         if not self.handshaken:
+            if not select.select([self.socket], [], [], 0)[0]:
+                return True  # nothing sent yet: back to cheroot's selector, so an idle client holds no worker
             try:
                 self.socket.settimeout(HANDSHAKE_TIMEOUT)
                 self.socket.do_handshake()
@@ -108,6 +114,8 @@ class HTTPSServer:
                                   request_queue_size=REQUEST_QUEUE, timeout=30, shutdown_timeout=2,
                                   accepted_queue_size=-1)
         self.server.ConnectionClass = _Connection
+        self.server.max_request_header_size = MAX_HEADER_BYTES
+        self.server.max_request_body_size = DRAIN_LIMIT  # backstop; the dispatcher answers 413 above MAX_BODY
         self.server.error_log = self._error_log
         self.server.ssl_adapter = _DeferredHandshakeAdapter(contexts)
         self.server.nodelay = True

@@ -150,11 +150,13 @@ def test_every_org_domain_fault_has_an_expected_diagnosis():
     assert set(EXPECTED_DIAGNOSIS) == {f.name for f in ORG_DOMAIN_FAULTS}
 
 
-def test_the_control_api_lists_the_whole_catalogue(api):
+def test_the_control_api_lists_the_whole_catalogue(lab, api):
     response = api("GET", "/faults")
     assert response.status_code == 200
     listed = {f["name"]: f for f in response.json()["catalogue"]}
-    assert set(listed) == {f.name for f in [*ORG_DOMAIN_FAULTS, *DNS_FAULTS, *TLS_FAULTS]}
+    assert set(listed) == set(lab.faults.catalogue)  # the API lists what the lab can arm
+    assert {f.name for f in [*ORG_DOMAIN_FAULTS, *DNS_FAULTS, *TLS_FAULTS]} <= set(listed)
+    assert {f["name"] for f in listed.values() if f["component"] == "org-domain"} == set(EXPECTED_DIAGNOSIS)
     assert listed["slow-response"]["takes_seconds"] is True
     assert all(f["description"] and f["symptom"] for f in listed.values())
     assert response.json()["armed"] == []
@@ -302,6 +304,12 @@ def test_dns_fault_on_another_name_leaves_the_org_domain_alone(lab, api):
     assert armed_names(api) == [("dns-nxdomain", "mdm.lab.test")]
     assert dig_status(dig(lab, "mdm.lab.test", "A", "+time=1", "+tries=1")) == "NXDOMAIN"
     assert armed_names(api) == []
+
+
+def test_dns_fault_matches_the_name_in_any_case(lab, api):
+    arm(api, "dns-servfail", times=1)
+    assert dig_status(dig(lab, "BetterBag.TEST", "A", "+time=1", "+tries=1")) == "SERVFAIL"
+    assert dig_status(dig(lab, "betterbag.test.", "A", "+time=1", "+tries=1")) == "NOERROR"
 
 
 @pytest.mark.parametrize("name, diagnosis", [
