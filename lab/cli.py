@@ -27,27 +27,56 @@ def main() -> None:
 @click.option("--state-dir", default=None, help="State directory [default: $MDMLAB_STATE_DIR or ./.mdmlab].")
 @click.option("--listen", default=config.DEFAULT_LISTEN, show_default=True,
               help="Address to serve DNS and HTTPS on; beyond loopback the console needs the admin token.")
-@click.option("--https-port", type=click.IntRange(0, 65535), default=config.DEFAULT_HTTPS_PORT, show_default=True)
-@click.option("--dns-port", type=click.IntRange(0, 65535), default=config.DEFAULT_DNS_PORT, show_default=True)
+@click.option("--https-port", type=click.IntRange(0, 65535), default=None,
+              help=f"[default: {config.DEFAULT_HTTPS_PORT}; 443 with --real-device]")
+@click.option("--dns-port", type=click.IntRange(0, 65535), default=None,
+              help=f"[default: {config.DEFAULT_DNS_PORT}; 53 with --real-device]")
 @click.option("--fresh", is_flag=True, help="Forget the saved state (CA, enrollments, events) and start over.")
-def up(scenario, state_dir, listen, https_port, dns_port, fresh):
+@click.option("--real-device", is_flag=True,
+              help="Serve a real iPhone/iPad/Mac: HTTPS on 443, DNS on 53 forwarding other names upstream.")
+@click.option("--upstream", default=None, metavar="HOST[:PORT]",
+              help="DNS server for names outside the lab [default with --real-device: the system's].")
+def up(scenario, state_dir, listen, https_port, dns_port, fresh, real_device, upstream):
     """Start the lab: DNS, the CA, one HTTPS listener for every host."""
+    if real_device:
+        https_port = 443 if https_port is None else https_port
+        dns_port = 53 if dns_port is None else dns_port
+        upstream = upstream or config.system_nameserver()
+    https_port = config.DEFAULT_HTTPS_PORT if https_port is None else https_port
+    dns_port = config.DEFAULT_DNS_PORT if dns_port is None else dns_port
+    lab = _start(scenario, state_dir, listen=listen, https_port=https_port, dns_port=dns_port, fresh=fresh,
+                 upstream=_host_port(upstream, "--upstream") if upstream else None)
+    _serve(lab, _banner(lab) + ("\n" + _real_device_steps(lab) if real_device else ""))
+
+
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "53")
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise click.BadParameter(f"{text!r} is not HOST or HOST:PORT", param_hint=option)
+    return host, int(port)
+
+
+def _start(scenario, state_dir, **kwargs):
     from lab.launcher import Lab, LabError
 
     try:
         sc = load(scenario)
     except ScenarioError as exc:
         _fail(str(exc))
-    lab = Lab(sc, config.state_dir(state_dir), listen=listen, https_port=https_port, dns_port=dns_port,
-              fresh=fresh)
+    lab = Lab(sc, config.state_dir(state_dir), **kwargs)
     try:
         lab.start()
     except LabError as exc:
         _fail(str(exc))
+    return lab
+
+
+def _serve(lab, text: str) -> None:
+    """Print ``text``, serve until SIGINT/SIGTERM, stop cleanly."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(_banner(lab))
+    click.echo(text)
     sys.stdout.flush()
     try:
         while not stop.wait(3600):
@@ -55,6 +84,25 @@ def up(scenario, state_dir, listen, https_port, dns_port, fresh):
     finally:
         lab.stop()
         click.echo("mdmlab stopped.")
+
+
+def _real_device_steps(lab) -> str:
+    info = lab.describe()
+    sc = lab.scenario
+    user = sc.users[0].identifier if sc.users else "name@" + sc.domains[0].name
+    return "\n".join([
+        "To enroll a real iPhone or iPad on this network:",
+        f"  1. Settings > Wi-Fi > (i) > Configure DNS > Manual: remove the servers, add {lab.listen}.",
+        f"  2. In Safari open https://{lab.listen}:{info['https_port']}/ca.mobileconfig (or download the CA from the",
+        "     console), then Settings > General > VPN & Device Management: install the mdmlab CA profile.",
+        "  3. Settings > General > About > Certificate Trust Settings: turn on full trust for the mdmlab CA.",
+        "     It is name-constrained to the lab's zones only (" + ", ".join(sc.suffixes) + ").",
+        f"  4. Settings > General > VPN & Device Management > Sign In to Work or School Account: type {user}.",
+        "  A Mac: System Settings > Network > Wi-Fi > Details > DNS, then Keychain Access for the CA (Always Trust),",
+        "  then System Settings > General > Device Management.",
+        "  Names outside the lab are forwarded to " + (f"{lab.upstream[0]}:{lab.upstream[1]}" if lab.upstream
+                                                     else "nowhere (REFUSED)") + ".",
+    ])
 
 
 def _banner(lab) -> str:
@@ -189,6 +237,33 @@ def fault_list(state_dir, as_json):
         click.echo(f"{'':<34} field symptom: {f['symptom']}")
 
 
+@main.command()
+@click.argument("identifier")
+@click.option("--dns", "dns_server", default=None, metavar="HOST:PORT",
+              help="DNS server to ask [default: the system's resolver].")
+@click.option("--ca", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Trust only this CA [default: the system trust store].")
+@click.option("--port", type=click.IntRange(1, 65535), default=443, show_default=True,
+              help="Port for the URLs the device builds itself (the well-known URL).")
+@click.option("--model-family", type=click.Choice(["iPhone", "iPad", "Mac", "Vision"]), default="iPhone",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def probe(identifier, dns_server, ca, port, model_family, as_json):
+    """Diagnose the discovery of IDENTIFIER's domain (lab or real) and the first request of stage 2."""
+    from lab.probe import probe as run_probe
+
+    dns = _host_port(dns_server, "--dns") if dns_server else None
+    trace = run_probe(identifier, dns=dns, ca=ca, port=port, model_family=model_family)
+    ok = trace.outcome == "enrolled"  # the trace's success state: every check passed
+    if as_json:
+        click.echo(json.dumps({**trace.to_dict(), "outcome": "ok" if ok else "failed"}, indent=2))
+    else:
+        steps = trace.render().rsplit("\n", 1)[0]
+        verdict = "PROBE OK" if ok else f"PROBE FAILED ({trace.diagnosis})"
+        click.echo(f"{steps}\n{verdict}: {trace.explanation}")
+    sys.exit(0 if ok else 1)
+
+
 def fault_table() -> str:
     """The README's fault table, generated from the catalogue so the two cannot drift."""
     rows = ["| fault | layer | what the lab does | field symptom it reproduces |", "| --- | --- | --- | --- |"]
@@ -292,13 +367,28 @@ def scenario_list(as_json):
 @scenario.command("run")
 @click.argument("names", nargs=-1)
 @click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
+@click.option("--exercise", type=click.IntRange(min=1), default=None,
+              help="Start the broken lab of training exercise N and print its symptom (not the answer).")
+@click.option("--state-dir", default=None, help="With --exercise: the lab's state directory.")
+@click.option("--https-port", type=click.IntRange(0, 65535), default=config.DEFAULT_HTTPS_PORT, show_default=True)
+@click.option("--dns-port", type=click.IntRange(0, 65535), default=config.DEFAULT_DNS_PORT, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def scenario_run(names, run_all, as_json):
+def scenario_run(names, run_all, exercise, state_dir, https_port, dns_port, as_json):
     """Start a lab per scenario, run its device, check its [expect]; exit 0 only if all pass."""
-    from lab import runner
+    from lab import exercises, runner
     from lab.launcher import LabError
     from lab.scenario import available
 
+    if exercise is not None:
+        if names or run_all:
+            raise click.UsageError("--exercise runs one exercise; give no scenario names or --all with it")
+        try:
+            found = exercises.find(exercise)
+        except exercises.ExerciseError as exc:
+            _fail(str(exc))
+        lab = _start(found.scenario, state_dir, https_port=https_port, dns_port=dns_port, fresh=True)
+        _serve(lab, _banner(lab) + "\n\n" + found.briefing())
+        return
     if run_all == bool(names):
         raise click.UsageError("give scenario names or --all (not both)")
     results = []

@@ -35,3 +35,16 @@ def read_lab_file(directory: Path) -> dict:
         if key not in info:
             raise NoLabRunning(f"{path} lacks {key!r}; restart the lab with 'mdmlab up'")
     return info
+
+
+def system_nameserver(resolv_conf: str = "/etc/resolv.conf") -> str | None:
+    """The first nameserver of the system that is not a loopback stub, for forwarding names outside the lab."""
+    try:
+        lines = Path(resolv_conf).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
+            return parts[1]
+    return None

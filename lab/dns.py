@@ -22,6 +22,7 @@ from lab.events import Event, EventLog
 log = logging.getLogger("mdmlab.dns")
 TTL = 60
 TCP_IDLE_TIMEOUT = 5.0
+UPSTREAM_TIMEOUT = 3.0
 
 
 class DNSStartError(OSError):
@@ -94,15 +95,21 @@ class _Dropped(Exception):
 
 
 class LabResolver:
-    def __init__(self, zone: Zone, events: EventLog | None = None, faults=None):
+    def __init__(self, zone: Zone, events: EventLog | None = None, faults=None,
+                 upstream: tuple[str, int] | None = None):
         self.zone = zone
         self.events = events
         self.faults = faults  # lab.faults.FaultBoard
+        self.upstream = upstream  # real devices need every other name resolved too
 
     def resolve(self, request: DNSRecord, handler) -> DNSRecord | None:
         reply = request.reply(ra=0, aa=0)
         reply.header.ad = 0
         try:
+            if self.upstream and self.zone.apex(str(request.q.qname)) is None:
+                reply = self._forward(request)
+                self._record(request, reply, getattr(handler, "protocol", "udp"))
+                return reply
             fault = self._fault(request)
             if fault == "dns-timeout":
                 self._record(request, None, getattr(handler, "protocol", "udp"))
@@ -114,6 +121,20 @@ class LabResolver:
             reply.header.ad = 0
             reply.header.rcode = RCODE.SERVFAIL
         self._record(request, reply, getattr(handler, "protocol", "udp"))
+        return reply
+
+    def _forward(self, request: DNSRecord) -> DNSRecord:
+        """Ask the upstream server; its silence or garbage becomes SERVFAIL (dnslib's proxy would hang)."""
+        host, port = self.upstream
+        try:
+            reply = DNSRecord.parse(request.send(host, port, timeout=UPSTREAM_TIMEOUT, ipv6=":" in host))
+            if reply.header.tc:
+                reply = DNSRecord.parse(request.send(host, port, tcp=True, timeout=UPSTREAM_TIMEOUT,
+                                                     ipv6=":" in host))
+        except (OSError, DNSError, ValueError):
+            reply = request.reply(ra=1, aa=0)
+            reply.header.rcode = RCODE.SERVFAIL
+        reply.header.ad = 0
         return reply
 
     def _fault(self, request: DNSRecord) -> str | None:

@@ -46,14 +46,21 @@ def is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
+def _port_hint(port: int) -> str:
+    if 0 < port < 1024 and os.geteuid() != 0:
+        return f" (port {port} needs root or CAP_NET_BIND_SERVICE)"
+    return f" (is another server using port {port}?)" if port else ""
+
+
 class Lab:
     def __init__(self, scenario: Scenario, state_dir: Path, *, listen: str = "127.0.0.1", https_port: int = 0,
-                 dns_port: int = 0, fresh: bool = False):
+                 dns_port: int = 0, fresh: bool = False, upstream: tuple[str, int] | None = None):
         self.scenario = scenario
         self.state_dir = Path(state_dir).resolve()
         self.listen = listen
         self.requested_ports = (https_port, dns_port)
         self.fresh = fresh
+        self.upstream = upstream
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
         self._lock_file = None
@@ -84,7 +91,8 @@ class Lab:
             self.https = HTTPSServer(self.contexts, self.listen, https_port)
         except OSError as exc:
             self._release_lock()
-            raise LabError(f"cannot listen for HTTPS on {self.listen}:{https_port}: {exc.strerror or exc}") from exc
+            raise LabError(f"cannot listen for HTTPS on {self.listen}:{https_port}: {exc.strerror or exc}"
+                           + _port_hint(https_port)) from exc
         self.https_port = self.https.port
 
         self.dispatcher = dispatch.Dispatcher(self.events)
@@ -104,10 +112,10 @@ class Lab:
             self._abort()
             raise LabError(f"{sc.path}: {exc}") from None
         try:
-            self.dns = LabDNS(LabResolver(self.zone, self.events, self.faults), self.listen, dns_port)
+            self.dns = LabDNS(LabResolver(self.zone, self.events, self.faults, self.upstream), self.listen, dns_port)
         except OSError as exc:
             self._abort()
-            raise LabError(str(exc)) from exc
+            raise LabError(str(exc) + _port_hint(dns_port)) from exc
 
         self.https.set_app(self.dispatcher)
         self.https.start()
@@ -317,6 +325,7 @@ class Lab:
             "abm": self.scenario.abm_hosts if self.abm is not None else None,
             "users": [u.identifier for u in self.scenario.users],
             "pid": os.getpid(),
+            "upstream": f"{self.upstream[0]}:{self.upstream[1]}" if self.upstream else None,
             "admin_token_required": self.admin_token is not None,
         }
 

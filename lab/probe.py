@@ -1,0 +1,155 @@
+"""`mdmlab probe`: the device's discovery against any domain, the lab's or a real one, check by check.
+
+It walks stage 1 exactly as the simulated device does (same code), then sends the first request of stage 2 and
+judges the challenge. By default it uses the system's resolver and trust store, like a phone on that network.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import plistlib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from lab import cms
+from lab.device import authentication, discovery
+from lab.device.errors import transport_failure
+from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
+from lab.device.transport import DNSFailure, LabResolver, lab_session
+
+REQUIRED = {"apple-as-web": ("url",),
+            "apple-oauth2": ("authorization-url", "token-url", "redirect-url", "client-id")}
+
+
+class SystemResolver:
+    """getaddrinfo, as the phone's own stub resolver would ask the network's DNS."""
+
+    def resolve(self, host: str) -> str:
+        try:
+            infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            code = "nxdomain" if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)) else "timeout"
+            raise DNSFailure(host, code, f"cannot resolve {host}: {exc.strerror}") from None
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
+        return infos[0][4][0]
+
+
+@dataclass
+class _ProbeNetwork:
+    apple_host: str = "axm-adm-enroll.apple.com"
+
+
+@dataclass
+class ProbeDevice:
+    """The attributes stage 1 reads from a device."""
+    model_family: str = "iPhone"
+    discovery_timeout: float = 30.0
+    network: _ProbeNetwork = field(default_factory=_ProbeNetwork)
+    user_agent_discovery = "RemoteManagementAgent/1.0"
+    user_agent_enroll = "DeviceManagementClient/1.0"
+
+    @property
+    def model_family_param(self) -> str:
+        return "RealityDevice" if self.model_family == "Vision" else self.model_family
+
+    def unsupported_version_reason(self, version: str) -> None:
+        return None
+
+
+def _probe_signer():
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mdmlab probe")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def system_trust() -> str | bool:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return True  # requests' bundled store
+
+
+def probe(identifier: str, *, dns: tuple[str, int] | None = None, ca: str | None = None, port: int = 443,
+          model_family: str = "iPhone") -> Trace:
+    trace = Trace()
+    resolver = LabResolver(*dns) if dns else SystemResolver()
+    trust = ca or system_trust()
+    self_built = lab_session(resolver, trust, {443: port} if port != 443 else None)
+    session = lab_session(resolver, trust)
+    device = ProbeDevice(model_family=model_family)
+    try:
+        _, domain = discovery.split_identifier(identifier)
+        trace.add("identifier", f"identifier {identifier}", OK, f"domain {domain}")
+        try:
+            address = resolver.resolve(domain)
+            trace.add("discovery", f"resolve {domain}", OK, f"{domain} → {address}")
+        except DNSFailure as exc:
+            failure = transport_failure("discovery", f"https://{domain}/", exc, "the organization's domain")
+            trace.add("discovery", f"resolve {domain}", FAIL, failure.explanation, code=failure.code)
+            raise failure from None
+        service = discovery.discover(device, self_built, domain, identifier, trace)
+        for check in ("TLS certificate verified for every host on the way", "status 200",
+                      "Content-Type application/json", "valid JSON with a non-empty Servers array",
+                      f"Version {service.version}", f"BaseURL {service.base_url} is https"):
+            trace.add("discovery", check, OK, "passed")
+        _first_enrollment_request(device, session, service, trace)
+        trace.succeed(f"discovery works and {service.base_url} challenges the device correctly")
+    except DeviceFailure as failure:
+        trace.fail(failure)
+    finally:
+        self_built.close()
+        session.close()
+    return trace
+
+
+def _first_enrollment_request(device, session, service, trace: Trace) -> None:
+    cert, key = _probe_signer()
+    body = cms.sign(plistlib.dumps({"LANGUAGE": "en-US", "PRODUCT": "iPhone17,2", "VERSION": "23B85"}), cert, key)
+    url = service.base_url
+    try:
+        response = session.post(url, data=body, timeout=30, allow_redirects=False,
+                                headers={"Content-Type": "application/pkcs7-signature",
+                                         "User-Agent": device.user_agent_enroll})
+    except Exception as exc:
+        failure = transport_failure("authentication", url, exc, "the MDM enrollment endpoint")
+        trace.add("authentication", f"POST {url}", FAIL, failure.explanation, code=failure.code)
+        raise failure from None
+    action = f"POST {url} → {response.status_code}"
+    if response.status_code != 401:
+        explanation = (f"the first enrollment request must get 401 with WWW-Authenticate: Bearer; it got "
+                       f"{response.status_code}")
+        trace.add("authentication", action, FAIL, explanation, code=f"enroll-http-{response.status_code}",
+                  response=response)
+        raise DeviceFailure("authentication", f"enroll-http-{response.status_code}", explanation)
+    trace.add("authentication", action, OK, "401 as expected", response=response)
+    try:
+        challenge = authentication.parse_challenge(response.headers.get("WWW-Authenticate"))
+    except ValueError as exc:
+        trace.add("authentication", "parse WWW-Authenticate", FAIL, str(exc), code="challenge-malformed")
+        raise DeviceFailure("authentication", "challenge-malformed", str(exc)) from None
+    if challenge.separator_warning:
+        trace.add("authentication", "parse WWW-Authenticate", WARN, challenge.separator_warning,
+                  code="challenge-separator")
+    required = REQUIRED.get(challenge.method)
+    if required is None:
+        explanation = f"unknown challenge method {challenge.method!r}; use apple-as-web or apple-oauth2"
+        trace.add("authentication", "challenge method", FAIL, explanation, code="challenge-method-unknown")
+        raise DeviceFailure("authentication", "challenge-method-unknown", explanation)
+    missing = [p for p in required if not challenge.params.get(p)]
+    if missing:
+        explanation = f"the {challenge.method} challenge lacks {', '.join(missing)}"
+        trace.add("authentication", "challenge parameters", FAIL, explanation, code="challenge-missing-parameter")
+        raise DeviceFailure("authentication", "challenge-missing-parameter", explanation)
+    trace.add("authentication", f"challenge method {challenge.method}", OK,
+              ", ".join(f"{k}={v}" for k, v in challenge.params.items() if k != "method"))
