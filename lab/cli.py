@@ -9,6 +9,7 @@ import threading
 import click
 
 from lab import config
+from lab.cli_device import device
 from lab.scenario import DEFAULT_SCENARIO, ScenarioError, load
 
 
@@ -165,16 +166,21 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
                       apple)
     device = Device(network, model_family=model_family, os_version=os_version or "", strict=strict,
                     fallback_on=triggers)
+    from lab.cli_device import save_enrolled
+
     try:
         trace = device.enroll(identifier, password)
+        saved = {"device_id": save_enrolled(device, state_dir)} if trace.outcome == "enrolled" else {}
     finally:
         device.close()
     if as_json:
-        click.echo(json.dumps(trace.to_dict(), indent=2))
+        click.echo(json.dumps({**trace.to_dict(), **saved}, indent=2))
     else:
         click.echo(f"{device.model_family} ({device.product}, {device.os_name} {device.os_version}) "
                    f"enrolling as {identifier}")
         click.echo(trace.render())
+        if saved:
+            click.echo(f"device id: {saved['device_id']} (mdmlab device show {saved['device_id']})")
     sys.exit(0 if trace.outcome == "enrolled" else 1)
 
 
@@ -200,10 +206,10 @@ def _call(client, method: str, path: str, **kwargs):
 
 def fault_catalogue() -> list[dict]:
     from lab.faults import DNS_FAULTS, TLS_FAULTS, catalogue
-    from mocks import abm, org_domain
+    from mocks import abm, mdm, org_domain
 
     return [{"name": f.name, "component": f.component, "description": f.description, "symptom": f.symptom}
-            for f in catalogue(org_domain.FAULTS, abm.FAULTS, DNS_FAULTS, TLS_FAULTS).values()]
+            for f in catalogue(org_domain.FAULTS, abm.FAULTS, mdm.FAULTS, DNS_FAULTS, TLS_FAULTS).values()]
 
 
 state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
@@ -410,6 +416,16 @@ def scenario_run(names, run_all, exercise, state_dir, https_port, dns_port, as_j
         passed = sum(r.passed for r in results)
         click.echo(f"{passed} passed, {len(results) - passed} failed")
     sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+main.add_command(device)
+
+from lab import cli_console  # noqa: E402  (the console's commands: events, ca export)
+
+main.add_command(cli_console.events)
+main.add_command(cli_console.ca)
+
+main.add_command(__import__("lab.cli_fleet", fromlist=["fleet"]).fleet)
 
 
 if __name__ == "__main__":

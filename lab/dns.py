@@ -252,6 +252,18 @@ class _UDPServer(socketserver.ThreadingMixIn, socketserver.UDPServer):
     allow_reuse_address = False  # dnslib's default True lets two labs share a UDP port silently
     daemon_threads = True
 
+    def process_request(self, request, client_address):
+        """Answers from the lab's zone are in memory: answer them in the serving thread (a thread per query costs
+        more than the answer). Only forwarding upstream can block, so with an upstream each query gets a thread."""
+        if self.resolver.upstream is not None:
+            return super().process_request(request, client_address)
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
 
 class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     allow_reuse_address = True

@@ -5,6 +5,8 @@ Tests assert on these events, never on log text; the console streams them.
 from __future__ import annotations
 
 import json
+import logging
+import queue
 import re
 import threading
 import time
@@ -13,6 +15,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lab.store import Store
+
+log = logging.getLogger("mdmlab.events")
 
 SECRET_KEYS = frozenset({
     "access-token", "access_token", "refresh_token", "refresh-token", "code", "password", "token",
@@ -120,24 +124,91 @@ class Event:
 
 
 class EventLog:
+    """The timeline, written by one background thread in batches; every read sees every event recorded before it.
+
+    ``record`` gives the event its id at once and hands it to the writer through a bounded queue (a full queue
+    makes the recording request wait: back-pressure, never a lost event). The writer commits whatever has
+    queued up in one transaction, so under load a commit carries many events instead of one each.
+    ``query``/``last_id`` first wait until the writer has committed every event recorded so far (read your
+    writes: a test asserts on the events of the request it just made). ``close`` commits what is queued.
+    A kill -9 can lose only the events still queued (a few milliseconds' worth); state lives in the mocks'
+    databases, written synchronously.
+    """
+
+    QUEUE_LIMIT = 10_000  # events waiting for the writer; ~2 MB at most
+    BATCH_LIMIT = 500  # events per transaction
+
     def __init__(self, path: Path):
         self.store = Store(path, _SCHEMA)
-        self._changed = threading.Condition()
+        self._changed = threading.Condition()  # notified when an id is assigned
+        self._written_cond = threading.Condition()  # notified when the writer committed a batch
+        self._id_lock = threading.Lock()
+        row = self.store.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        top = self.store.one("SELECT MAX(id) AS m FROM events")["m"] or 0
+        self._last_assigned = max(top, row["seq"] if row else 0)
+        self._written = self._last_assigned
+        self._queue: queue.Queue = queue.Queue(self.QUEUE_LIMIT)
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="events-writer", daemon=True)
+        self._writer.start()
 
     def record(self, event: Event) -> int:
-        with self.store.transaction() as db:
-            cur = db.execute(
-                "INSERT INTO events (ts, component, kind, host, method, path, status, stage, device, summary,"
-                " detail) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (event.ts, event.component, event.kind, event.host, event.method, event.path, event.status,
-                 event.stage, event.device, event.summary, json.dumps(event.detail, default=str)))
-            event_id = cur.lastrowid
+        # The id is taken and the event queued under one lock, so the queue is in id order.
+        with self._id_lock:
+            if self._closed:
+                raise RuntimeError("the event log is closed")
+            self._last_assigned += 1
+            event_id = self._last_assigned
+            self._queue.put((event_id, event))
         with self._changed:
             self._changed.notify_all()
         return event_id
 
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self.BATCH_LIMIT:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                rows = [(event_id, e.ts, e.component, e.kind, e.host, e.method, e.path, e.status, e.stage, e.device,
+                         e.summary, json.dumps(e.detail, default=str)) for event_id, e in batch]
+                with self.store.transaction() as db:
+                    db.executemany(
+                        "INSERT INTO events (id, ts, component, kind, host, method, path, status, stage, device,"
+                        " summary, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            except Exception:  # a full disk costs these events, never a reader waiting forever
+                log.exception("could not write %d event(s) to the timeline", len(batch))
+            with self._written_cond:
+                self._written = batch[-1][0]
+                self._written_cond.notify_all()
+            if stop:
+                return
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every event recorded so far is committed."""
+        target = self._last_assigned
+        deadline = time.monotonic() + timeout
+        with self._written_cond:
+            while self._written < target and self._writer.is_alive():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the event writer is {target - self._written} event(s) behind")
+                self._written_cond.wait(remaining)
+
     def query(self, *, after: int = 0, limit: int = 500, host: str | None = None, device: str | None = None,
               component: str | None = None, kind: str | None = None) -> list[dict]:
+        self.flush()
         sql, params = "SELECT * FROM events WHERE id > ?", [after]
         for column, value in (("host", host), ("device", device), ("component", component), ("kind", kind)):
             if value is not None:
@@ -148,6 +219,7 @@ class EventLog:
         return [dict(row, detail=json.loads(row["detail"])) for row in self.store.query(sql, params)]
 
     def last_id(self) -> int:
+        self.flush()
         row = self.store.one("SELECT MAX(id) AS m FROM events")
         return row["m"] or 0
 
@@ -155,12 +227,19 @@ class EventLog:
         """Block until an event newer than ``after`` exists, or the timeout passes."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self.last_id() <= after:
+            while self._last_assigned <= after:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 self._changed.wait(remaining)
+        self.flush()
         return True
 
     def close(self) -> None:
+        with self._id_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._writer.join(timeout=30)
         self.store.close()

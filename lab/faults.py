@@ -114,12 +114,13 @@ class FaultBoard:
                      (f" on {host}" if host else ""), None)
         return cleared
 
-    def take(self, component: str, host: str) -> Armed | None:
-        """The first armed fault of ``component`` on ``host``, with one use consumed."""
+    def take(self, component: str, host: str, names=None) -> Armed | None:
+        """The first armed fault of ``component`` on ``host`` (among ``names`` if given), with one use consumed."""
         host = host.lower().rstrip(".")
         with self._lock:
             for armed in self._armed:
-                if armed.spec.component == component and armed.host == host:
+                if armed.spec.component == component and armed.host == host \
+                        and (names is None or armed.spec.name in names):
                     armed.used += 1
                     if armed.remaining is not None:
                         armed.remaining -= 1

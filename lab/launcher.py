@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -65,6 +66,7 @@ class Lab:
         self.started_at: float | None = None
         self._lock_file = None
         self._broken_tls: dict = {}
+        self._reset_lock = threading.Lock()
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> "Lab":
@@ -97,7 +99,7 @@ class Lab:
 
         self.dispatcher = dispatch.Dispatcher(self.events)
         self.zone = Zone(sc.suffixes)
-        self.faults = FaultBoard(catalogue(org_domain.FAULTS, abm.FAULTS, DNS_FAULTS, TLS_FAULTS), {},
+        self.faults = FaultBoard(catalogue(org_domain.FAULTS, abm.FAULTS, mdm.FAULTS, DNS_FAULTS, TLS_FAULTS), {},
                                  sc.domains[0].name, self.events)
         self.contexts.override = self._tls_fault
         self._build_mocks()
@@ -105,6 +107,7 @@ class Lab:
         self.faults.hosts.update(self._fault_hosts())
         if self.abm is not None:
             self.faults.default_hosts["abm"] = sc.abm_hosts["api"]
+        self.faults.default_hosts["mdm"] = sc.mdm.host
         try:
             for armed in sc.faults:
                 self.faults.set(armed.name, armed.host, armed.times, armed.seconds)
@@ -141,16 +144,21 @@ class Lab:
         sc = self.scenario
         mdm_urls = self.urls["mdm"]
         first = sc.domains[0]
+        federation_secret = secrets.token_bytes(32)  # shared by the MDM and the IdP, like an OIDC client secret
+        idp_origin = self.origin(sc.idp_host) if sc.idp_host else ""
         self.mdm = mdm.MDMState(
-            mdm.MDMSetup(organization=sc.organization, host=sc.mdm.host, topic=sc.mdm.topic,
-                         token_ttl=sc.mdm.token_ttl, users=sc.users, version=first.version,
-                         versions=dict(first.versions), **mdm_urls),
-            self.state_dir / "mdm", self.pki.issue_profile_signer(sc.organization))
+            mdm.MDMSetup(organization=sc.organization, host=sc.mdm.host, topic=sc.mdm.topic, users=sc.users,
+                         version=first.version, versions=dict(first.versions), idp_origin=idp_origin,
+                         federation_secret=federation_secret, **mdm.scenario_options(sc.mdm), **mdm_urls),
+            self.state_dir / "mdm", self.pki.issue_profile_signer(sc.organization), faults=self.faults)
         self.org_domain = org_domain.OrgDomainState([self._domain_setup(d) for d in sc.domains],
                                                     origin=self.origin, faults=self.faults, zone=sc.zone)
         self._mount(sc.console_host, "console", create_console(self))
         self.dispatcher.apps["localhost"] = self.dispatcher.apps[sc.console_host]
         self._mount(sc.mdm.host, "mdm", mdm.create_app(self.mdm))
+        if sc.idp_host:
+            self._mount(sc.idp_host, "idp", mdm.create_idp_app(mdm.IdPState(
+                sc.organization, idp_origin, sc.users, federation_secret, {mdm_urls["federated_callback_url"]})))
         org_app = org_domain.create_app(self.org_domain)
         for host in sorted(self.org_domain.hosts - set(self.dispatcher.apps)):
             self._mount(host, "org-domain", org_app)
@@ -197,7 +205,8 @@ class Lab:
         served = set(self.dispatcher.hosts) - {"localhost", self.scenario.console_host}
         return {"dns": set(self.zone.records) - {"localhost"}, "tls": served,
                 "org-domain": {d.name for d in self.scenario.domains},
-                "abm": {self.scenario.abm_hosts["api"]} if self.abm is not None else set()}
+                "abm": {self.scenario.abm_hosts["api"]} if self.abm is not None else set(),
+                "mdm": {self.scenario.mdm.host}}
 
     def _txt_lookup(self, name: str) -> list[str]:
         """ABM verifies domains the way Apple does: a real TXT query, here to the lab DNS."""
@@ -248,6 +257,29 @@ class Lab:
     def _untrusted_ca(self) -> CertificateAuthority:
         return CertificateAuthority(self.state_dir / "pki" / "untrusted", self.scenario.suffixes,
                                     name="mdmlab UNTRUSTED CA (TLS fault)")
+
+    def reset(self) -> None:
+        """Back to the scenario by reconstruction, as at a fresh start: the mocks' states, apps and zone rebuilt,
+        the scenario's faults re-armed, ABM set up again. The CA, the listener and the timeline stay."""
+        with self._reset_lock:
+            self.faults.clear()
+            self.mdm.close()
+            if self.abm is not None:
+                self.abm.close()
+            for name in OWNED:
+                path = self.state_dir / name
+                if name not in ("pki", LAB_FILE) and not name.startswith("events.db") and path.is_dir():
+                    shutil.rmtree(path)
+            self._build_mocks()
+            for record in self.zone.listing():
+                self.zone.remove(record["name"], record["type"], record["value"])
+            self._build_zone(ipaddress.ip_address(self.listen).version)
+            self.faults.hosts.update(self._fault_hosts())
+            for armed in self.scenario.faults:
+                self.faults.set(armed.name, armed.host, armed.times, armed.seconds)
+            self._set_up_abm()
+            self.events.record(Event(component="lab", kind="lab",
+                                     summary=f"lab reset to scenario {self.scenario.name}"))
 
     def stop(self) -> None:
         if self.started_at is None:

@@ -10,7 +10,7 @@ SCENARIO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 DEFAULT_SCENARIO = "betterbag"
 
 VERSIONS = ("mdm-byod", "mdm-adde")
-AUTH_METHODS = ("simple",)
+AUTH_METHODS = ("simple", "oauth2")  # apple-as-web, apple-oauth2
 _HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
 
@@ -94,6 +94,13 @@ class MDM:
     auth: str = "simple"
     token_ttl: int = 3600
     topic: str = "com.apple.mgmt.External.mdmlab"
+    refresh_tokens: bool = True  # OAuth 2: the token endpoint issues refresh tokens
+    refresh_ttl: int = 30 * 86400
+    code_ttl: int = 60  # OAuth 2 authorization codes: single use, this short-lived
+    client_id: str = "8C1D4B2E-6D0F-4E55-9E1A-MDMLAB000001"
+    scope: str = "mdm"  # "" leaves scope out of the challenge
+    federated: bool = False  # sign-in goes to the organization's IdP at idp.<first domain>
+    esso: bool = False  # the enrollment 401 carries X-Apple-MDM-ESSO (Enrollment SSO)
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,11 @@ class Scenario:
         return f"console.{self.zone}"
 
     @property
+    def idp_host(self) -> str | None:
+        """The organization's identity provider when sign-in is federated: idp.<first domain>."""
+        return f"idp.{self.domains[0].name}" if self.mdm.federated and self.domains else None
+
+    @property
     def abm_hosts(self) -> dict[str, str]:
         """Where "Apple" is in the lab: the device-facing fallback, the Device Assignment API, the admin site."""
         return {"fallback": f"axm-adm-enroll.{self.zone}", "api": f"mdmenrollment.{self.zone}",
@@ -140,7 +152,8 @@ _SCHEMA = {
     "domains": {"name", "version", "versions", "redirects", "txt"},
     "redirects": {"status", "host", "path", "keep_query"},
     "users": {"identifier", "password", "full_name"},
-    "mdm": {"host", "auth", "token_ttl", "topic"},
+    "mdm": {"host", "auth", "token_ttl", "topic", "refresh_tokens", "refresh_ttl", "code_ttl", "client_id", "scope",
+            "federated", "esso"},
     "abm": {"enabled", "verified_domains", "unverified_domains", "accounts", "servers", "register_url",
             "session_ttl"},
     "servers": {"name", "default_for", "mdm"},
@@ -330,9 +343,21 @@ def parse(data: dict, path: Path) -> Scenario:
         auth=_want(path, "mdm.auth", m.get("auth", "simple"), str, choices=AUTH_METHODS),
         token_ttl=_want(path, "mdm.token_ttl", m.get("token_ttl", 3600), int),
         topic=_want(path, "mdm.topic", m.get("topic", "com.apple.mgmt.External.mdmlab"), str),
+        refresh_tokens=_want(path, "mdm.refresh_tokens", m.get("refresh_tokens", True), bool),
+        refresh_ttl=_want(path, "mdm.refresh_ttl", m.get("refresh_ttl", MDM.refresh_ttl), int),
+        code_ttl=_want(path, "mdm.code_ttl", m.get("code_ttl", MDM.code_ttl), int),
+        client_id=_want(path, "mdm.client_id", m.get("client_id", MDM.client_id), str),
+        scope=_want(path, "mdm.scope", m.get("scope", MDM.scope), str),
+        federated=_want(path, "mdm.federated", m.get("federated", False), bool),
+        esso=_want(path, "mdm.esso", m.get("esso", False), bool),
     )
-    if mdm.token_ttl <= 0:
-        raise ScenarioError(f"{path}: mdm.token_ttl must be a positive number of seconds")
+    for key in ("token_ttl", "refresh_ttl", "code_ttl"):
+        if getattr(mdm, key) <= 0:
+            raise ScenarioError(f"{path}: mdm.{key} must be a positive number of seconds")
+    if not mdm.client_id.strip() or any(c.isspace() or c in '"\\' for c in mdm.client_id):
+        raise ScenarioError(f"{path}: mdm.client_id must be a non-empty string without spaces or quotes")
+    if any(c in '"\\' for c in mdm.scope):
+        raise ScenarioError(f"{path}: mdm.scope must not contain quotes or backslashes")
     faults = []
     for i, f in enumerate(_table_list(path, data, "faults", "faults", "faults")):
         if "name" not in f:

@@ -122,7 +122,7 @@ def test_unknown_keys_name_the_key_the_table_and_the_file(tmp_path, text, key, w
     ('token_ttl = 60', 'token_ttl = 1.5', "mdm.token_ttl"),
     ('token_ttl = 60', 'token_ttl = 0', "mdm.token_ttl"),
     ('token_ttl = 60', 'token_ttl = -5', "mdm.token_ttl"),
-    ('auth = "simple"', 'auth = "oauth2"', "mdm.auth"),
+    ('auth = "simple"', 'auth = "saml"', "mdm.auth"),
     ('topic = "com.apple.mgmt.External.mini"', 'topic = 7', "mdm.topic"),
     ('host = "mdm.mini.test"', 'host = "mdm.elsewhere.example"', "'mdm.elsewhere.example' is outside"),
     ('host = "mdm.mini.test"', 'host = "not a host"', "mdm.host"),

@@ -1,144 +1,114 @@
-"""The console's Flask app (console.<zone>, also localhost)."""
+"""The console's Flask app (console.<zone>, also localhost): the control API and the dashboard.
+
+The parts live in their own modules: ``api`` (health, events, enrollments, state, faults, DNS, reset, CA),
+``sse`` (the live event stream), ``openapi`` (the API's document), ``dashboard`` (the page and its fragments),
+``auth`` (the admin token beyond loopback). ``bp`` below is for routes that other parts of the lab add.
+"""
 from __future__ import annotations
 
-import hmac
-
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, request  # noqa: F401 (for routes added to bp)
 
 from lab import flaskapp
-from lab.faults import FaultError
-from lab.flaskapp import LabError
+from lab.console import api, auth, dashboard, openapi, sse
+from lab.console.common import event_filters, int_arg, json_body  # noqa: F401 (for routes added to bp)
+from lab.console.common import lab as _lab
+from lab.faults import FaultError  # noqa: F401 (for routes added to bp)
+from lab.flaskapp import LabError  # noqa: F401 (for routes added to bp)
 
 bp = Blueprint("console", __name__, template_folder="templates")
 
-
-def _lab():
-    return current_app.config["LAB"]
+_int_arg, _json_body = int_arg, json_body  # the names routes added here use
 
 
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise LabError(f"query parameter {name} must be a non-negative integer", code="bad-parameter")
-    return int(raw)
+# -- MDM controls, as an MDM admin console has them: revoke, token lifetime, commands, unenroll, push ----------------
+def _mdm_filter(body: dict) -> dict:
+    unknown = sorted(set(body) - {"enrollment_id", "user"})
+    if unknown or not all(isinstance(body.get(k), (str, type(None))) for k in ("enrollment_id", "user")):
+        raise LabError("expected optional enrollment_id and user strings", code="bad-mdm-request")
+    return {k: body.get(k) for k in ("enrollment_id", "user")}
 
 
-@bp.get("/")
-def index():
-    lab = _lab()
-    return render_template("index.html", lab=lab.describe(), events=lab.events.query(
-        after=max(0, lab.events.last_id() - 50), limit=50))
+@bp.get("/api/mdm/enrollments")
+def mdm_enrollments():
+    return jsonify(_lab().mdm.enrollments())
 
 
-@bp.get("/api/health")
-def health():
-    return jsonify({"status": "ok", **_lab().describe()})
-
-
-@bp.get("/api/events")
-def events():
-    lab = _lab()
-    return jsonify(lab.events.query(after=_int_arg("after", 0), limit=_int_arg("limit", 500),
-                                    host=request.args.get("host"), device=request.args.get("device"),
-                                    component=request.args.get("component"), kind=request.args.get("kind")))
-
-
-@bp.get("/api/state")
-def state():
-    return jsonify(_lab().snapshot())
-
-
-def _json_body() -> dict:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise LabError("the request body must be a JSON object", code="bad-json")
-    return body
-
-
-def _fault_error(exc: FaultError) -> LabError:
-    return LabError(str(exc), code=exc.code, status=404 if exc.code == "unknown-fault" else 400)
-
-
-@bp.get("/api/faults")
-def faults():
-    board = _lab().faults
-    return jsonify({"catalogue": board.listing(), "armed": board.armed()})
-
-
-@bp.post("/api/faults")
-def set_fault():
+@bp.post("/api/mdm/tokens/revoke")
+def mdm_revoke():
     body = _json_body()
-    unknown = sorted(set(body) - {"name", "host", "times", "seconds"})
-    if unknown or not isinstance(body.get("name"), str):
-        raise LabError(f"expected name (string) and optional host, times, seconds; got {', '.join(unknown) or 'no name'}",
-                       code="bad-fault-request")
-    if body.get("host") is not None and not isinstance(body["host"], str):
-        raise LabError("host must be a string", code="bad-fault-host")
-    try:
-        armed = _lab().faults.set(body["name"], body.get("host"), body.get("times"), body.get("seconds"))
-    except FaultError as exc:
-        raise _fault_error(exc) from None
-    return jsonify({"armed": armed.to_dict()}), 201
+    revoked = _lab().mdm.revoke_tokens(**_mdm_filter(body))
+    flaskapp.label(summary=f"MDM: revoked {revoked} grant(s) of {body or 'everyone'}")
+    return jsonify({"revoked": revoked})
 
 
-@bp.delete("/api/faults")
-@bp.delete("/api/faults/<name>")
-def clear_faults(name=None):
-    try:
-        cleared = _lab().faults.clear(name, request.args.get("host"))
-    except FaultError as exc:
-        raise _fault_error(exc) from None
-    return jsonify({"cleared": cleared})
-
-
-@bp.get("/api/dns/records")
-def dns_records():
-    return jsonify(_lab().zone.listing())
-
-
-@bp.post("/api/dns/records")
-@bp.delete("/api/dns/records")
-def change_dns_record():
+@bp.post("/api/mdm/tokens/expire")
+def mdm_expire():
     body = _json_body()
-    name, rtype, value = body.get("name"), body.get("type", "TXT"), body.get("value")
-    if not all(isinstance(v, str) for v in (name, rtype)) or not (value is None or isinstance(value, str)):
-        raise LabError("expected name, type and value strings", code="bad-record")
-    zone = _lab().zone
-    if request.method == "DELETE":
-        return jsonify({"removed": zone.remove(name, rtype, value)})
-    if value is None:
-        raise LabError("value is required", code="bad-record")
-    try:
-        zone.add(name, rtype, value)
-    except ValueError as exc:
-        raise LabError(str(exc), code="bad-record") from None
-    return jsonify({"name": name.lower().rstrip("."), "type": rtype, "value": value}), 201
+    expired = _lab().mdm.expire_tokens(**_mdm_filter(body))
+    flaskapp.label(summary=f"MDM: expired {expired} access token(s) of {body or 'everyone'}")
+    return jsonify({"expired": expired})
 
 
-@bp.get("/ca.pem")
-def ca_pem():
-    return Response(_lab().pki.cert_path.read_bytes(), content_type="application/x-pem-file",
-                    headers={"Content-Disposition": "attachment; filename=mdmlab-ca.pem"})
+@bp.get("/api/mdm/token-lifetime")
+@bp.put("/api/mdm/token-lifetime")
+def mdm_token_lifetime():
+    mdm = _lab().mdm
+    if request.method == "PUT":
+        mdm.set_token_ttl(_json_body().get("seconds"))
+        flaskapp.label(summary=f"MDM: new access tokens live {mdm.token_ttl} s")
+    return jsonify({"seconds": mdm.token_ttl})
 
 
-@bp.before_request
-def require_admin_token():
-    """Beyond loopback, the control plane answers only to the admin token printed at start-up."""
-    token = _lab().admin_token
-    if token is None:
-        return None
-    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() \
-        or request.args.get("token", "")
-    if not hmac.compare_digest(presented.encode(), token.encode()):
-        raise LabError("the console needs the admin token printed by 'mdmlab up' (Authorization: Bearer ...)",
-                       code="admin-token-required", status=401)
-    return None
+@bp.get("/api/mdm/enrollments/<enrollment_id>/commands")
+def mdm_commands(enrollment_id):
+    return jsonify(_lab().mdm.commands.listing(enrollment_id))
+
+
+@bp.post("/api/mdm/enrollments/<enrollment_id>/commands")
+def mdm_queue(enrollment_id):
+    body = _json_body()
+    params = body.get("params", {})
+    if not isinstance(body.get("request_type"), str) or not isinstance(params, dict) \
+            or set(body) - {"request_type", "params"}:
+        raise LabError("expected request_type (string) and optional params (object)", code="bad-command-request")
+    command_uuid = _lab().mdm.queue_command(enrollment_id, body["request_type"], params)
+    flaskapp.label(device=enrollment_id, summary=f"MDM: queued {body['request_type']} {command_uuid}")
+    return jsonify({"command_uuid": command_uuid}), 201
+
+
+@bp.post("/api/mdm/enrollments/<enrollment_id>/unenroll")
+def mdm_unenroll(enrollment_id):
+    command_uuid = _lab().mdm.unenroll(enrollment_id)
+    flaskapp.label(device=enrollment_id, summary="MDM: queued RemoveProfile of the enrollment profile")
+    return jsonify({"command_uuid": command_uuid}), 201
+
+
+@bp.post("/api/mdm/enrollments/<enrollment_id>/push")
+def mdm_push(enrollment_id):
+    push = _lab().mdm.push(enrollment_id)
+    flaskapp.label(device=enrollment_id, summary=f"MDM: push to {push['topic']} (the lab has no APNs: "
+                                                 "'mdmlab device sync' makes the device poll)")
+    return jsonify(push)
+
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def _security_headers(response):
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def create_app(lab):
     app = flaskapp.create_app(__name__, "console")
     app.config["LAB"] = lab
-    app.register_blueprint(bp)
+    app.before_request(lambda: auth.require_admin_token(_lab().admin_token))
+    app.after_request(_security_headers)
+    for blueprint in (api.bp, sse.bp, openapi.bp, dashboard.bp, bp):
+        app.register_blueprint(blueprint)
     return app

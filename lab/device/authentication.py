@@ -1,9 +1,15 @@
-"""Stage 2: the enrollment request, the Bearer challenge and the web sign-in (PROTOCOL.md 2.1-2.5)."""
+"""Stage 2: the Bearer challenge, the web sign-in and the simple method (PROTOCOL.md 2.1-2.5), and the credentials
+the device keeps for ongoing authentication (stage 4).
+
+The web sign-in acts as ASWebAuthenticationSession: it loads pages, follows redirects (also to the organization's
+identity provider), fills the password form, and stops at the callback scheme. The same browser serves the
+simple method (callback with ``access-token``) and OAuth 2 (callback with ``code`` and ``state``, oauth2.py).
+"""
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -13,6 +19,8 @@ from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_requ
 STAGE = "authentication"
 CALLBACK_SCHEME = "apple-remotemanagement-user-login"
 MAX_WEB_HOPS = 20
+SIMPLE, OAUTH2 = "apple-as-web", "apple-oauth2"
+OAUTH2_REQUIRED = ("authorization-url", "token-url", "redirect-url", "client-id")
 
 # name=value where value is a token or a quoted string; separators between parameters are checked apart.
 _PARAM = re.compile(r'([A-Za-z0-9_-]+)=("(?:[^"\\]|\\.)*"|[^\s,;"]+)')
@@ -23,6 +31,21 @@ class Challenge:
     method: str
     params: dict[str, str]
     separator_warning: str | None = None
+
+
+@dataclass
+class Credentials:
+    """What the device keeps on the work account for ongoing authentication (PROTOCOL.md 2.4.3-4, 4.3)."""
+    method: str
+    identifier: str
+    access_token: str
+    challenge: dict[str, str] = field(default_factory=dict)
+    refresh_token: str | None = None
+    expires_at: float | None = None
+    token_type: str = "Bearer"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def parse_challenge(header: str | None, *, strict: bool = False) -> Challenge:
@@ -61,6 +84,53 @@ def parse_challenge(header: str | None, *, strict: bool = False) -> Challenge:
     return Challenge(params["method"], params, warning)
 
 
+def read_challenge(response, trace: Trace, *, strict: bool, stage: str = STAGE) -> Challenge:
+    """The challenge of a 401, checked for its method's parameters (PROTOCOL.md 2.2); fails with a diagnosis."""
+    header = response.headers.get("WWW-Authenticate")
+    if not header:
+        _fail(trace, "challenge-missing", "the MDM answered 401 without WWW-Authenticate, so the device cannot tell "
+              'how to sign in; send WWW-Authenticate: Bearer method="apple-as-web", url="https://..." (or the '
+              "apple-oauth2 parameters) with every 401", stage=stage)
+    try:
+        challenge = parse_challenge(header, strict=strict)
+    except ValueError as exc:
+        _fail(trace, "challenge-malformed", f"the 401 challenge is unusable: {exc}. Send WWW-Authenticate: Bearer "
+              'method="apple-as-web", url="https://..."', stage=stage)
+    if challenge.separator_warning:
+        trace.add(stage, "parse the challenge", WARN, challenge.separator_warning, code="challenge-separator")
+    params = challenge.params
+    if challenge.method == SIMPLE:
+        if not params.get("url"):
+            _fail(trace, "challenge-missing-url", "the apple-as-web challenge has no url parameter; add "
+                  'url="https://<mdm>/<sign-in path>"', stage=stage)
+        if urlsplit(params["url"]).scheme not in ("http", "https"):
+            _fail(trace, "challenge-bad-url", f"the challenge url {params['url']!r} is not an http(s) URL", stage=stage)
+        trace.add(stage, "parse the challenge", OK, f"simple authentication: sign in on {params['url']}")
+        return challenge
+    if challenge.method != OAUTH2:
+        _fail(trace, "challenge-method-unknown", f"the challenge method {challenge.method!r} is unknown; use "
+              "apple-as-web (simple) or apple-oauth2", stage=stage)
+    missing = [p for p in OAUTH2_REQUIRED if not params.get(p)]
+    if missing:
+        _fail(trace, f"challenge-missing-{missing[0]}", f"the apple-oauth2 challenge lacks {', '.join(missing)}; "
+              "authorization-url, token-url, redirect-url, client-id and scope are all required", stage=stage)
+    for key in ("authorization-url", "token-url"):
+        if urlsplit(params[key]).scheme != "https":
+            _fail(trace, "challenge-bad-url", f"{key} {params[key]!r} must be an https URL", stage=stage)
+    if urlsplit(params["redirect-url"]).scheme != CALLBACK_SCHEME:
+        _fail(trace, "challenge-bad-redirect-url", f"redirect-url {params['redirect-url']!r} must use the scheme "
+              f"{CALLBACK_SCHEME} (e.g. {CALLBACK_SCHEME}:/oauth2/redirection)", stage=stage)
+    if "scope" not in params:
+        explanation = ("the challenge has no scope: Apple's documentation requires it, the iOS client was seen to "
+                       "forward it only when present")
+        if strict:
+            _fail(trace, "challenge-missing-scope", explanation, stage=stage)
+        trace.add(stage, "parse the challenge", WARN, explanation, code="challenge-missing-scope")
+    trace.add(stage, "parse the challenge", OK, f"OAuth 2: authorize at {params['authorization-url']}, tokens from "
+              f"{params['token-url']}")
+    return challenge
+
+
 class _FormParser(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -92,32 +162,28 @@ def sign_in_url(url: str, identifier: str) -> str:
     return urlunsplit(parts._replace(query=urlencode({"user-identifier": identifier}), fragment=""))
 
 
-def web_sign_in(device, browser, challenge: Challenge, identifier: str, password: str | None,
-                trace: Trace) -> str:
-    """Act as ASWebAuthenticationSession: load the page, fill the form, stop at the callback scheme."""
-    start = challenge.params.get("url")
-    if not start:
-        _fail(trace, "challenge-missing-url", "the apple-as-web challenge has no url parameter; add "
-                                              'url="https://<mdm>/<sign-in path>"')
-    if urlsplit(start).scheme not in ("http", "https"):
-        _fail(trace, "challenge-bad-url", f"the challenge url {start!r} is not an http(s) URL")
-    if urlsplit(start).scheme == "http":
-        trace.add(STAGE, "check sign-in URL", WARN, "the sign-in url is http; use https so the password is "
-                                                    "not sent in clear", code="auth-url-http")
-    if urlsplit(start).query:
-        trace.add(STAGE, "check sign-in URL", WARN,
-                  f"the sign-in url carries a query ({urlsplit(start).query}); the device replaces it with "
-                  "user-identifier, so keep server state in the path", code="auth-url-query")
-    url, method, data = sign_in_url(start, identifier), "GET", None
-    submitted = False
+@dataclass
+class Callback:
+    """Where the web sign-in ended: the callback Location and the exchange that sent it."""
+    location: str
+    response: object
+    action: str
+    request: dict
+    elapsed: float
+
+
+def browse(device, browser, url: str, identifier: str, password: str | None, trace: Trace, *,
+           stage: str = STAGE) -> Callback:
+    """Load ``url`` and sign in until a redirect to the callback scheme; fail with a diagnosis otherwise."""
+    method, data, submitted = "GET", None, False
     for _ in range(MAX_WEB_HOPS):
         headers = {"User-Agent": device.user_agent_web}
         started = time.perf_counter()
         try:
             response = browser.request(method, url, data=data, headers=headers, allow_redirects=False, timeout=30)
         except Exception as exc:
-            failure = transport_failure(STAGE, url, exc, "the sign-in page")
-            trace.add(STAGE, f"{method} {url}", FAIL, failure.explanation, code=failure.code,
+            failure = transport_failure(stage, url, exc, "the sign-in page")
+            trace.add(stage, f"{method} {url}", FAIL, failure.explanation, code=failure.code,
                       request=describe_request(method, url, headers))
             raise failure from None
         elapsed = time.perf_counter() - started
@@ -126,43 +192,46 @@ def web_sign_in(device, browser, challenge: Challenge, identifier: str, password
         location = response.headers.get("Location", "")
         if response.is_redirect or 300 <= response.status_code < 400 and location:
             if urlsplit(location).scheme == CALLBACK_SCHEME:
-                return _callback(location, response, trace, action, request, elapsed, device.strict)
-            trace.add(STAGE, action, OK, f"sign-in redirects to {urljoin(url, location)}", request=request,
-                      response=response, elapsed=elapsed)
-            url, method, data = urljoin(url, location), "GET", None
+                return Callback(location, response, action, request, elapsed)
+            target = urljoin(url, location)
+            other_host = urlsplit(target).hostname != urlsplit(url).hostname
+            trace.add(stage, action, OK, f"sign-in redirects to {target}" +
+                      (" (the organization's identity provider)" if other_host and "idp." in target else ""),
+                      request=request, response=response, elapsed=elapsed)
+            url, method, data = target, "GET", None
             continue
         if response.status_code >= 400:
             parser = _FormParser()
             parser.feed(response.text)
             shown = " ".join(parser.alerts) or f"HTTP {response.status_code}"
             code = "sign-in-refused" if submitted else f"sign-in-page-http-{response.status_code}"
-            explanation = (f"the MDM refused the sign-in: {shown} (check the account name and password)"
+            explanation = (f"the sign-in was refused: {shown} (check the account name and password)"
                            if submitted else f"the sign-in page answered {response.status_code}: {shown}")
-            _fail(trace, code, explanation, action, request, response, elapsed)
-        if submitted:
-            _fail(trace, "sign-in-no-callback", "after the form was submitted the MDM answered "
-                  f"{response.status_code} without redirecting to {CALLBACK_SCHEME}://; end a successful sign-in "
-                  "with 308 and the access token", action, request, response, elapsed)
+            _fail(trace, code, explanation, action, request, response, elapsed, stage=stage)
         form = _password_form(response.text)
+        if submitted and form is None:
+            _fail(trace, "sign-in-no-callback", "after the form was submitted the server answered "
+                  f"{response.status_code} without redirecting to {CALLBACK_SCHEME}:; end a successful sign-in "
+                  "with 308 to the callback", action, request, response, elapsed, stage=stage)
         if form is None:
             _fail(trace, "sign-in-no-form", "the sign-in page has no form with a password field; the user has "
-                  "nothing to fill in", action, request, response, elapsed)
+                  "nothing to fill in", action, request, response, elapsed, stage=stage)
         if password is None:
             _fail(trace, "password-needed", "the sign-in page asks for a password and none was given "
-                  "(pass --password)", action, request, response, elapsed)
-        trace.add(STAGE, action, OK, "sign-in page shown; the user types the password", request=request,
+                  "(pass --password)", action, request, response, elapsed, stage=stage)
+        trace.add(stage, action, OK, "sign-in page shown; the user types the password", request=request,
                   response=response, elapsed=elapsed)
         fields = {}
-        for field in form["inputs"]:
-            name = field.get("name")
+        for item in form["inputs"]:
+            name = item.get("name")
             if not name:
                 continue
-            kind = (field.get("type") or "text").lower()
-            fields[name] = password if kind == "password" else field.get("value") or (
+            kind = (item.get("type") or "text").lower()
+            fields[name] = password if kind == "password" else item.get("value") or (
                 identifier if "user" in name or kind == "email" else "")
         url, method, data = urljoin(url, form["action"] or url), form["method"].upper(), fields
         submitted = True
-    _fail(trace, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in")
+    _fail(trace, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in", stage=stage)
 
 
 def _password_form(html: str) -> dict | None:
@@ -172,30 +241,53 @@ def _password_form(html: str) -> dict | None:
                 None)
 
 
-def _callback(location, response, trace, action, request, elapsed, strict=False) -> str:
-    query = parse_qs(urlsplit(location).query)
+def judge_callback_status(callback: Callback, trace: Trace, *, strict: bool, stage: str = STAGE) -> None:
+    """308 is documented and seen; other 3xx only inferred (PROTOCOL.md 2.3): a warning, or a failure if strict."""
+    status = callback.response.status_code
+    if status == 308:
+        return
+    explanation = (f"the sign-in ended with {status} instead of 308 Permanent Redirect; a device was seen "
+                   "accepting 308, other codes are only inferred")
+    if strict:
+        _fail(trace, "callback-not-308", f"the sign-in ended with {status}; strict mode accepts only 308 Permanent "
+              "Redirect", callback.action, callback.request, callback.response, callback.elapsed, stage=stage)
+    trace.add(stage, callback.action, WARN, explanation, code="callback-not-308", request=callback.request,
+              response=callback.response, elapsed=callback.elapsed)
+
+
+def simple_sign_in(device, browser, challenge: Challenge, identifier: str, password: str | None, trace: Trace, *,
+                   stage: str = STAGE) -> Credentials:
+    """apple-as-web: open url?user-identifier=..., sign in, take access-token from the callback (2.3)."""
+    start = challenge.params["url"]
+    if urlsplit(start).scheme == "http":
+        trace.add(stage, "check sign-in URL", WARN, "the sign-in url is http; use https so the password is "
+                                                   "not sent in clear", code="auth-url-http")
+    if urlsplit(start).query:
+        trace.add(stage, "check sign-in URL", WARN,
+                  f"the sign-in url carries a query ({urlsplit(start).query}); the device replaces it with "
+                  "user-identifier, so keep server state in the path", code="auth-url-query")
+    callback = browse(device, browser, sign_in_url(start, identifier), identifier, password, trace, stage=stage)
+    query = parse_qs(urlsplit(callback.location).query)
     token = (query.get("access-token") or [None])[0]
     if not token:
-        _fail(trace, "callback-without-token", f"the callback {location.split('?')[0]} has no access-token query "
-              "item; end the sign-in with ...://authentication-results?access-token=<token>",
-              action, request, response, elapsed)
-    if urlsplit(location).netloc != "authentication-results":
-        trace.add(STAGE, action, WARN, "the callback host is not authentication-results; the device only checks "
-                  "the scheme and access-token, but Apple documents that host", code="callback-host",
-                  request=request, response=response, elapsed=elapsed)
-    if response.status_code != 308 and strict:
-        _fail(trace, "callback-not-308", f"the sign-in ended with {response.status_code}; strict mode accepts only "
-              "308 Permanent Redirect", action, request, response, elapsed)
-    if response.status_code != 308:
-        trace.add(STAGE, action, WARN, f"the sign-in ended with {response.status_code} instead of 308 Permanent "
-                  "Redirect; a device was seen accepting 308, other codes are only inferred",
-                  code="callback-not-308", request=request, response=response, elapsed=elapsed)
-    else:
-        trace.add(STAGE, action, OK, "signed in; the MDM handed the device an access token", request=request,
-                  response=response, elapsed=elapsed)
-    return token
+        _fail(trace, "callback-without-token", f"the callback {callback.location.split('?')[0]} has no access-token "
+              "query item; end the sign-in with ...://authentication-results?access-token=<token>",
+              callback.action, callback.request, callback.response, callback.elapsed, stage=stage)
+    if urlsplit(callback.location).netloc != "authentication-results":
+        explanation = ("the callback host is not authentication-results; the device only checks the scheme and "
+                       "access-token, but Apple documents that host")
+        if device.strict:
+            _fail(trace, "callback-host", explanation, callback.action, callback.request, callback.response,
+                  callback.elapsed, stage=stage)
+        trace.add(stage, callback.action, WARN, explanation, code="callback-host", request=callback.request,
+                  response=callback.response, elapsed=callback.elapsed)
+    judge_callback_status(callback, trace, strict=device.strict, stage=stage)
+    if callback.response.status_code == 308:
+        trace.add(stage, callback.action, OK, "signed in; the MDM handed the device an access token",
+                  request=callback.request, response=callback.response, elapsed=callback.elapsed)
+    return Credentials(SIMPLE, identifier, token, dict(challenge.params))
 
 
-def _fail(trace, code, explanation, action="sign in", request=None, response=None, elapsed=None):
-    trace.add(STAGE, action, FAIL, explanation, code=code, request=request, response=response, elapsed=elapsed)
-    raise DeviceFailure(STAGE, code, explanation)
+def _fail(trace, code, explanation, action="sign in", request=None, response=None, elapsed=None, *, stage=STAGE):
+    trace.add(stage, action, FAIL, explanation, code=code, request=request, response=response, elapsed=elapsed)
+    raise DeviceFailure(stage, code, explanation)

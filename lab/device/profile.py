@@ -23,6 +23,11 @@ class InstalledProfile:
     identity_cert: x509.Certificate
     identity_key: object
     signed_by: str | None
+    identifier: str = ""
+    uuid: str = ""
+    display_name: str = ""
+    organization: str = ""
+    payload_types: tuple[str, ...] = ()
 
     @property
     def checkin_url(self) -> str:
@@ -90,7 +95,11 @@ def install(response, version: str, identifier: str, trusted_roots: list[x509.Ce
     trace.add(STAGE, "install the enrollment profile", OK,
               f"{MODES[version]} enrollment for {mdm['AssignedManagedAppleID']}; identity "
               f"{cert.subject.rfc4514_string()} installed; the data-separated volume is created")
-    return InstalledProfile(mdm, cert, key, signed_by)
+    return InstalledProfile(mdm, cert, key, signed_by, str(profile.get("PayloadIdentifier") or ""),
+                            str(profile.get("PayloadUUID") or ""),
+                            str(profile.get("PayloadDisplayName") or profile.get("PayloadIdentifier") or ""),
+                            str(profile.get("PayloadOrganization") or ""),
+                            tuple(str(p.get("PayloadType")) for p in payloads))
 
 
 def _check_mdm_payload(mdm: dict, version: str, identifier: str, trace: Trace) -> None:

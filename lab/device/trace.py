@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from lab.events import redact_headers, redact_url
 
-STAGES = {"identifier": 1, "discovery": 1, "authentication": 2, "enrollment": 3, "check-in": 3}
+STAGES = {"identifier": 1, "discovery": 1, "authentication": 2, "enrollment": 3, "check-in": 3,
+          "ongoing-authentication": 4, "commands": 4, "unenrollment": 4}
 OK, WARN, FAIL = "ok", "warn", "fail"
 
 
@@ -69,8 +70,8 @@ class Trace:
         self.outcome, self.diagnosis, self.explanation = "failed", failure.code, failure.explanation
         self._finish()
 
-    def succeed(self, explanation: str) -> None:
-        self.outcome, self.explanation = "enrolled", explanation
+    def succeed(self, explanation: str, outcome: str = "enrolled") -> None:
+        self.outcome, self.explanation = outcome, explanation
         self._finish()
 
     def _finish(self) -> None:
@@ -94,7 +95,7 @@ class Trace:
             lines.append(f"  {mark} {step.action}")
             if step.verdict != OK or step.code:
                 lines.append(f"      {step.explanation}")
-        verdict = "ENROLLED" if self.outcome == "enrolled" else f"FAILED ({self.diagnosis})"
+        verdict = f"FAILED ({self.diagnosis})" if self.outcome == "failed" else self.outcome.upper()
         if self.path == "abm":
             verdict += " via ABM/ASM"
         lines.append(f"{verdict} in {self.elapsed_ms:.0f} ms: {self.explanation}")

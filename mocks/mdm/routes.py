@@ -1,16 +1,20 @@
 """HTTP handlers of the MDM: parse, ask the state, render."""
 import json
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request
+from flask import Blueprint, Response, current_app, render_template, request
 
+from lab.events import mask
 from lab.flaskapp import label
-from mocks.mdm.errors import BadSignIn
-from mocks.mdm.state import parse_enrollment_body
+from mocks.mdm.state import SESSION_COOKIE, WebAnswer, parse_enrollment_body
 
 ENROLL_PATH = "/enroll"
 ADDE_ENROLL_PATH = "/enroll/adde"
 DISCOVERY_PATH = "/mdm/service-discovery"
 AUTH_PATH = "/auth/web"
+AUTHORIZE_PATH = "/oauth2/authorize"
+TOKEN_PATH = "/oauth2/token"
+FEDERATED_CALLBACK_PATH = "/auth/federated/callback"
+ESSO_PATH = "/esso/document"
 CHECKIN_PATH = "/mdm/checkin"
 SERVER_PATH = "/mdm/server"
 
@@ -28,7 +32,7 @@ def enroll(mode):
     label(stage="authentication")
     info = parse_enrollment_body(request.get_data())
     authorization = request.headers.get("Authorization")
-    token = _state().check_token(authorization)
+    token = _state().check_token(authorization, esso=True)
     label(stage="enrollment", device=token.user, summary=f"{mode} profile for {token.user} ({info['PRODUCT']})")
     return Response(_state().enrollment_profile(authorization, token.user, mode), content_type=PROFILE_TYPE)
 
@@ -42,32 +46,69 @@ def service_discovery():
     return Response(json.dumps(document), content_type="application/json")
 
 
-def _sign_in_page(identifier: str, error: str | None = None, status: int = 200):
-    html = render_template("signin.html", organization=_state().setup.organization, identifier=identifier,
-                           error=error, action=AUTH_PATH)
-    return Response(html, status=status, content_type="text/html; charset=utf-8")
+def _render(answer: WebAnswer, device: str | None = None) -> Response:
+    """A sign-in step as HTTP: the page (200, or 401 after a wrong password), a 302 hop, or the callback."""
+    label(stage="authentication", device=device or answer.identifier or None, summary=answer.summary)
+    if answer.location is not None:
+        response = Response(b"", status=answer.status, headers={"Location": answer.location})
+    else:
+        html = render_template("signin.html", organization=_state().setup.organization,
+                               identifier=answer.identifier, error=answer.error, action=answer.action,
+                               request_id=answer.request_id)
+        response = Response(html, status=answer.status, content_type="text/html; charset=utf-8")
+    if answer.session:
+        response.set_cookie(SESSION_COOKIE, answer.session, secure=True, httponly=True, samesite="Lax",
+                            max_age=8 * 3600)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get(AUTH_PATH)
 def sign_in_page():
-    identifier = request.args.get("user-identifier", "")
-    label(stage="authentication", device=identifier or None, summary=f"sign-in page for {identifier or '?'}")
-    return _sign_in_page(identifier)
+    return _render(_state().simple_page(request.args.get("user-identifier", ""), request.cookies.get(SESSION_COOKIE)))
 
 
 @bp.post(AUTH_PATH)
 def sign_in():
     identifier = request.form.get("user-identifier", "").strip()
-    password = request.form.get("password", "")
     label(stage="authentication", device=identifier or None)
-    if not identifier or not password:
-        raise BadSignIn("both user-identifier and password are required", code="missing-credentials")
-    token = _state().sign_in(identifier, password)
-    if token is None:
-        label(summary=f"sign-in refused for {identifier}")
-        return _sign_in_page(identifier, "The account or password is not correct.", 401)
-    label(summary=f"signed in {identifier}; 308 to the device with an access token")
-    return redirect(_state().callback_url(token), code=308)
+    return _render(_state().simple_submit(identifier, request.form.get("password", "")))
+
+
+@bp.get(AUTHORIZE_PATH)
+def authorize():
+    label(stage="authentication", device=request.args.get("login_hint") or None)
+    return _render(_state().authorize_page(request.args, request.cookies.get(SESSION_COOKIE)))
+
+
+@bp.post(AUTHORIZE_PATH)
+def authorize_submit():
+    identifier = request.form.get("user-identifier", "").strip()
+    label(stage="authentication", device=identifier or None)
+    return _render(_state().authorize_submit(request.form.get("request"), identifier,
+                                             request.form.get("password", "")))
+
+
+@bp.get(FEDERATED_CALLBACK_PATH)
+def federated_callback():
+    label(stage="authentication")
+    return _render(_state().federated_return(request.args.get("code"), request.args.get("state")))
+
+
+@bp.post(TOKEN_PATH)
+def token():
+    label(stage="authentication", summary=f"token request ({request.form.get('grant_type')})")
+    reply, summary = _state().token_endpoint(request.form)
+    label(summary=f"{summary}; access token {mask(reply['access_token'])}, expires_in {reply['expires_in']}")
+    return Response(json.dumps(reply), content_type="application/json",
+                    headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+@bp.get(ESSO_PATH)
+def esso_document():
+    label(stage="authentication", summary="Enrollment SSO document")
+    status, content_type, body = _state().esso_document()
+    return Response(body, status=status, content_type=content_type)
 
 
 @bp.put(CHECKIN_PATH)
@@ -81,6 +122,6 @@ def check_in():
 @bp.put(SERVER_PATH)
 def command_poll():
     label(stage="commands")
-    enrollment_id, reply = _state().poll(request.headers.get("Authorization"), request.get_data())
-    label(device=enrollment_id, summary=f"poll from {enrollment_id}: {'command' if reply else 'queue empty'}")
-    return Response(reply, status=200, content_type="application/xml" if reply else None)
+    enrollment_id, reply, summary = _state().poll(request.headers.get("Authorization"), request.get_data())
+    label(device=enrollment_id, summary=summary)
+    return Response(reply, status=200, content_type="application/xml; charset=UTF-8" if reply else None)

@@ -1,0 +1,375 @@
+"""``mdmlab device ...``: simulated devices that outlive one command (saved under <state-dir>/devices/), and the
+MDM admin's side of them through the console's control API.
+
+The device's side: list, show, sync (stands in for an APNs push: the device polls ServerURL until the queue is
+empty), unenroll (the person signs out), backup, restore, unlock, invite, enroll (again). The MDM's side: command
+(queue one), commands (their results), remove (the MDM removes the enrollment profile), revoke, expire,
+token-lifetime.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from lab import config
+
+state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _fail(message: str):
+    raise click.ClickException(message)
+
+
+def _info(state_dir) -> dict:
+    try:
+        return config.read_lab_file(config.state_dir(state_dir))
+    except config.NoLabRunning as exc:
+        _fail(str(exc))
+
+
+def network_from(info: dict):
+    from lab.device import Network
+
+    apple = (info.get("abm") or {}).get("fallback", "axm-adm-enroll.lab.test")
+    return Network(info.get("dns_address", "127.0.0.1"), info["dns_port"], info["ca_cert"], info["https_port"], apple)
+
+
+def _store(state_dir):
+    from lab.device.store import DeviceStore
+
+    return DeviceStore(config.state_dir(state_dir))
+
+
+def save_enrolled(device, state_dir) -> str:
+    """Keep a device ``mdmlab enroll`` enrolled, so ``mdmlab device ...`` can use it later; its id."""
+    store = _store(state_dir)
+    try:
+        return store.save(device)
+    finally:
+        store.close()
+
+
+class _Loaded:
+    """A saved device, loaded for one command and saved back (also after a failure) when the command ends."""
+
+    def __init__(self, state_dir, device_id: str, *, network_needed: bool = True):
+        from lab.device.store import UnknownDevice
+
+        info = _info(state_dir) if network_needed else None
+        self.store = _store(state_dir)
+        try:
+            network = network_from(info) if info else _offline_network(config.state_dir(state_dir))
+            self.device = self.store.load(device_id, network)
+        except UnknownDevice as exc:
+            self.store.close()
+            _fail(str(exc))
+
+    def __enter__(self):
+        return self.device
+
+    def __exit__(self, *exc):
+        try:
+            self.store.save(self.device)
+        finally:
+            self.device.close()
+            self.store.close()
+
+
+def _offline_network(state_dir: Path):
+    """For commands that make no request (show, backup, ...): the lab's CA if it is around, no DNS needed."""
+    from lab.device import Network
+
+    ca = state_dir / "pki" / "ca.pem"
+    if not ca.exists():
+        _fail(f"{ca} is missing: start the lab once ('mdmlab up') so devices have a CA to trust")
+    return Network("127.0.0.1", 53, str(ca))
+
+
+def _print_trace(trace, as_json: bool, header: str, extra: dict | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({**trace.to_dict(), **(extra or {})}, indent=2))
+    else:
+        click.echo(header)
+        click.echo(trace.render())
+
+
+@click.group()
+def device():
+    """Simulated devices that outlive one command: list, show, sync, unenroll, backup, restore, and MDM actions."""
+
+
+@device.command("list")
+@state_dir_option
+@json_option
+def device_list(state_dir, as_json):
+    """The saved devices (every device 'mdmlab enroll' enrolled)."""
+    store = _store(state_dir)
+    try:
+        rows = store.listing()
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no devices yet: 'mdmlab enroll IDENTIFIER' enrolls and saves one")
+    for row in rows:
+        state = f"{row['mode']} as {row['enrolled_as']} ({row['enrollment_id']})" if row["enrolled_as"] \
+            else "not enrolled"
+        click.echo(f"{row['device_id']:<14} {row['model_family']:<7} {row['os_version']:<6} {state}")
+
+
+@device.command("show")
+@click.argument("device_id")
+@state_dir_option
+@json_option
+def device_show(device_id, state_dir, as_json):
+    """Everything about a device: enrollment, tokens, data separation, apps, profiles, personal data, history."""
+    with _Loaded(state_dir, device_id, network_needed=False) as dev:
+        described = dev.describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    click.echo(render(described))
+
+
+def render(d: dict) -> str:
+    lines = [f"{d['device_id']} · {d['model_family']} ({d['product']}) · {d['os']} · UDID {d['udid']}",
+             f"  personal Apple Account: {d['personal_account'] or 'none'}" + ("   [locked]" if d["locked"] else "")]
+    e = d["enrollment"]
+    if e is None:
+        lines.append("  enrollment: none")
+    else:
+        auth = e["authentication"] or {}
+        lines += [f"  enrollment: {e['mode']} as {e['identifier']} · EnrollmentID {e['enrollment_id']}"
+                  + (f" · EnrollmentUserID {e['enrollment_user_id']}" if e.get("enrollment_user_id") else ""),
+                  f"    ServerURL {e['server_url']} · CheckInURL {e['checkin_url']}",
+                  f"    token: {auth.get('method')}"
+                  + (f", refresh token kept" if auth.get("refresh_token") else ", no refresh token")
+                  + (f", renewed by the Enrollment SSO app {auth['sso_app']}" if auth.get("sso_app") else "")]
+    volume = d["volume"]
+    lines.append("  data-separated volume: " + (
+        "none" if volume is None else
+        f"enrollment {volume['enrollment_id']}, {volume['items']} sealed item(s), keys: {', '.join(volume['keys'])}"))
+    lines.append("  data separation on this OS version:")
+    for row in d["separation"]:
+        where = row["store"] if d["volume"] else ("separated when enrolled" if row["separated"] else "not separated")
+        lines.append(f"    {'✓' if row['separated'] else '✗'} {row['label']:<28} since {row['since']:<14} "
+                     f"work items {row['work_items']} ({where}), personal items {row['personal_items']}")
+    lines.append("  apps:")
+    for app in d["apps"]:
+        lines.append(f"    {'managed ' if app['managed'] else 'personal'} {app['bundle_id']} ({app['name']})"
+                     + (" · Enrollment SSO app" if app["source"] == "esso" else ""))
+    lines.append("  profiles:")
+    for profile in d["profiles"]:
+        lines.append(f"    {profile['kind']:<10} {profile['identifier']} ({', '.join(profile['payload_types'])})")
+    lines.append("  personal data: " + "; ".join(f"{c}: {', '.join(items)}" for c, items in d["personal"].items()
+                                                 if items))
+    for shred in d["shredded"]:
+        lines.append(f"  destroyed volume of enrollment {shred['enrollment_id']}: {shred['items']} item(s), keys "
+                     "erased (unreadable)")
+    lines.append("  history:")
+    lines += [f"    {h['event']}" for h in d["history"]]
+    return "\n".join(lines)
+
+
+@device.command("sync")
+@click.argument("device_id")
+@click.option("--password", default=None, help="What the person types if the token must be renewed by signing in.")
+@state_dir_option
+@json_option
+def device_sync(device_id, password, state_dir, as_json):
+    """Stand in for an APNs push: the device polls ServerURL and runs queued commands until the queue is empty."""
+    with _Loaded(state_dir, device_id) as dev:
+        trace = dev.sync(password)
+    _print_trace(trace, as_json, f"{dev.device_id} syncing with its MDM")
+    sys.exit(0 if trace.outcome != "failed" else 1)
+
+
+@device.command("unenroll")
+@click.argument("device_id")
+@state_dir_option
+@json_option
+def device_unenroll(device_id, state_dir, as_json):
+    """The person signs out of the work account: keys destroyed, managed apps and data removed, CheckOut sent."""
+    with _Loaded(state_dir, device_id) as dev:
+        trace = dev.unenroll()
+    _print_trace(trace, as_json, f"{dev.device_id} signing out of the work account")
+    sys.exit(0 if trace.outcome != "failed" else 1)
+
+
+@device.command("enroll")
+@click.argument("device_id")
+@click.argument("identifier")
+@click.option("--password", default=None)
+@state_dir_option
+@json_option
+def device_enroll(device_id, identifier, password, state_dir, as_json):
+    """Enroll a saved device (again, e.g. after unenrolling or restoring a backup)."""
+    with _Loaded(state_dir, device_id) as dev:
+        trace = dev.enroll(identifier, password)
+    _print_trace(trace, as_json, f"{dev.device_id} enrolling as {identifier}")
+    sys.exit(0 if trace.outcome == "enrolled" else 1)
+
+
+@device.command("backup")
+@click.argument("device_id")
+@state_dir_option
+def device_backup(device_id, state_dir):
+    """Back the device up (the person's data only); prints the backup id."""
+    loaded = _Loaded(state_dir, device_id, network_needed=False)
+    with loaded as dev:
+        backup_id = loaded.store.save_backup(dev)
+    click.echo(backup_id)
+
+
+@device.command("restore")
+@click.argument("device_id")
+@click.argument("backup_id")
+@state_dir_option
+def device_restore(device_id, backup_id, state_dir):
+    """Erase the device and restore a backup: personal data comes back, the enrollment does not."""
+    from lab.device.store import UnknownDevice
+
+    loaded = _Loaded(state_dir, device_id, network_needed=False)
+    with loaded as dev:
+        try:
+            backup = loaded.store.backup(backup_id)
+        except UnknownDevice as exc:
+            _fail(str(exc))
+        was = dev.enrollment.identifier if dev.enrollment else None
+        dev.restore(backup)
+    click.echo(f"restored {backup_id} onto {dev.device_id}: personal data is back"
+               + (f"; the enrollment of {was} is not (enroll again)" if was else ""))
+
+
+@device.command("unlock")
+@click.argument("device_id")
+@state_dir_option
+def device_unlock(device_id, state_dir):
+    """The person unlocks the device: commands that answered NotNow can run at the next sync."""
+    with _Loaded(state_dir, device_id, network_needed=False) as dev:
+        dev.unlock()
+    click.echo(f"{dev.device_id} unlocked")
+
+
+@device.command("invite")
+@click.argument("device_id")
+@click.option("--account", type=click.Choice(["personal", "managed"]), default="personal", show_default=True,
+              help="Which Apple Account opens the managed app distribution invitation.")
+@state_dir_option
+def device_invite(device_id, account, state_dir):
+    """Open a managed app distribution (VPP) invitation on the device with an Apple Account."""
+    with _Loaded(state_dir, device_id, network_needed=False) as dev:
+        who = dev.contents.personal_account if account == "personal" else (
+            dev.enrollment.identifier if dev.enrollment else None)
+        ok, message = dev.accept_invitation(who or "")
+    click.echo(("accepted: " if ok else "refused: ") + message)
+    sys.exit(0 if ok else 1)
+
+
+# -- the MDM's side, through the console's control API -----------------------------------------------------------
+def _enrollment_id(state_dir, device_id: str) -> str:
+    from lab.device.store import UnknownDevice
+
+    store = _store(state_dir)
+    try:
+        rows = {r["device_id"]: r for r in store.listing()}
+        row = rows.get(store.resolve(device_id))
+    except UnknownDevice as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    if not row["enrollment_id"]:
+        _fail(f"{row['device_id']} is not enrolled")
+    return row["enrollment_id"]
+
+
+def _api(state_dir, method: str, path: str, **kwargs):
+    from lab.cli import _call, _control
+
+    return _call(_control(state_dir), method, path, **kwargs)
+
+
+@device.command("command")
+@click.argument("device_id")
+@click.argument("request_type")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A command key; VALUE is JSON when it parses as JSON (e.g. -p iTunesStoreID=1660000002).")
+@state_dir_option
+def device_command(device_id, request_type, params, state_dir):
+    """Queue a command for the device at the MDM (the device runs it at its next sync)."""
+    body = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
+        try:
+            body[key] = json.loads(value)
+        except ValueError:
+            body[key] = value
+    eid = _enrollment_id(state_dir, device_id)
+    result = _api(state_dir, "POST", f"/api/mdm/enrollments/{eid}/commands",
+                  json={"request_type": request_type, "params": body})
+    click.echo(f"queued {request_type} {result['command_uuid']}; run 'mdmlab device sync {device_id}'")
+
+
+@device.command("commands")
+@click.argument("device_id")
+@state_dir_option
+@json_option
+def device_commands(device_id, state_dir, as_json):
+    """The device's commands at the MDM: status and results (ErrorChain for refused ones)."""
+    rows = _api(state_dir, "GET", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/commands")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        chain = row.get("error_chain") or []
+        why = f"  {chain[0]['ErrorDomain']} {chain[0]['ErrorCode']}: {chain[0]['USEnglishDescription']}" if chain else ""
+        click.echo(f"{row['command_uuid']}  {row['request_type']:<24} {row['status']:<12}{why}")
+
+
+@device.command("remove")
+@click.argument("device_id")
+@state_dir_option
+def device_remove(device_id, state_dir):
+    """The MDM removes the enrollment profile (queued RemoveProfile): the device unenrolls at its next sync."""
+    result = _api(state_dir, "POST", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/unenroll")
+    click.echo(f"queued RemoveProfile {result['command_uuid']}; run 'mdmlab device sync {device_id}'")
+
+
+@device.command("revoke")
+@click.argument("device_id")
+@state_dir_option
+def device_revoke(device_id, state_dir):
+    """The MDM revokes the device's tokens (access and refresh): it must sign in again."""
+    result = _api(state_dir, "POST", "/api/mdm/tokens/revoke",
+                  json={"enrollment_id": _enrollment_id(state_dir, device_id)})
+    click.echo(f"revoked {result['revoked']} grant(s)")
+
+
+@device.command("expire")
+@click.argument("device_id")
+@state_dir_option
+def device_expire(device_id, state_dir):
+    """The MDM expires the device's access token now (its refresh token still works)."""
+    result = _api(state_dir, "POST", "/api/mdm/tokens/expire",
+                  json={"enrollment_id": _enrollment_id(state_dir, device_id)})
+    click.echo(f"expired {result['expired']} access token(s)")
+
+
+@device.command("token-lifetime")
+@click.argument("seconds", type=click.IntRange(1, 366 * 86400), required=False)
+@state_dir_option
+def device_token_lifetime(seconds, state_dir):
+    """Show or set how long the MDM's new access tokens live."""
+    if seconds is None:
+        result = _api(state_dir, "GET", "/api/mdm/token-lifetime")
+    else:
+        result = _api(state_dir, "PUT", "/api/mdm/token-lifetime", json={"seconds": seconds})
+    click.echo(f"access tokens live {result['seconds']} s")

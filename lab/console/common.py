@@ -1,0 +1,42 @@
+"""What the console's modules share: the lab of this app, query-parameter and JSON-body parsing."""
+from __future__ import annotations
+
+from flask import current_app, request
+
+from lab.flaskapp import LabError
+
+
+def lab():
+    return current_app.config["LAB"]
+
+
+MAX_ID = 2**53  # beyond any event id, and within SQLite's integers and JSON's exact ones
+
+
+def int_arg(name: str, default: int | None, *, minimum: int = 0, maximum: int = MAX_ID) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 16:
+        raise LabError(f"query parameter {name} must be an integer between {minimum} and {maximum}",
+                       code="bad-parameter")
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise LabError(f"query parameter {name} must be an integer between {minimum} and {maximum}",
+                       code="bad-parameter")
+    return value
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise LabError("the request body must be a JSON object (Content-Type: application/json)", code="bad-json")
+    return body
+
+
+EVENT_FILTERS = ("host", "device", "component", "kind")
+
+
+def event_filters() -> dict:
+    """The timeline's equality filters from the query string (host, device, component, kind)."""
+    return {key: request.args[key] for key in EVENT_FILTERS if request.args.get(key) is not None}

@@ -1,0 +1,120 @@
+"""The MDM's command queue on ServerURL (PROTOCOL.md 4; dev:sending-mdm-commands-to-a-device).
+
+Commands are plists ``{"CommandUUID": ..., "Command": {"RequestType": ..., ...}}``. A command stays on the queue
+until the device answers ``Acknowledged``, ``Error`` or ``CommandFormatError`` with its CommandUUID (Apple: "don't
+consider a command accepted and executed by a device until the server receives the Acknowledged or Error status");
+after ``NotNow`` the server sends nothing more on that connection and resends the command when the device polls
+again (dev:handling-notnow-status-responses).
+"""
+from __future__ import annotations
+
+import plistlib
+import uuid
+
+from lab.store import Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    command_uuid TEXT PRIMARY KEY, enrollment_id TEXT NOT NULL, request_type TEXT NOT NULL, command BLOB NOT NULL,
+    status TEXT NOT NULL, queued REAL NOT NULL, sent REAL, answered REAL, result BLOB, attempts INTEGER NOT NULL
+    DEFAULT 0, seq INTEGER NOT NULL
+)
+"""
+PENDING = ("Queued", "Sent", "NotNow")
+FINAL = ("Acknowledged", "Error", "CommandFormatError")
+REPORT_STATUSES = ("Idle", "NotNow", *FINAL)
+SAMPLE_PROFILES = ("wifi", "mail", "calendar")
+
+
+class CommandQueue:
+    def __init__(self, store: Store, clock):
+        self.store, self.clock = store, clock
+
+    def queue(self, enrollment_id: str, command: dict) -> str:
+        command_uuid = str(uuid.uuid4()).upper()
+        body = plistlib.dumps({"CommandUUID": command_uuid, "Command": command})
+        with self.store.transaction() as db:
+            seq = db.execute("SELECT coalesce(max(seq), 0) + 1 FROM commands").fetchone()[0]
+            db.execute("INSERT INTO commands (command_uuid, enrollment_id, request_type, command, status, queued, seq)"
+                       " VALUES (?,?,?,?,?,?,?)", (command_uuid, enrollment_id, command["RequestType"], body,
+                                                   "Queued", self.clock(), seq))
+        return command_uuid
+
+    def next(self, enrollment_id: str) -> tuple[str, str, bytes] | None:
+        """The oldest command still pending for the enrollment, marked sent: (uuid, request type, plist)."""
+        with self.store.transaction() as db:
+            row = db.execute("SELECT command_uuid, request_type, command FROM commands WHERE enrollment_id = ? AND"
+                             " status IN ('Queued', 'Sent', 'NotNow') ORDER BY seq LIMIT 1",
+                             (enrollment_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE commands SET status = 'Sent', sent = ?, attempts = attempts + 1 WHERE command_uuid = ?",
+                       (self.clock(), row["command_uuid"]))
+        return row["command_uuid"], row["request_type"], row["command"]
+
+    def record(self, enrollment_id: str, command_uuid: str, status: str, report: dict) -> dict | None:
+        """Store the device's answer to one command; None when the enrollment has no such command."""
+        with self.store.transaction() as db:
+            row = db.execute("SELECT request_type, status FROM commands WHERE command_uuid = ? AND enrollment_id = ?",
+                             (command_uuid, enrollment_id)).fetchone()
+            if row is None:
+                return None
+            if row["status"] not in FINAL:  # a repeated answer to a finished command is ignored (Apple: may happen)
+                db.execute("UPDATE commands SET status = ?, answered = ?, result = ? WHERE command_uuid = ?",
+                           (status, self.clock(), plistlib.dumps(report), command_uuid))
+        return {"request_type": row["request_type"], "previous": row["status"]}
+
+    def cancel(self, enrollment_id: str) -> int:
+        """Drop what is still pending for an enrollment that checked out."""
+        with self.store.transaction() as db:
+            return db.execute("UPDATE commands SET status = 'Cancelled' WHERE enrollment_id = ? AND status IN"
+                              " ('Queued', 'Sent', 'NotNow')", (enrollment_id,)).rowcount
+
+    def listing(self, enrollment_id: str | None = None) -> list[dict]:
+        sql = ("SELECT command_uuid, enrollment_id, request_type, status, queued, sent, answered, attempts, result"
+               " FROM commands")
+        rows = self.store.query(sql + (" WHERE enrollment_id = ?" if enrollment_id else "") + " ORDER BY seq",
+                                (enrollment_id,) if enrollment_id else ())
+        out = []
+        for row in rows:
+            item = {k: row[k] for k in row.keys() if k != "result"}
+            result = plistlib.loads(row["result"]) if row["result"] else None
+            item["error_chain"] = (result or {}).get("ErrorChain")
+            item["result"] = _printable(result) if result else None
+            out.append(item)
+        return out
+
+
+def _printable(value):
+    """A command result as JSON can carry it: data becomes its length, dates become ISO strings."""
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def sample_profile(kind: str, organization: str, base_id: str, user: str) -> dict:
+    """A small configuration profile for InstallProfile, one per content the device keeps apart."""
+    profile_uuid = str(uuid.uuid4()).upper()
+    payloads = {
+        "wifi": {"PayloadType": "com.apple.wifi.managed", "SSID_STR": f"{organization} Staff",
+                 "EncryptionType": "WPA2", "AutoJoin": True},
+        "mail": {"PayloadType": "com.apple.mail.managed", "EmailAccountType": "EmailTypeIMAP",
+                 "EmailAddress": user, "IncomingMailServerHostName": "imap.example.invalid",
+                 "OutgoingMailServerHostName": "smtp.example.invalid", "IncomingMailServerUsername": user,
+                 "IncomingMailServerAuthentication": "EmailAuthPassword"},
+        "calendar": {"PayloadType": "com.apple.caldav.account", "CalDAVHostName": "caldav.example.invalid",
+                     "CalDAVUsername": user, "CalDAVUseSSL": True},
+    }
+    if kind not in payloads:
+        raise ValueError(f"sample profile {kind!r} is not one of {', '.join(SAMPLE_PROFILES)}")
+    payload = {**payloads[kind], "PayloadVersion": 1, "PayloadUUID": str(uuid.uuid4()).upper(),
+               "PayloadIdentifier": f"{base_id}.{kind}.payload", "PayloadDisplayName": f"{organization} {kind}"}
+    return {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadUUID": profile_uuid,
+            "PayloadIdentifier": f"{base_id}.{kind}", "PayloadDisplayName": f"{organization} {kind.title()}",
+            "PayloadOrganization": organization, "PayloadContent": [payload]}
