@@ -392,7 +392,8 @@ def scenario_run(names, run_all, exercise, state_dir, https_port, dns_port, as_j
             found = exercises.find(exercise)
         except exercises.ExerciseError as exc:
             _fail(str(exc))
-        lab = _start(found.scenario, state_dir, https_port=https_port, dns_port=dns_port, fresh=True)
+        lab = _start(found.scenario, state_dir, https_port=https_port, dns_port=dns_port, fresh=True,
+                     conceal_faults=True)
         _serve(lab, _banner(lab) + "\n\n" + found.briefing())
         return
     if run_all == bool(names):

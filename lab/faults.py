@@ -73,6 +73,7 @@ class FaultBoard:
     default_host: str
     events: EventLog | None = None
     default_hosts: dict[str, str] = field(default_factory=dict)  # per component, else default_host
+    concealed: bool = False  # training exercises: the lab must not name the fault the trainee has to find
     _armed: list[Armed] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -130,14 +131,25 @@ class FaultBoard:
         return None
 
     def armed(self) -> list[dict]:
+        if self.concealed:
+            return []
         with self._lock:
             return [a.to_dict() for a in self._armed]
+
+    def label(self, armed: Armed) -> str:
+        """How an exchange broken by ``armed`` is summarised in the timeline."""
+        if self.concealed:
+            return "answered"
+        left = "" if armed.remaining is None else f", {armed.remaining} left"
+        return f"fault {armed.spec.name}{left}"
 
     def listing(self) -> list[dict]:
         return [{"name": s.name, "component": s.component, "description": s.description, "symptom": s.symptom,
                  "takes_seconds": s.takes_seconds} for s in self.catalogue.values()]
 
     def _record(self, summary: str, armed: Armed | None) -> None:
+        if self.concealed:
+            summary, armed = "fault settings changed (concealed for the exercise)", None
         if self.events is not None:
             self.events.record(Event(component="faults", kind="fault", host=armed.host if armed else None,
                                      summary=summary, detail=armed.to_dict() if armed else {}))

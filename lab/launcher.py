@@ -55,13 +55,15 @@ def _port_hint(port: int) -> str:
 
 class Lab:
     def __init__(self, scenario: Scenario, state_dir: Path, *, listen: str = "127.0.0.1", https_port: int = 0,
-                 dns_port: int = 0, fresh: bool = False, upstream: tuple[str, int] | None = None):
+                 dns_port: int = 0, fresh: bool = False, upstream: tuple[str, int] | None = None,
+                 conceal_faults: bool = False):
         self.scenario = scenario
         self.state_dir = Path(state_dir).resolve()
         self.listen = listen
         self.requested_ports = (https_port, dns_port)
         self.fresh = fresh
         self.upstream = upstream
+        self.conceal_faults = conceal_faults
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
         self._lock_file = None
@@ -100,7 +102,7 @@ class Lab:
         self.dispatcher = dispatch.Dispatcher(self.events)
         self.zone = Zone(sc.suffixes)
         self.faults = FaultBoard(catalogue(org_domain.FAULTS, abm.FAULTS, mdm.FAULTS, DNS_FAULTS, TLS_FAULTS), {},
-                                 sc.domains[0].name, self.events)
+                                 sc.domains[0].name, self.events, concealed=self.conceal_faults)
         self.contexts.override = self._tls_fault
         self._build_mocks()
         self._build_zone(address.version)

@@ -119,8 +119,7 @@ class OrgDomainState:
         document = setup.document(args.get("user-identifier") or "", args.get("model-family"))
         broken = catalogue.build(armed.spec.name, document=document, origin=self.origin(host), path=path,
                                  query=query, seconds=armed.seconds, zone=self.zone)
-        left = "" if armed.remaining is None else f", {armed.remaining} left"
-        return Answer(broken.status, broken.content_type, broken.body, f"fault {armed.spec.name}{left}",
+        return Answer(broken.status, broken.content_type, broken.body, self.faults.label(armed),
                       broken.location, broken.delay, broken.reset, broken.extra_headers)
 
     def reset(self) -> None:
