@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,3 +54,48 @@ def start_lab(state_dir: Path, *extra: str, timeout: float = 30) -> subprocess.P
 def stop_lab(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=15)
+
+
+# -- process accounting (Linux /proc) ----------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """Resident set size now and at its peak (VmRSS, VmHWM), in kB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+class HandshakeCounter:
+    """Counts the TLS handshakes this process makes as a client (every new connection of every device)."""
+
+    def __init__(self):
+        self.count = 0
+        self._original = ssl.SSLSocket.do_handshake
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "HandshakeCounter":
+        counter, original = self, self._original
+
+        def do_handshake(sock, *args, **kwargs):
+            with counter._lock:
+                counter.count += 1
+            return original(sock, *args, **kwargs)
+
+        ssl.SSLSocket.do_handshake = do_handshake
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ssl.SSLSocket.do_handshake = self._original
+
+
+def lab_info(state_dir: Path) -> dict:
+    return json.loads((state_dir / "lab.json").read_text())

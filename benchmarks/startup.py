@@ -43,8 +43,8 @@ def main() -> None:
         for i in range(RUNS):
             fresh.append(ready_ms(state_dir, fresh=True)[1])
             resumed.append(ready_ms(state_dir, fresh=False)[1])
-    print_results([summary("mdmlab up --fresh → ready (new CA)", fresh, 1000),
-                   summary("mdmlab up → ready (resumed state)", resumed, 1000)])
+    print_results([summary("mdmlab up --fresh → ready (new CA)", fresh, 500),
+                   summary("mdmlab up → ready (resumed state)", resumed, 500)])
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ def render(d: dict) -> str:
     lines.append("  data separation on this OS version:")
     for row in d["separation"]:
         where = row["store"] if d["volume"] else ("separated when enrolled" if row["separated"] else "not separated")
-        lines.append(f"    {'✓' if row['separated'] else '✗'} {row['label']:<28} since {row['since']:<14} "
+        since = ("since " if row["separated"] else "from  ") + row["since"]
+        lines.append(f"    {'✓' if row['separated'] else '✗'} {row['label']:<28} {since:<20} "
                      f"work items {row['work_items']} ({where}), personal items {row['personal_items']}")
     lines.append("  apps:")
     for app in d["apps"]:

@@ -50,6 +50,7 @@ def fleet(devices, concurrency, mix, against, ca_cert, admin_token, users, journ
 
     try:
         accounts = _users(users)
+        weights = fleet_mod.parse_mix(mix)
         if against:
             if ca_cert is None:
                 local = config.state_dir(state_dir) / "pki" / "ca.pem"
@@ -69,7 +70,6 @@ def fleet(devices, concurrency, mix, against, ca_cert, admin_token, users, journ
                            + ("" if not result.failures else "; failures: " + ", ".join(
                                f"{k} ×{v}" for k, v in sorted(result.failures.items()))))
             sys.exit(0 if result.ok == result.checked else 1)
-        weights = fleet_mod.parse_mix(mix)
     except fleet_mod.FleetError as exc:
         raise click.ClickException(str(exc)) from None
 

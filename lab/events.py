@@ -4,9 +4,9 @@ Tests assert on these events, never on log text; the console streams them.
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import queue
 import re
 import threading
 import time
@@ -20,7 +20,7 @@ log = logging.getLogger("mdmlab.events")
 
 SECRET_KEYS = frozenset({
     "access-token", "access_token", "refresh_token", "refresh-token", "code", "password", "token",
-    "client_secret", "auth_session_token", "id_token", "payloadcontent", "unlocktoken",
+    "client_secret", "auth_session_token", "id_token", "payloadcontent", "unlocktoken", "code_verifier",
 })
 SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-adm-auth-session", "mdm-signature"})
 EXCERPT_LIMIT = 2048
@@ -56,13 +56,26 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=redact_query(parts.query))) if parts.query else url
 
 
+COOKIE_ATTRIBUTES = frozenset({"path", "domain", "expires", "max-age", "secure", "httponly", "samesite",
+                               "partitioned", "priority"})
+
+
+def _redact_cookie(part: str) -> str:
+    """``name=value`` keeps its name; a Set-Cookie attribute stays; anything else (no name) is masked whole."""
+    name, sep, value = part.partition("=")
+    if name.strip().lower() in COOKIE_ATTRIBUTES:
+        return part
+    if not sep:
+        return mask(part) if part else part
+    return f"{name}={mask(value)}"
+
+
 def redact_headers(headers) -> dict[str, str]:
     out = {}
     for name, value in headers:
         lname = name.lower()
         if lname in ("cookie", "set-cookie"):
-            out[name] = re.sub(r"(^|;\s*)([^=;\s]+)=([^;]*)",
-                               lambda m: f"{m.group(1)}{m.group(2)}={mask(m.group(3))}", value)
+            out[name] = "; ".join(_redact_cookie(part.strip()) for part in value.split(";"))
         elif lname in SECRET_HEADERS:
             scheme, _, rest = value.partition(" ")
             out[name] = f"{scheme} {mask(rest)}" if rest else mask(value)
@@ -82,30 +95,42 @@ def _redact_json(value):
     return value
 
 
-_QUERY_SECRET = re.compile(r"([?&;](?:%s)=)([^&\"'<>\s]+)" % "|".join(re.escape(k) for k in SECRET_KEYS), re.I)
+_QUERY_SECRET = re.compile(r"((?:^|[?&;\s\"'])(?:%s)=)([^&\"'<>\s]+)" % "|".join(re.escape(k) for k in SECRET_KEYS),
+                           re.I)
+_JSON_SECRET = re.compile(r'("(?:%s)"\s*:\s*")((?:[^"\\]|\\.)*)' % "|".join(re.escape(k) for k in SECRET_KEYS), re.I)
 _XML_SECRET = re.compile(r"(<key>(?:%s)</key>\s*<(?:string|data)>)([^<]*)" % "|".join(SECRET_KEYS), re.I)
 
 
+def _redact_text(text: str) -> str:
+    """Secrets in any syntax a body may use: plist keys, JSON members, query or form parameters."""
+    text = _XML_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
+    text = _JSON_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
+
+
 def redact_body(body: bytes, content_type: str | None) -> str:
-    """A printable, redacted excerpt of a body; binary bodies are described, never stored."""
+    """A printable, redacted excerpt of a body; binary bodies are described, never stored.
+
+    The declared type is a hint, not a promise (a client may send JSON labelled as a form): every body is also
+    searched for secrets in the other syntaxes.
+    """
     ctype = (content_type or "").split(";")[0].strip().lower()
     if not body:
         return ""
     if ctype in ("application/x-www-form-urlencoded",):
-        return redact_query(body.decode("latin-1"))[:EXCERPT_LIMIT]
+        return redact_query(_redact_text(body.decode("latin-1")))[:EXCERPT_LIMIT]
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         return f"<{len(body)} bytes {ctype or 'binary'}>"
     if ctype.endswith("json"):
         try:
-            return json.dumps(_redact_json(json.loads(text)))[:EXCERPT_LIMIT]
-        except ValueError:
+            return _redact_text(json.dumps(_redact_json(json.loads(text))))[:EXCERPT_LIMIT]
+        except (ValueError, RecursionError):
             pass
     if "\x00" in text:
         return f"<{len(body)} bytes {ctype or 'binary'}>"
-    text = _XML_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
-    return _QUERY_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)[:EXCERPT_LIMIT]
+    return _redact_text(text)[:EXCERPT_LIMIT]
 
 
 @dataclass
@@ -140,14 +165,17 @@ class EventLog:
 
     def __init__(self, path: Path):
         self.store = Store(path, _SCHEMA)
-        self._changed = threading.Condition()  # notified when an id is assigned
-        self._written_cond = threading.Condition()  # notified when the writer committed a batch
+        self._changed = threading.Condition()  # notified when an id is assigned (wait)
+        self._written_cond = threading.Condition()  # notified when the writer committed a batch (flush)
         self._id_lock = threading.Lock()
         row = self.store.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
         top = self.store.one("SELECT MAX(id) AS m FROM events")["m"] or 0
         self._last_assigned = max(top, row["seq"] if row else 0)
         self._written = self._last_assigned
-        self._queue: queue.Queue = queue.Queue(self.QUEUE_LIMIT)
+        self._pending: collections.deque = collections.deque()  # (id, event), in id order
+        self._wake = threading.Event()  # set when there is something for the writer
+        self._room = threading.Condition(self._id_lock)  # a full queue waits here for the writer
+        self._waiters = 0  # threads in wait(): record() notifies only when someone listens
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="events-writer", daemon=True)
         self._writer.start()
@@ -157,42 +185,41 @@ class EventLog:
         with self._id_lock:
             if self._closed:
                 raise RuntimeError("the event log is closed")
+            while len(self._pending) >= self.QUEUE_LIMIT:
+                self._room.wait(1.0)
             self._last_assigned += 1
             event_id = self._last_assigned
-            self._queue.put((event_id, event))
-        with self._changed:
-            self._changed.notify_all()
+            self._pending.append((event_id, event))
+        self._wake.set()
+        if self._waiters:
+            with self._changed:
+                self._changed.notify_all()
         return event_id
 
     def _write_loop(self) -> None:
+        pending = self._pending
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < self.BATCH_LIMIT:
+            self._wake.wait()
+            self._wake.clear()
+            while pending:
+                batch = []
+                while pending and len(batch) < self.BATCH_LIMIT:
+                    batch.append(pending.popleft())
+                with self._id_lock:
+                    self._room.notify_all()
                 try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            try:
-                rows = [(event_id, e.ts, e.component, e.kind, e.host, e.method, e.path, e.status, e.stage, e.device,
-                         e.summary, json.dumps(e.detail, default=str)) for event_id, e in batch]
-                with self.store.transaction() as db:
-                    db.executemany(
-                        "INSERT INTO events (id, ts, component, kind, host, method, path, status, stage, device,"
-                        " summary, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-            except Exception:  # a full disk costs these events, never a reader waiting forever
-                log.exception("could not write %d event(s) to the timeline", len(batch))
-            with self._written_cond:
-                self._written = batch[-1][0]
-                self._written_cond.notify_all()
-            if stop:
+                    rows = [(event_id, e.ts, e.component, e.kind, e.host, e.method, e.path, e.status, e.stage,
+                             e.device, e.summary, json.dumps(e.detail, default=str)) for event_id, e in batch]
+                    with self.store.transaction() as db:
+                        db.executemany(
+                            "INSERT INTO events (id, ts, component, kind, host, method, path, status, stage, device,"
+                            " summary, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                except Exception:  # a full disk costs these events, never a reader waiting forever
+                    log.exception("could not write %d event(s) to the timeline", len(batch))
+                with self._written_cond:
+                    self._written = batch[-1][0]
+                    self._written_cond.notify_all()
+            if self._closed and not pending:
                 return
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -227,11 +254,15 @@ class EventLog:
         """Block until an event newer than ``after`` exists, or the timeout passes."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._last_assigned <= after:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
+            self._waiters += 1
+            try:
+                while self._last_assigned <= after:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._changed.wait(remaining)
+            finally:
+                self._waiters -= 1
         self.flush()
         return True
 
@@ -240,6 +271,6 @@ class EventLog:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(None)
+        self._wake.set()
         self._writer.join(timeout=30)
         self.store.close()

@@ -234,6 +234,8 @@ class Report:
     errors: dict[str, int] = field(default_factory=dict)  # cause → count
     errors_by_stage: dict[str, int] = field(default_factory=dict)
     models: dict[str, int] = field(default_factory=dict)
+    not_started: int = 0  # devices never launched because the fleet stopped
+    stopped: str | None = None  # why the fleet stopped early
     _stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES}, repr=False)
     _enroll: list[float] = field(default_factory=list, repr=False)
     _total: list[float] = field(default_factory=list, repr=False)
@@ -263,7 +265,7 @@ class Report:
                 "stages": {s: _latency(v) for s, v in self._stages.items() if v},
                 "enrollment": _latency(self._enroll), "device_total": _latency(self._total),
                 "errors": dict(sorted(self.errors.items(), key=lambda kv: -kv[1])),
-                "errors_by_stage": self.errors_by_stage}
+                "errors_by_stage": self.errors_by_stage, "not_started": self.not_started, "stopped": self.stopped}
 
     def render(self) -> str:
         d = self.to_dict()
@@ -271,13 +273,16 @@ class Report:
                  f"{self.wall_s:.2f} s: {self.rate:.1f} enrollments/s (concurrency {self.concurrency}; "
                  + ", ".join(f"{m} {n}" for m, n in sorted(self.models.items())) + ")",
                  f"{'stage':<16}{'count':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
-        rows = [(s, d["stages"][s]) for s in d["stages"]] + [("enrollment", d["enrollment"]),
-                                                              ("device total", d["device_total"])]
+        rows = [(s, d["stages"][s]) for s in d["stages"]] + [("= enroll (wall)", d["enrollment"]),
+                                                              ("+ check-in", d["device_total"])]
         for name, lat in rows:
             if lat.get("count"):
                 lines.append(f"{name:<16}{lat['count']:>7}{lat['p50_ms']:>10.1f}{lat['p95_ms']:>10.1f}"
                              f"{lat['p99_ms']:>10.1f}{lat['max_ms']:>10.1f}")
-        lines.append("(stage times: the device's waits on the network in that stage, TLS handshakes included)")
+        lines.append("(a stage's time is what the device waited on the network in it, TLS handshakes included; "
+                     "enroll is the wall time of stages 1-3, + check-in adds the poll of the command channel)")
+        if self.stopped:
+            lines.append(f"STOPPED: {self.stopped}; {self.not_started} device(s) not started")
         if self.errors:
             lines.append("errors by cause:")
             lines += [f"  {n:>6}  {cause}" for cause, n in d["errors"].items()]
@@ -319,9 +324,15 @@ class Journal:
 
 
 def run(target: Target, devices: int, concurrency: int, mix: dict[str, int] | None = None, *,
-        journal: Path | None = None, sync: bool = True,
+        journal: Path | None = None, sync: bool = True, stop_after: int | None = None,
         on_result: Callable[[DeviceResult], None] | None = None) -> Report:
-    """Enroll ``devices`` devices, ``concurrency`` at a time; each checks in once after enrolling."""
+    """Enroll ``devices`` devices, ``concurrency`` at a time; each checks in once after enrolling.
+
+    When ``stop_after`` devices in a row fail (default: twice the concurrency, at least 16), the lab is taken to
+    be down or broken for everyone: the fleet launches no more devices and says so, instead of letting each of
+    thousands of devices wait out its DNS and TCP timeouts.
+    """
+    stop_after = stop_after or max(16, 2 * concurrency)
     if not 1 <= devices <= MAX_DEVICES:
         raise FleetError(f"--devices must be 1 to {MAX_DEVICES}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
@@ -334,15 +345,22 @@ def run(target: Target, devices: int, concurrency: int, mix: dict[str, int] | No
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fleet") as pool:
             pending = set()
-            index = 0
+            index = in_a_row = 0
             # Submit as workers free up: 10,000 queued futures would hold memory for nothing.
             while index < devices or pending:
-                while index < devices and len(pending) < concurrency * 2:
+                while index < devices and len(pending) < concurrency * 2 and report.stopped is None:
                     pending.add(pool.submit(enroll_one, target, index, models[index], sync=sync))
                     index += 1
                 done = next(as_completed(pending))
                 pending.discard(done)
                 result = done.result()
+                in_a_row = 0 if result.ok else in_a_row + 1
+                if in_a_row >= stop_after and report.stopped is None:
+                    report.stopped = f"{in_a_row} devices in a row failed (last: {result.cause})"
+                    cancelled = {f for f in pending if f.cancel()}
+                    pending -= cancelled
+                    report.not_started = devices - index + len(cancelled)
+                    index = devices
                 if book is not None and result.enrollment is not None:
                     book.add(result.enrollment)
                 result.enrollment = None

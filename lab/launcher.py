@@ -268,10 +268,9 @@ class Lab:
             self.mdm.close()
             if self.abm is not None:
                 self.abm.close()
-            for name in OWNED:
-                path = self.state_dir / name
-                if name not in ("pki", LAB_FILE) and not name.startswith("events.db") and path.is_dir():
-                    shutil.rmtree(path)
+            for name in ("mdm", "abm", "org_domain"):  # the mocks' state; devices keep theirs, as real ones do
+                if (self.state_dir / name).is_dir():
+                    shutil.rmtree(self.state_dir / name)
             self._build_mocks()
             for record in self.zone.listing():
                 self.zone.remove(record["name"], record["type"], record["value"])
@@ -373,4 +372,30 @@ class Lab:
 
     def snapshot(self) -> dict:
         return {"org_domain": self.org_domain.snapshot(), "mdm": self.mdm.snapshot(),
-                "abm": self.abm.snapshot() if self.abm is not None else None, "faults": self.faults.armed()}
+                "abm": self.abm.snapshot() if self.abm is not None else None, "faults": self.faults.armed(),
+                "devices": self.devices()}
+
+    def devices(self, limit: int = 50) -> list[dict] | None:
+        """The simulated devices saved beside this lab (by `mdmlab enroll`), with their data-separation state.
+
+        A view for the control plane only: the mocks never read the devices' store.
+        """
+        from lab.device import Network
+        from lab.device.store import DIRECTORY, DeviceStore
+
+        if not (self.state_dir / DIRECTORY).exists():
+            return None
+        store = DeviceStore(self.state_dir)
+        network = Network(self.listen, self.dns.port, str(self.pki.cert_path), self.https_port,
+                          self.scenario.abm_hosts["fallback"])
+        try:
+            described = []
+            for row in store.listing()[-limit:]:
+                device = store.load(row["device_id"], network)
+                try:
+                    described.append(device.describe())
+                finally:
+                    device.close()
+            return described
+        finally:
+            store.close()

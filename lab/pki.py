@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -139,8 +140,11 @@ class CertificateAuthority:
 
     def issue_server(self, host: str, *, names: list[str] | None = None, not_before: dt.datetime | None = None,
                      not_after: dt.datetime | None = None, tag: str = "", with_root: bool = True) -> Leaf:
-        """A TLS server leaf for ``host`` (plus ``names``), written to ``pki/hosts/<host>[.<tag>].pem``."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        """A TLS server leaf for ``host`` (plus ``names``), written to ``pki/hosts/<host>[.<tag>].pem``.
+
+        A plain leaf (default validity) that a previous start wrote for the same names under this CA, and that is
+        valid for another month, is reused: a restart then costs no key generation and signing per host.
+        """
         now = _now()
         sans: list[x509.GeneralName] = []
         for n in [host, *(names or [])]:
@@ -148,6 +152,14 @@ class CertificateAuthority:
                 sans.append(x509.IPAddress(ipaddress.ip_address(n)))
             except ValueError:
                 sans.append(x509.DNSName(n))
+        hosts_dir = self.directory / "hosts"
+        stem = f"{host}.{tag}" if tag else host
+        cert_path, key_path = hosts_dir / f"{stem}.pem", hosts_dir / f"{stem}.key"
+        if not_before is None and not_after is None and with_root:
+            reused = self._reusable(cert_path, key_path, sans, now)
+            if reused is not None:
+                return reused
+        key = ec.generate_private_key(ec.SECP256R1())
         # OpenSSL checks a host-like CN against the DNS name constraints when no DNS SAN is present
         common_name = host if not isinstance(sans[0], x509.IPAddress) else f"mdmlab {host}"
         cert = (
@@ -161,11 +173,23 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
-        hosts_dir = self.directory / "hosts"
-        stem = f"{host}.{tag}" if tag else host
-        cert_path, key_path = hosts_dir / f"{stem}.pem", hosts_dir / f"{stem}.key"
         write_private(key_path, key_pem(key))
         cert_path.write_bytes(cert_pem(cert) + (cert_pem(self.cert) if with_root else b""))
+        return Leaf(cert, key, cert_path, key_path)
+
+    def _reusable(self, cert_path: Path, key_path: Path, sans: list, now: dt.datetime) -> Leaf | None:
+        try:
+            chain = cert_path.read_bytes()
+            cert = x509.load_pem_x509_certificate(chain)
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            cert.verify_directly_issued_by(self.cert)
+            current = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (OSError, ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):
+            return None
+        if set(current) != set(sans) or cert.not_valid_after_utc < now + dt.timedelta(days=30) \
+                or cert.not_valid_before_utc > now or key.public_key() != cert.public_key() \
+                or not chain.endswith(cert_pem(self.cert)):
+            return None
         return Leaf(cert, key, cert_path, key_path)
 
     def issue_profile_signer(self, organization: str) -> Leaf:

@@ -12,10 +12,12 @@ import select
 import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
+from cheroot.workers import threadpool
 
 from lab.dispatch import DRAIN_LIMIT
 
@@ -24,6 +26,10 @@ HANDSHAKE_TIMEOUT = 5.0
 MAX_HEADER_BYTES = 64 * 1024
 WORKER_THREADS = 48
 REQUEST_QUEUE = 128
+# Idle keep-alive connections kept open (cheroot's default is 10: past that it closes each connection after its
+# response, so a fleet of more than a few devices paid a new TLS handshake for most requests). Each costs a socket
+# and ~40 kB; the 30 s idle timeout still closes them.
+KEEP_ALIVE_LIMIT = 512
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
@@ -199,6 +205,20 @@ class _Connection(cheroot_server.HTTPConnection):
                 pass
 
 
+class _ThreadPool(threadpool.ThreadPool):
+    """cheroot's pool waits for its workers in steps of 100 ms, which made a third of the lab's start-up; here
+    in steps of a millisecond."""
+
+    def grow(self, amount):
+        budget = max(self.max - len(self._threads), 0)
+        workers = [self._spawn_worker() for _ in range(min(amount, budget))]
+        deadline = time.monotonic() + 10
+        for worker in workers:
+            while not worker.ready and time.monotonic() < deadline:
+                time.sleep(0.001)
+        self._threads.extend(workers)
+
+
 class HTTPSServer:
     """cheroot WSGI server bound at construction, so the port is known before the apps are built."""
 
@@ -207,7 +227,10 @@ class HTTPSServer:
         self.server = wsgi.Server((address, port), self._not_ready, numthreads=WORKER_THREADS,
                                   request_queue_size=REQUEST_QUEUE, timeout=30, shutdown_timeout=2,
                                   accepted_queue_size=-1)
+        self.server.requests = _ThreadPool(self.server, min=WORKER_THREADS, max=WORKER_THREADS,
+                                           accepted_queue_size=-1, accepted_queue_timeout=10)
         self.server.ConnectionClass = _Connection
+        self.server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
         self.server.max_request_header_size = MAX_HEADER_BYTES
         self.server.max_request_body_size = DRAIN_LIMIT  # backstop; the dispatcher answers 413 above MAX_BODY
         self.server.error_log = self._error_log

@@ -395,3 +395,19 @@ def test_stream_without_a_cursor_starts_now(client, app, lab):
 def test_stream_refuses_a_bad_last_event_id(client, header):
     response = get(client, "/api/events/stream", headers={"Last-Event-ID": header})
     assert response.status_code == 400
+
+
+def test_devices_render_whatever_the_lab_reports(lab, client, monkeypatch):
+    """Devices and their data separation come from lab.snapshot(); the page shows what is there, generically."""
+    real = lab.snapshot
+
+    def with_devices():
+        return {**real(), "devices": [{"device_id": "LAB0001", "model_family": "iPhone", "os_version": "26.1",
+                                       "separation": {"managed": ["keychain", "notes"], "personal": ["photos"]},
+                                       "updated": 1795599000.0}]}
+    monkeypatch.setattr(lab, "snapshot", with_devices)
+    text = get(client, "/fragments/devices").text
+    assert "LAB0001" in text and "keychain, notes" in text and "photos" in text
+    assert get(client, "/api/state/devices").get_json()["devices"][0]["device_id"] == "LAB0001"
+    monkeypatch.setattr(lab, "snapshot", real)
+    assert "No device has reported" in get(client, "/fragments/devices").text

@@ -65,7 +65,8 @@ def enrollment_exchanges(ev: Events, device_steps: bool = True) -> None:
                              "eliza@betterbag.test&model-family=iPhone → 200")
         ev.step("authentication", "POST https://mdm.lab.test:8443/enroll → 401")
         ev.step("authentication", "parse the challenge")
-        ev.step("authentication", "GET https://mdm.lab.test:8443/auth/web?user-identifier=eliza%40betterbag.test → 200")
+        ev.step("authentication",
+                "GET https://mdm.lab.test:8443/auth/web?user-identifier=eliza%40betterbag.test → 200")
         ev.step("authentication", "POST https://mdm.lab.test:8443/auth/web → 308")
         ev.step("enrollment", "POST https://mdm.lab.test:8443/enroll → 200")
         ev.step("enrollment", "verify the profile signature")
@@ -96,6 +97,25 @@ def test_one_enrollment_is_one_attempt_with_every_exchange_and_step():
     assert len(merged) == 7  # every request the device made found the server's record of it
     assert [s["tone"] for s in attempt["steps"] if s["kind"] == "http"] == \
         ["good", "challenge", "good", "redirect", "good", "good", "good"]
+
+
+def test_an_enrollment_id_joins_the_attempt_in_progress_without_the_mdm_state():
+    ev = Events()
+    enrollment_exchanges(ev)
+    [attempt] = timeline.enrollments(ev.items, {}, now=ev.ts + 100)  # e.g. after a reset: the MDM forgot it
+    assert attempt["enrollment_ids"] == [ENROLLMENT_ID] and attempt["status"] == "enrolled"
+    assert len([s for s in attempt["steps"] if s.get("device_event")]) == 7
+    # later polls of that enrollment stay with it, even after a pause
+    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/connect", 200, "commands", ENROLLMENT_ID, gap=timeline.PAUSE * 3)
+    [attempt] = timeline.enrollments(ev.items, {}, now=ev.ts + 100)
+    assert attempt["steps"][-1]["label"] == "PUT mdm.lab.test/mdm/connect"
+
+
+def test_an_unknown_enrollment_id_with_nothing_in_progress_is_its_own_story():
+    ev = Events()
+    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/connect", 200, "commands", ENROLLMENT_ID)
+    [attempt] = timeline.enrollments(ev.items, {}, now=ev.ts + 100)
+    assert attempt["identifier"] == ENROLLMENT_ID
 
 
 def test_a_device_verdict_colours_the_exchange_it_judged():

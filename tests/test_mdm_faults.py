@@ -63,7 +63,7 @@ def test_every_fault_applies_somewhere_and_is_tested_here():
     tested = {"challenge-missing", "challenge-malformed", "challenge-missing-parameter", "challenge-unknown-method",
               "callback-302", "callback-wrong-host", "token-endpoint-down", "refresh-rejected",
               "refresh-drops-refresh-token", "token-expired-early", "token-revoked", "reauth-loop",
-              "esso-document-html"}
+              "esso-document-html", "profile-access-rights", "profile-missing-maa", "profile-mode-mismatch"}
     assert tested == {f.name for f in FAULTS}
 
 
@@ -201,6 +201,22 @@ def test_ongoing_faults_leave_check_out_alone(make, board):
     enrolled(client, access, EID)
     board.set("reauth-loop")
     assert check_in(client, {"MessageType": "CheckOut", "Topic": TOPIC, **EID}, access).status_code == 200
+
+
+# -- the enrollment profile -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fault, check", [
+    ("profile-access-rights", lambda mdm: mdm.get("AccessRights") == 8191 and mdm["EnrollmentMode"] == "BYOD"),
+    ("profile-missing-maa", lambda mdm: "AssignedManagedAppleID" not in mdm),
+    ("profile-mode-mismatch", lambda mdm: mdm["EnrollmentMode"] == "ADDE"),
+])
+def test_profile_faults(make, board, fault, check):
+    _, client = make()
+    board.set(fault, times=1)
+    access = simple_token(client)
+    for expected in (True, False):
+        profile = plistlib.loads(cms.parse(enroll(client, access).get_data()).content)
+        [mdm] = [p for p in profile["PayloadContent"] if p["PayloadType"] == "com.apple.mdm"]
+        assert check(mdm) is expected
 
 
 # -- Enrollment SSO ---------------------------------------------------------------------------------------------------

@@ -293,3 +293,36 @@ def test_cryptography_verifier_accepts_in_zone_leaves(ca, name):
     verifier = verification.PolicyBuilder().store(verification.Store([ca.cert])) \
         .build_server_verifier(_subject(name))
     assert verifier.verify(leaf.cert, []) == [leaf.cert, ca.cert]
+
+
+# -- leaves reused across restarts -------------------------------------------------------------------------------
+
+def test_a_plain_leaf_is_reused_by_the_next_start(tmp_path):
+    first = CertificateAuthority(tmp_path, ["lab.test"]).issue_server("mdm.lab.test", names=["127.0.0.1"])
+    again = CertificateAuthority(tmp_path, ["lab.test"]).issue_server("mdm.lab.test", names=["127.0.0.1"])
+    assert again.cert == first.cert and key_pem(again.key) == key_pem(first.key)
+
+
+@pytest.mark.parametrize("change", ["names", "zone", "key", "expiring", "tagged"])
+def test_a_leaf_is_issued_anew_when_it_no_longer_fits(tmp_path, change):
+    ca = CertificateAuthority(tmp_path, ["lab.test"])
+    first = ca.issue_server("mdm.lab.test")
+    if change == "names":
+        again = ca.issue_server("mdm.lab.test", names=["other.lab.test"])
+    elif change == "zone":  # a new root: every leaf of the old one goes
+        again = CertificateAuthority(tmp_path, ["lab.test", "other.test"]).issue_server("mdm.lab.test")
+    elif change == "key":
+        first.key_path.write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
+        again = ca.issue_server("mdm.lab.test")
+    elif change == "expiring":
+        now = dt.datetime.now(dt.timezone.utc)
+        ca.issue_server("mdm.lab.test", not_after=now + dt.timedelta(days=3))
+        first = ca.issue_server("mdm.lab.test")  # a short-lived leaf is not kept for reuse
+        again = ca.issue_server("mdm.lab.test")
+        assert again.cert.not_valid_after_utc > now + dt.timedelta(days=300)
+        return
+    else:
+        again = ca.issue_server("mdm.lab.test", tag="expired")
+        assert again.cert_path != first.cert_path
+    assert again.cert.serial_number != first.cert.serial_number
+    again.cert.verify_directly_issued_by(x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes()))

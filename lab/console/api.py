@@ -100,10 +100,14 @@ def set_fault():
     body = json_body()
     unknown = sorted(set(body) - {"name", "host", "times", "seconds"})
     if unknown or not isinstance(body.get("name"), str):
-        raise LabError(f"expected name (string) and optional host, times, seconds; got {', '.join(unknown) or 'no name'}",
+        got = ", ".join(unknown) or "no name"
+        raise LabError(f"expected name (string) and optional host, times, seconds; got {got}",
                        code="bad-fault-request")
-    if body.get("host") is not None and not isinstance(body["host"], str):
-        raise LabError("host must be a string", code="bad-fault-host")
+    if "host" in body and (not isinstance(body["host"], str) or not body["host"].strip(".")):
+        raise LabError("host must be a host name (leave it out for the default)", code="bad-fault-host")
+    times = body.get("times")
+    if isinstance(times, int) and not isinstance(times, bool) and times > MAX_ID:
+        raise LabError(f"times must be at most {MAX_ID}", code="bad-times")
     try:
         armed = _lab().faults.set(body["name"], body.get("host"), body.get("times"), body.get("seconds"))
     except FaultError as exc:
@@ -147,6 +151,8 @@ def change_dns_record():
     if not NAME.fullmatch(name) or len(name.rstrip(".")) > 253:
         raise LabError(f"{name!r} is not a DNS name", code="bad-record")
     zone = _lab().zone
+    if zone.apex(name) is None:
+        raise LabError(f"{name} is outside the lab's zones ({', '.join(zone.suffixes)})", code="bad-record")
     if request.method == "DELETE":
         return jsonify({"removed": zone.remove(name, rtype, value)})
     if value is None:

@@ -6,18 +6,17 @@ The parts live in their own modules: ``api`` (health, events, enrollments, state
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request  # noqa: F401 (for routes added to bp)
+from flask import Blueprint, jsonify, request
 
 from lab import flaskapp
 from lab.console import api, auth, dashboard, openapi, sse
-from lab.console.common import event_filters, int_arg, json_body  # noqa: F401 (for routes added to bp)
+from lab.console.common import json_body
 from lab.console.common import lab as _lab
-from lab.faults import FaultError  # noqa: F401 (for routes added to bp)
-from lab.flaskapp import LabError  # noqa: F401 (for routes added to bp)
+from lab.flaskapp import LabError
 
 bp = Blueprint("console", __name__, template_folder="templates")
 
-_int_arg, _json_body = int_arg, json_body  # the names routes added here use
+_json_body = json_body  # the name the routes below use
 
 
 # -- MDM controls, as an MDM admin console has them: revoke, token lifetime, commands, unenroll, push ----------------

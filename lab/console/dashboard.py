@@ -6,6 +6,7 @@ event stream, fetches the fragments that changed, and calls the API for toggles 
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import parse_qsl
 
 from flask import Blueprint, abort, render_template, request
 
@@ -111,6 +112,15 @@ def _columns(rows) -> list:
             if key not in cols:
                 cols.append(key)
     return cols
+
+
+@bp.app_template_filter("readable")
+def _readable(body, headers) -> str:
+    """A form body as the user typed it (its redacted values stay redacted), anything else as stored."""
+    content_type = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"), "")
+    if body and content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        return "&".join(f"{k}={v}" for k, v in parse_qsl(body, keep_blank_values=True))
+    return body
 
 
 @bp.app_template_filter("clock")

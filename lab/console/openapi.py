@@ -74,10 +74,10 @@ def _fault_requests(board) -> list[dict]:
             "properties": {
                 "name": {"type": "string", "enum": sorted(names)},
                 "host": host,
-                "times": {"type": "integer", "minimum": 1, "maximum": MAX_ID,
-                          "description": "only the next N requests [default: until cleared]"},
-                "seconds": {"type": "number", "minimum": 0, "maximum": 120,
-                            "description": "the delay of a slow fault"},
+                "times": {"type": "integer", "minimum": 1, "maximum": MAX_ID, "nullable": True,
+                          "description": "only the next N requests [default, or null: until cleared]"},
+                "seconds": {"type": "number", "minimum": 0, "maximum": 120, "nullable": True,
+                            "description": "the delay of a slow fault [default, or null: the fault's own]"},
             }})
     return shapes
 
@@ -99,7 +99,8 @@ def _record_requests(suffixes: list[str]) -> tuple[dict, dict]:
     ]}
     remove = {"type": "object", "additionalProperties": False, "required": ["name"],
               "properties": {"name": name, "type": {"type": "string", "enum": ["A", "AAAA", "TXT"], "default": "TXT"},
-                             "value": {"type": "string", "description": "only this value [default: all]"}}}
+                             "value": {"type": "string", "nullable": True,
+                                       "description": "only this value [default, or null: every value]"}}}
     return add, remove
 
 
@@ -120,7 +121,10 @@ def document(lab) -> dict:
         "event": {"type": "integer"}, "ts": {"type": "number"}, "lane": {"type": "string"},
         "kind": {"type": "string"}, "stage": _nullable({"type": "string"}), "label": _nullable({"type": "string"}),
         "result": _nullable({"type": "string"}), "summary": _nullable({"type": "string"}),
-        "tone": {"type": "string", "enum": ["good", "bad", "warn", "challenge", "redirect"]}}}
+        "tone": {"type": "string", "enum": ["good", "bad", "warn", "challenge", "redirect"]},
+        "verdict": _nullable({"type": "string", "description": "the device's verdict: ok, warn or fail"}),
+        "explanation": _nullable({"type": "string"}), "code": _nullable({"type": "string"}),
+        "device_event": {"type": "integer", "description": "the device's own step, folded into this exchange"}}}
     enrollment = {"type": "object", "required": ["identifier", "status", "path", "steps"], "properties": {
         "identifier": {"type": "string"}, "enrollment_ids": {"type": "array", "items": {"type": "string"}},
         "device": _nullable({"type": "string"}),

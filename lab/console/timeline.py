@@ -1,8 +1,10 @@
 """Enrollments out of the event timeline: which exchanges belong to which device's attempt, and how it ended.
 
 The servers label what they know: the org domain and the MDM put the user identifier (later the EnrollmentID)
-on their events, and a scenario's device adds its own steps. DNS answers and the first, anonymous 401 carry no
-identity; they go to the attempt in progress, or, if none is, to the next attempt that starts within a moment.
+on their events, and a scenario's device adds its own steps. An EnrollmentID belongs to its user by the MDM's
+state, or else to the attempt in progress when it first shows up (so a reset MDM does not split the story). DNS
+answers and the first, anonymous 401 carry no identity; they go to the attempt in progress, or, if none is, to
+the next attempt that starts within a moment.
 A new attempt starts when a device asks for discovery again after having gone further (or after a pause); its
 own steps never start one, since a device records its trace after the exchanges. With several devices enrolling
 at once the anonymous exchanges may land in the wrong attempt: the labelled ones never do.
@@ -85,6 +87,7 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
     attempts: list[Attempt] = []
     latest: dict[str, Attempt] = {}  # identity → its latest attempt
     pending: list[dict] = []  # anonymous events waiting for an attempt
+    aliases: dict[str, str] = {}  # EnrollmentIDs learned from the timeline itself
     current: Attempt | None = None
 
     def start(identity: str, event: dict) -> Attempt:
@@ -112,7 +115,11 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
             elif event["kind"] == "dns":
                 pending.append(event)
             continue
-        identity = owners.get(key, key)
+        identity = owners.get(key) or aliases.get(key) or key
+        if identity == key and "@" not in key and key not in latest and event["kind"] == "http" \
+                and current is not None and current.outcome is None and current.past_discovery() \
+                and event["ts"] - current.last <= PAUSE:
+            identity = aliases[key] = current.identifier  # the EnrollmentID the attempt in progress was given
         attempt = latest.get(identity)
         if event["kind"] in ("device", "device-outcome"):
             if attempt is None or (attempt.outcome is not None and event["stage"] == "identifier"):

@@ -8,13 +8,12 @@ simple method (callback with ``access-token``) and OAuth 2 (callback with ``code
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
-from lab.device.errors import transport_failure
-from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
+from lab.device.errors import exchange
+from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
 
 STAGE = "authentication"
 CALLBACK_SCHEME = "apple-remotemanagement-user-login"
@@ -177,17 +176,8 @@ def browse(device, browser, url: str, identifier: str, password: str | None, tra
     """Load ``url`` and sign in until a redirect to the callback scheme; fail with a diagnosis otherwise."""
     method, data, submitted = "GET", None, False
     for _ in range(MAX_WEB_HOPS):
-        headers = {"User-Agent": device.user_agent_web}
-        started = time.perf_counter()
-        try:
-            response = browser.request(method, url, data=data, headers=headers, allow_redirects=False, timeout=30)
-        except Exception as exc:
-            failure = transport_failure(stage, url, exc, "the sign-in page")
-            trace.add(stage, f"{method} {url}", FAIL, failure.explanation, code=failure.code,
-                      request=describe_request(method, url, headers))
-            raise failure from None
-        elapsed = time.perf_counter() - started
-        request = describe_request(method, url, headers)
+        response, request, elapsed = exchange(browser, method, url, trace, stage=stage, what="the sign-in page",
+                                              headers={"User-Agent": device.user_agent_web}, data=data, timeout=30)
         action = f"{method} {url} → {response.status_code}"
         location = response.headers.get("Location", "")
         if response.is_redirect or 300 <= response.status_code < 400 and location:

@@ -27,7 +27,7 @@ from lab import cms
 from lab.device import commands, discovery, esso, oauth2, profile
 from lab.device.authentication import OAUTH2, SIMPLE, Credentials, read_challenge, simple_sign_in
 from lab.device.contents import Contents
-from lab.device.errors import transport_failure
+from lab.device.errors import exchange
 from lab.device.separation import CALENDAR, DEFAULT_PERSONAL_APPS, MAIL, MANAGED_APPS, Profile, Unreadable
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
 from lab.device.transport import LabResolver, lab_session
@@ -308,19 +308,12 @@ class Device:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         stage = "enrollment" if token else "authentication"
-        started = time.perf_counter()
-        try:
-            response = self.session.post(url, data=body, headers=headers, allow_redirects=False, timeout=60)
-        except Exception as exc:
-            failure = transport_failure(stage, url, exc, "the MDM enrollment endpoint")
-            trace.add(stage, f"POST {url}", FAIL, failure.explanation, code=failure.code,
-                      request=describe_request("POST", url, headers))
-            raise failure from None
+        response, request, elapsed = exchange(self.session, "POST", url, trace, stage=stage, headers=headers,
+                                              what="the MDM enrollment endpoint", data=body, timeout=60)
         trace.add(stage, f"POST {url} → {response.status_code}", OK,
                   "enrollment request sent with the access token" if token else
                   "first enrollment request (signed LANGUAGE, PRODUCT, VERSION)",
-                  request=describe_request("POST", url, headers), response=response,
-                  elapsed=time.perf_counter() - started)
+                  request=request, response=response, elapsed=elapsed)
         return response
 
     def _unexpected_enroll_status(self, response, trace: Trace, *, first: bool) -> None:
@@ -407,15 +400,10 @@ class Device:
         while True:
             headers = {"Content-Type": content_type, "User-Agent": self.user_agent_mdm,
                        "Authorization": f"Bearer {self.enrollment.access_token}"}
-            started = time.perf_counter()
-            try:
-                response = self.session.put(url, data=plistlib.dumps(message), headers=headers, timeout=60)
-            except Exception as exc:
-                failure = transport_failure(stage, url, exc, "the MDM")
-                trace.add(stage, f"PUT {url} {label}", FAIL, failure.explanation, code=failure.code)
-                raise failure from None
+            response, request, elapsed = exchange(self.session, "PUT", url, trace, stage=stage, headers=headers,
+                                                  what="the MDM", label=f" {label}", data=plistlib.dumps(message),
+                                                  timeout=60)
             action = f"PUT {url} {label} → {response.status_code}"
-            request, elapsed = describe_request("PUT", url, headers), time.perf_counter() - started
             if response.status_code != 401 or not renew:
                 return response, action, request, elapsed
             reason = _reason(response)
@@ -563,8 +551,8 @@ class Device:
         return trace
 
     def _remove_enrollment(self, trace: Trace, *, by: str, check_out: bool = True) -> None:
-        enrollment = self.enrollment
-        token = enrollment.access_token
+        enrollment, keys = self.enrollment, self._identity_keys()
+        token = enrollment.access_token  # lives in the managed keychain, about to be destroyed
         removed = self.contents.remove_enrollment(enrollment.identifier)
         trace.add("unenrollment", "destroy the enrollment's keys", OK,
                   f"{removed['shredded_items']} item(s) on the data-separated volume can never be read again")
@@ -575,16 +563,11 @@ class Device:
         self.locked = False
         self.enrollment = None
         if check_out and enrollment.check_out_when_removed:
-            self._check_out(enrollment, token, trace)
+            self._check_out(enrollment.checkin_url, keys, token, trace)
         self.history.append({"at": time.time(), "event": f"unenrolled by {by}"})
 
-    def _check_out(self, enrollment: Enrollment, token: str | None, trace: Trace) -> None:
+    def _check_out(self, url: str, keys: dict, token: str | None, trace: Trace) -> None:
         """One best-effort CheckOut, never retried, never re-authenticated (dev:check-out, PROTOCOL.md 4.6)."""
-        if enrollment.mode == "ADDE":
-            keys = {"Topic": enrollment.topic, "UDID": self.udid}
-        else:
-            keys = {"Topic": enrollment.topic, "EnrollmentID": enrollment.enrollment_id}
-        url = enrollment.checkin_url
         headers = {"Content-Type": CHECKIN_TYPE, "User-Agent": self.user_agent_mdm,
                    **({"Authorization": f"Bearer {token}"} if token else {})}
         try:

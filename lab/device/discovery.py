@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 import plistlib
-import time
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit
 
-from lab.device.errors import transport_failure
-from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
+from lab.device.errors import exchange
+from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
 
 WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"
 VERSIONS = {"mdm-byod": "account-driven User Enrollment", "mdm-adde": "account-driven Device Enrollment"}
@@ -86,16 +85,9 @@ def discover(device, session, domain: str, identifier: str, trace: Trace, *, via
     visited: list[str] = []
     for _hop in range(MAX_HOPS + 1):
         headers = {"User-Agent": device.user_agent_discovery, "Accept": "application/json"}
-        started = time.perf_counter()
-        try:
-            response = session.get(url, headers=headers, allow_redirects=False, timeout=device.discovery_timeout)
-        except Exception as exc:
-            failure = transport_failure(STAGE, url, exc, "the organization's well-known resource")
-            trace.add(STAGE, f"GET {url}", FAIL, failure.explanation, code=failure.code,
-                      request=describe_request("GET", url, headers), elapsed=time.perf_counter() - started)
-            raise failure from None
-        elapsed = time.perf_counter() - started
-        request = describe_request("GET", url, headers)
+        response, request, elapsed = exchange(session, "GET", url, trace, stage=STAGE, headers=headers,
+                                              what="the organization's well-known resource",
+                                              timeout=device.discovery_timeout)
         visited.append(url)
         if response.is_redirect or response.status_code in (301, 302, 303, 307, 308):
             url = _next_hop(url, response, visited, trace, request, elapsed)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 
 import requests
 
-from lab.device.trace import DeviceFailure
+from lab.device.trace import FAIL, DeviceFailure, Trace, describe_request
 from lab.device.transport import DNSFailure
 
 # OpenSSL verify codes
@@ -75,3 +76,21 @@ def transport_failure(stage: str, url: str, exc: BaseException, what: str) -> De
             return DeviceFailure(stage, "connection-refused", f"nothing listens on https at {host}; start the "
                                                               "web server or fix the address")
     return DeviceFailure(stage, "network-error", f"cannot reach {what} at {host}: {exc.__class__.__name__}: {exc}")
+
+
+def exchange(session, method: str, url: str, trace: Trace, *, stage: str, what: str, headers: dict,
+             label: str = "", **kwargs):
+    """One HTTP exchange of the device, redirects not followed: (response, request as traced, seconds).
+
+    A transport failure is traced as a failed step and raised as its diagnosis (DNS, TLS, timeout, reset...).
+    """
+    started = time.perf_counter()
+    request = describe_request(method, url, headers)
+    try:
+        response = session.request(method, url, headers=headers, allow_redirects=False, **kwargs)
+    except Exception as exc:
+        failure = transport_failure(stage, url, exc, what)
+        trace.add(stage, f"{method} {url}{label}", FAIL, failure.explanation, code=failure.code, request=request,
+                  elapsed=time.perf_counter() - started)
+        raise failure from None
+    return response, request, time.perf_counter() - started

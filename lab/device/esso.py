@@ -10,12 +10,11 @@ import base64
 import binascii
 import json
 import plistlib
-import time
 
 from lab import cms
-from lab.device.errors import transport_failure
+from lab.device.errors import exchange
 from lab.device.separation import APP_STORE, Profile
-from lab.device.trace import FAIL, OK, DeviceFailure, Trace, describe_request
+from lab.device.trace import FAIL, OK, DeviceFailure, Trace
 
 STAGE = "authentication"
 HEADER, DEVELOPER_HEADER = "X-Apple-MDM-ESSO", "X-Apple-MDM-ESSO-Developer"
@@ -42,13 +41,8 @@ def follow(device, response, enrollment_id: str, trace: Trace) -> str | None:
                   "Enrollment SSO (iOS/iPadOS 16, visionOS 2 and later; never macOS)")
         return None
     headers = {"User-Agent": device.user_agent_enroll, "Accept": "application/json"}
-    request = describe_request("GET", url, headers)
-    started = time.perf_counter()
-    try:
-        reply = device.session.get(url, headers=headers, allow_redirects=False, timeout=TIMEOUT)
-    except Exception as exc:
-        failure = transport_failure(STAGE, url, exc, "the Enrollment SSO document")
-        _fail(trace, failure.code, failure.explanation, f"GET {url}", request=request)
+    reply, request, elapsed = exchange(device.session, "GET", url, trace, stage=STAGE, headers=headers,
+                                       what="the Enrollment SSO document", timeout=TIMEOUT)
     action = f"GET {url} → {reply.status_code}"
     media_type = reply.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if reply.status_code != 200:
@@ -64,7 +58,7 @@ def follow(device, response, enrollment_id: str, trace: Trace) -> str | None:
     if not isinstance(document, dict):
         _fail(trace, "esso-malformed", "the Enrollment SSO document is not a JSON object", action, reply, request)
     trace.add(STAGE, action, OK, "Enrollment SSO document fetched", request=request, response=reply,
-              elapsed=time.perf_counter() - started)
+              elapsed=elapsed)
     store_id = document.get("iTunesStoreID")
     if not isinstance(store_id, int) or isinstance(store_id, bool):
         _fail(trace, "esso-missing-store-id", "iTunesStoreID (an integer) is required in the document")

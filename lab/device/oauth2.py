@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from lab.device.authentication import (OAUTH2, STAGE, Callback, Challenge, Credentials, _fail, browse,
                                        judge_callback_status)
-from lab.device.errors import transport_failure
-from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
+from lab.device.errors import exchange
+from lab.device.trace import OK, WARN, DeviceFailure, Trace
 
 
 def authorization_url(challenge: Challenge, identifier: str, state: str, code_challenge: str | None = None) -> str:
@@ -108,17 +108,11 @@ def token_request(device, url: str, form: dict, trace: Trace, *, stage: str = ST
                   refreshing: bool = False) -> dict:
     headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": device.user_agent_enroll,
                "Accept": "application/json"}
-    what = "refresh" if refreshing else "token request"
-    started = time.perf_counter()
-    try:
-        response = device.session.post(url, data=form, headers=headers, allow_redirects=False, timeout=60)
-    except Exception as exc:
-        failure = transport_failure(stage, url, exc, "the OAuth 2 token endpoint")
-        trace.add(stage, f"POST {url} ({what})", FAIL, failure.explanation, code=failure.code,
-                  request=describe_request("POST", url, headers))
-        raise failure from None
+    response, request, elapsed = exchange(device.session, "POST", url, trace, stage=stage, headers=headers,
+                                          what="the OAuth 2 token endpoint", label=f" ({form['grant_type']})",
+                                          data=form, timeout=60)
     action = f"POST {url} ({form['grant_type']}) → {response.status_code}"
-    args = (action, describe_request("POST", url, headers), response, time.perf_counter() - started)
+    args = (action, request, response, elapsed)
     if response.status_code != 200:
         detail = _oauth_error(response)
         code = ("refresh-refused" if refreshing else f"token-endpoint-http-{response.status_code}")

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from lab.device.authentication import Credentials
-from lab.device.contents import Contents
 from lab.device.device import Device, Enrollment, Network
 from lab.device.separation import App, Profile, Sealed, Vault
 from lab.store import Store

@@ -49,6 +49,13 @@ FAULTS = [
     _spec("reauth-loop", "every check-in and command poll answers 401 with the challenge, whatever the token",
           "repeated sign-in prompts that never end: the MDM validates tokens with the wrong key after a "
           "deployment"),
+    _spec("profile-access-rights", "the User Enrollment (BYOD) profile carries AccessRights",
+          "the device cancels the enrollment after sign-in: a Device Enrollment template reused for BYOD"),
+    _spec("profile-missing-maa", "the enrollment profile's MDM payload has no AssignedManagedAppleID",
+          "the device cancels the enrollment after sign-in: the account mapping is missing in the MDM"),
+    _spec("profile-mode-mismatch", "the profile says EnrollmentMode ADDE where the device was sent to User "
+          "Enrollment (and BYOD where it was sent to Device Enrollment)",
+          "the device cancels the enrollment: discovery's Version and the profile's EnrollmentMode disagree"),
     _spec("esso-document-html", "the Enrollment SSO document (X-Apple-MDM-ESSO) is served as text/html",
           "Enrollment SSO fails before sign-in: the document URL points at a web page, not the JSON"),
 ]
@@ -62,6 +69,7 @@ APPLIES_AT = {
     "refresh": ("refresh-rejected", "refresh-drops-refresh-token"),
     "ongoing": ("token-expired-early", "token-revoked", "reauth-loop"),
     "esso": ("esso-document-html",),
+    "profile": ("profile-access-rights", "profile-missing-maa", "profile-mode-mismatch"),
 }
 
 assert sorted(n for names in APPLIES_AT.values() for n in names) == sorted(f.name for f in FAULTS)

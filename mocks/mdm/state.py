@@ -204,6 +204,10 @@ class MDMState:
                 db.execute("INSERT OR REPLACE INTO users VALUES (?,?,?,?)",
                            (user.identifier, user.full_name, salt, _hash_password(user.password, salt)))
 
+    @property
+    def _concealed(self) -> bool:
+        return bool(self.faults is not None and self.faults.concealed)
+
     def _fault(self, place: str) -> str | None:
         """The name of an armed MDM fault that applies at ``place`` (one use consumed), or None."""
         if self.faults is None:
@@ -274,7 +278,7 @@ class MDMState:
             location = location.replace("://authentication-results?", "://authentication-result?")
         return WebAnswer(status, location, session=session,
                          summary=f"{how} {user}; {status} to the device with an access token"
-                                 + (f" (fault {fault})" if fault else ""))
+                                 + (f" (fault {fault})" if fault and not self._concealed else ""))
 
     def _oauth_callback(self, request, user: str, session: str | None, how: str) -> WebAnswer:
         code = self.tokens.new_code(request.request_id, user, self.setup.code_ttl)
@@ -286,7 +290,7 @@ class MDMState:
             location = location.replace(f"{CALLBACK_SCHEME}:/", f"{CALLBACK_SCHEME}://", 1)
         return WebAnswer(status, location, session=session,
                          summary=f"{how} {user}; {status} to redirect-url with an authorization code"
-                                 + (f" (fault {fault})" if fault else ""))
+                                 + (f" (fault {fault})" if fault and not self._concealed else ""))
 
     def _to_idp(self, request_id: str, identifier: str) -> WebAnswer:
         location = _with_query(self.setup.idp_origin + "/authorize", {
@@ -535,6 +539,13 @@ class MDMState:
         }
         if mode == "ADDE":
             mdm_payload["AccessRights"] = 8191
+        fault = self._fault("profile")
+        if fault == "profile-access-rights":
+            mdm_payload["AccessRights"] = 8191
+        elif fault == "profile-missing-maa":
+            del mdm_payload["AssignedManagedAppleID"]
+        elif fault == "profile-mode-mismatch":
+            mdm_payload["EnrollmentMode"] = "BYOD" if mode == "ADDE" else "ADDE"
         profile = {
             "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadUUID": profile_uuid,
             "PayloadIdentifier": self.enrollment_profile_id, "PayloadDisplayName": f"{org} Enrollment",
