@@ -94,8 +94,8 @@ def _real_device_steps(lab) -> str:
     return "\n".join([
         "To enroll a real iPhone or iPad on this network:",
         f"  1. Settings > Wi-Fi > (i) > Configure DNS > Manual: remove the servers, add {lab.listen}.",
-        f"  2. In Safari open https://{lab.listen}:{info['https_port']}/ca.mobileconfig (or download the CA from the",
-        "     console), then Settings > General > VPN & Device Management: install the mdmlab CA profile.",
+        f"  2. In Safari open {info['console_url']}ca.mobileconfig (Safari warns: the CA is not trusted yet;",
+        "     continue), allow the download, then Settings > General > VPN & Device Management: install it.",
         "  3. Settings > General > About > Certificate Trust Settings: turn on full trust for the mdmlab CA.",
         "     It is name-constrained to the lab's zones only (" + ", ".join(sc.suffixes) + ").",
         f"  4. Settings > General > VPN & Device Management > Sign In to Work or School Account: type {user}.",
@@ -173,6 +173,7 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
         saved = {"device_id": save_enrolled(device, state_dir)} if trace.outcome == "enrolled" else {}
     finally:
         device.close()
+    _report_trace(state_dir, identifier, trace)
     if as_json:
         click.echo(json.dumps({**trace.to_dict(), **saved}, indent=2))
     else:
@@ -182,6 +183,23 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
         if saved:
             click.echo(f"device id: {saved['device_id']} (mdmlab device show {saved['device_id']})")
     sys.exit(0 if trace.outcome == "enrolled" else 1)
+
+
+def _report_trace(state_dir, identifier: str, trace) -> None:
+    """Hand the device's own steps to the lab's timeline, as a sysdiagnose would; the enrollment's result does
+    not depend on it, so a console that cannot be reached only costs a warning."""
+    from lab.control import ControlClient, ControlError
+
+    try:
+        client = ControlClient(config.state_dir(state_dir))
+    except config.NoLabRunning:
+        return
+    try:
+        client.request("POST", "/api/device-traces", json={"identifier": identifier, **trace.to_dict()})
+    except ControlError as exc:
+        click.echo(f"warning: the device's trace did not reach the timeline: {exc}", err=True)
+    finally:
+        client.close()
 
 
 def _control(state_dir):

@@ -104,6 +104,85 @@ def _record_requests(suffixes: list[str]) -> tuple[dict, dict]:
     return add, remove
 
 
+def _mdm_paths() -> dict:
+    enrollment_id = {"name": "enrollment_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,64}$"},
+                     "description": "EnrollmentID (User Enrollment) or UDID (Device Enrollment)"}
+    unknown = _error("no such enrollment")
+    refused = _error("the enrollment checked out, or the request is not a valid command")
+    who = {"type": "object", "additionalProperties": False, "properties": {
+        "enrollment_id": _nullable({"type": "string"}), "user": _nullable({"type": "string"})},
+        "description": "whose tokens: one enrollment, one user, or (empty) everyone"}
+    count = lambda key: {"type": "object", "required": [key], "properties": {key: {"type": "integer"}}}  # noqa: E731
+    seconds = {"type": "object", "required": ["seconds"], "properties": {"seconds": {"type": "integer"}}}
+    enrollment = {"type": "object", "required": ["enrollment_id", "user", "mode", "status"]}
+    command = {"type": "object", "required": ["command_uuid", "request_type", "status"]}
+    queued = {"type": "object", "required": ["command_uuid"], "properties": {"command_uuid": {"type": "string"}}}
+    changes = {"401": UNAUTHORIZED, "403": FOREIGN}
+    step = {"type": "object", "required": ["stage"], "properties": {
+        "stage": {"type": "string"}, "action": _nullable({"type": "string"}),
+        "verdict": _nullable({"type": "string"}), "code": _nullable({"type": "string"}),
+        "explanation": _nullable({"type": "string"})}}
+    return {
+        "/api/mdm/enrollments": {"get": {
+            "summary": "The MDM's enrollments", "operationId": "mdmEnrollments",
+            "responses": {"200": _json({"type": "array", "items": enrollment}, "enrollments"),
+                          "401": UNAUTHORIZED}}},
+        "/api/mdm/tokens/revoke": {"post": {
+            "summary": "Revoke grants (access and refresh tokens): the device must sign in again",
+            "operationId": "mdmRevoke",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": who}}},
+            "responses": {"200": _json(count("revoked"), "how many grants"), "400": _error("a bad filter"),
+                          **changes}}},
+        "/api/mdm/tokens/expire": {"post": {
+            "summary": "Expire access tokens now: OAuth 2 devices refresh, simple ones sign in again",
+            "operationId": "mdmExpire",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": who}}},
+            "responses": {"200": _json(count("expired"), "how many tokens"), "400": _error("a bad filter"),
+                          **changes}}},
+        "/api/mdm/token-lifetime": {
+            "get": {"summary": "The lifetime of new access tokens", "operationId": "mdmTokenLifetime",
+                    "responses": {"200": _json(seconds, "seconds"), "401": UNAUTHORIZED}},
+            "put": {"summary": "Set the lifetime of new access tokens", "operationId": "mdmSetTokenLifetime",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["seconds"],
+                        "properties": {"seconds": {"type": "integer", "minimum": 1, "maximum": 366 * 86400}}}}}},
+                    "responses": {"200": _json(seconds, "seconds"), "400": _error("a bad body"),
+                                  "409": _error("not a whole number of seconds from 1 to a year"), **changes}}},
+        "/api/mdm/enrollments/{enrollment_id}/commands": {
+            "get": {"summary": "The commands of one enrollment, with their status and results",
+                    "operationId": "mdmCommands", "parameters": [enrollment_id],
+                    "responses": {"200": _json({"type": "array", "items": command}, "commands"),
+                                  "404": unknown, "401": UNAUTHORIZED}},
+            "post": {"summary": "Queue a command (the device runs it on its next poll: 'mdmlab device sync')",
+                     "operationId": "mdmQueueCommand", "parameters": [enrollment_id],
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["request_type"], "additionalProperties": False,
+                         "properties": {"request_type": {"type": "string"}, "params": {"type": "object"}}}}}},
+                     "responses": {"201": _json(queued, "queued"), "400": _error("a bad body"), "404": unknown,
+                                   "409": refused, **changes}}},
+        "/api/mdm/enrollments/{enrollment_id}/unenroll": {"post": {
+            "summary": "Unenroll from the MDM side: RemoveProfile of the enrollment profile",
+            "operationId": "mdmUnenroll", "parameters": [enrollment_id],
+            "responses": {"201": _json(queued, "queued"), "404": unknown, "409": refused, **changes}}},
+        "/api/mdm/enrollments/{enrollment_id}/push": {"post": {
+            "summary": "What an APNs push would carry (the lab has no APNs)", "operationId": "mdmPush",
+            "parameters": [enrollment_id],
+            "responses": {"200": _json({"type": "object"}, "the push"), "404": unknown, "409": refused,
+                          **changes}}},
+        "/api/device-traces": {"post": {
+            "summary": "Record a device's own trace of an enrollment in the timeline (what `mdmlab enroll` saw)",
+            "operationId": "recordDeviceTrace",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["identifier", "outcome", "steps"], "properties": {
+                    "identifier": {"type": "string"}, "outcome": {"type": "string", "enum": ["enrolled", "failed"]},
+                    "diagnosis": _nullable({"type": "string"}), "path": _nullable({"type": "string"}),
+                    "explanation": _nullable({"type": "string"}),
+                    "steps": {"type": "array", "maxItems": 200, "items": step}}}}}},
+            "responses": {"201": _json(count("recorded"), "recorded"), "400": _error("not a trace"), **changes}}},
+    }
+
+
 def document(lab) -> dict:
     board = lab.faults
     add_record, remove_record = _record_requests(lab.zone.suffixes)
@@ -266,6 +345,7 @@ def document(lab) -> dict:
                        "responses": {"200": _json({"type": "object", "required": ["removed"],
                                                    "properties": {"removed": {"type": "integer"}}}, "removed"),
                                      "400": _error("a bad name or type"), "401": UNAUTHORIZED, "403": FOREIGN}}},
+        **_mdm_paths(),
         "/ca.pem": {"get": {
             "summary": "The lab CA certificate (PEM); public, no token needed", "operationId": "caPem",
             "security": [],

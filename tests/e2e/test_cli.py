@@ -147,3 +147,17 @@ def test_stop_and_resume_keeps_ca_and_enrollments(tmp_path):
         assert mdmlab("enroll", IDENTIFIER, "--password", PASSWORD, state_dir=state_dir).returncode == 0
     finally:
         stop_lab(proc)
+
+
+def test_enroll_hands_the_devices_steps_to_the_timeline(running):
+    import requests
+
+    state_dir, _ = running
+    info = json.loads((state_dir / "lab.json").read_text())
+    assert mdmlab("enroll", IDENTIFIER, "--password", "wrong", state_dir=state_dir).returncode == 1
+    session = requests.Session()
+    session.trust_env = False
+    events = session.get(f"https://localhost:{info['https_port']}/api/events", params={"kind": "device-outcome"},
+                         verify=info["ca_cert"], timeout=5).json()
+    assert events[-1]["device"] == IDENTIFIER
+    assert events[-1]["detail"]["diagnosis"] == "sign-in-refused"
