@@ -17,7 +17,7 @@ from werkzeug.test import Client
 
 from lab.device import Device
 from tests.conftest import IDENTIFIER, PASSWORD
-from tests.test_properties_parsers import header_text, messages, plist_bodies, plist_values, xml_text
+from tests.test_properties_parsers import header_text, messages, plist_bodies, plist_values
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from lab.fleet import Journal
-from tests.e2e.test_cli import MDMLAB, mdmlab, start_lab, stop_lab
+from tests.e2e.test_cli import MDMLAB, mdmlab, stop_lab
 
 JOURNAL_BEFORE_KILL = 12  # completed enrollments before the kill
 FLEET_DEVICES = 400  # far more than complete before the kill, so devices are in flight when it comes
