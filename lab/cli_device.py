@@ -149,7 +149,7 @@ def render(d: dict) -> str:
                   + (f" · EnrollmentUserID {e['enrollment_user_id']}" if e.get("enrollment_user_id") else ""),
                   f"    ServerURL {e['server_url']} · CheckInURL {e['checkin_url']}",
                   f"    token: {auth.get('method')}"
-                  + (f", refresh token kept" if auth.get("refresh_token") else ", no refresh token")
+                  + (", refresh token kept" if auth.get("refresh_token") else ", no refresh token")
                   + (f", renewed by the Enrollment SSO app {auth['sso_app']}" if auth.get("sso_app") else "")]
     volume = d["volume"]
     lines.append("  data-separated volume: " + (

@@ -23,6 +23,11 @@ LEAF_DAYS = 365  # Apple rejects TLS server certificates valid for more than 825
 CA_DAYS = 3650
 
 
+SIGNING_ONLY = x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False, content_commitment=False,
+                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                             encipher_only=False, decipher_only=False)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -32,6 +37,15 @@ def _name(common_name: str) -> x509.Name:
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mdmlab"),
         x509.NameAttribute(NameOID.COMMON_NAME, common_name),
     ])
+
+
+def self_signed(common_name: str, key: ec.EllipticCurvePrivateKey, days: int = 30) -> x509.Certificate:
+    """A throwaway self-signed certificate, e.g. the stand-in for a device's built-in identity."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = _now()
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=days)).sign(key, hashes.SHA256()))
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -166,10 +180,7 @@ class CertificateAuthority:
             self._builder(_name(common_name), key.public_key(), not_before or now - dt.timedelta(hours=1),
                           not_after or now + dt.timedelta(days=LEAF_DAYS))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(SIGNING_ONLY, critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(self.key, hashes.SHA256())
         )
@@ -203,10 +214,7 @@ class CertificateAuthority:
         cert = (
             self._builder(_name(f"{organization} Profile Signing"), key.public_key(),
                           now - dt.timedelta(hours=1), now + dt.timedelta(days=LEAF_DAYS))
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(SIGNING_ONLY, critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
             .sign(self.key, hashes.SHA256())
         )

@@ -5,23 +5,20 @@ judges the challenge. By default it uses the system's resolver and trust store, 
 """
 from __future__ import annotations
 
-import datetime as dt
 import plistlib
 import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from lab import cms
 from lab.device import authentication, discovery
 from lab.device.errors import transport_failure
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
 from lab.device.transport import DNSFailure, LabResolver, lab_session
+from lab.pki import self_signed
 
 REQUIRED = {"apple-as-web": ("url",),
             "apple-oauth2": ("authorization-url", "token-url", "redirect-url", "client-id")}
@@ -64,12 +61,7 @@ class ProbeDevice:
 
 def _probe_signer():
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mdmlab probe")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    return cert, key
+    return self_signed("mdmlab probe", key, days=1), key
 
 
 def system_trust() -> str | bool:

@@ -8,7 +8,6 @@ unenrolls (by the person or by the MDM), and models data separation (PROTOCOL.md
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import plistlib
 import secrets
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from lab import cms
+from lab.pki import self_signed
 from lab.device import commands, discovery, esso, oauth2, profile
 from lab.device.authentication import OAUTH2, SIMPLE, Credentials, read_challenge, simple_sign_in
 from lab.device.contents import Contents
@@ -174,11 +173,7 @@ class Device:
 
     def _self_identity(self) -> x509.Certificate:
         """Stands in for the device's built-in identity that signs the first enrollment request."""
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{self.product} {self.serial} (mdmlab device)")])
-        now = dt.datetime.now(dt.timezone.utc)
-        return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self._key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-                .not_valid_after(now + dt.timedelta(days=30)).sign(self._key, hashes.SHA256()))
+        return self_signed(f"{self.product} {self.serial} (mdmlab device)", self._key)
 
     @property
     def identity(self):
