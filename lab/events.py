@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from lab.store import Store
 
@@ -48,7 +48,9 @@ def mask(value: str) -> str:
 
 def redact_query(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, mask(v) if k.lower() in SECRET_KEYS else v) for k, v in pairs], safe="@:/")
+    # masks stay readable ("abcd…[redacted]"); everything else is encoded as a query would be
+    return "&".join(f"{quote(k, safe='@:/')}={mask(v) if k.lower() in SECRET_KEYS else quote(v, safe='@:/')}"
+                    for k, v in pairs)
 
 
 def redact_url(url: str) -> str:
