@@ -150,6 +150,25 @@ class Event:
     ts: float = field(default_factory=time.time)
 
 
+def device_trace_events(identifier: str, trace: dict, who: str | None = None, *, clip: bool = False) -> list[Event]:
+    """A device's own account of an enrollment (``Trace.to_dict()``), as a sysdiagnose would give it: one event
+    per step, then the outcome. Used for scenario runs and, with ``clip`` (outside input), for the traces
+    `mdmlab enroll` sends to the console."""
+    def cut(text, limit: int) -> str:
+        return str(text)[:limit] if clip else str(text)
+
+    extra = {"device": who} if who else {}
+    steps = trace.get("steps") or []
+    events = [Event(component="device", kind="device", stage=cut(step["stage"], 40), device=identifier,
+                    summary=f"{step.get('verdict')}: {cut(step.get('action'), 300)}",
+                    detail={**{k: step.get(k) for k in ("verdict", "code", "explanation")}, **extra})
+              for step in steps]
+    events.append(Event(component="device", kind="device-outcome", stage=steps[-1]["stage"] if steps else None,
+                        device=identifier, summary=f"{trace.get('outcome')}: {cut(trace.get('explanation'), 500)}",
+                        detail={**{k: trace.get(k) for k in ("outcome", "diagnosis", "path")}, **extra}))
+    return events
+
+
 class EventLog:
     """The timeline, written by one background thread in batches; every read sees every event recorded before it.
 

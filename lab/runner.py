@@ -8,11 +8,11 @@ from pathlib import Path
 
 from lab.device import Device, Network
 from lab.device.trace import Trace
-from lab.events import Event, EventLog
+from lab.events import EventLog, device_trace_events
 from lab.launcher import Lab
+from lab.protocol import WELL_KNOWN_PATH
 from lab.scenario import Scenario
 
-WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"
 
 
 @dataclass
@@ -35,18 +35,10 @@ class Result:
 
 
 def record_trace(events: EventLog, trace: Trace, device: Device, identifier: str) -> None:
-    """The device's own account, as a sysdiagnose would give it: one event per step, then the outcome."""
+    """The device's own account of the run, in the timeline."""
     who = f"{device.model_family} {device.os_version} {device.serial}"
-    for step in trace.steps:
-        events.record(Event(component="device", kind="device", stage=step.stage, device=identifier,
-                            summary=f"{step.verdict}: {step.action}",
-                            detail={"verdict": step.verdict, "code": step.code, "explanation": step.explanation,
-                                    "device": who}))
-    stage = trace.steps[-1].stage if trace.steps else None
-    events.record(Event(component="device", kind="device-outcome", stage=stage, device=identifier,
-                        summary=f"{trace.outcome}: {trace.explanation}",
-                        detail={"outcome": trace.outcome, "diagnosis": trace.diagnosis, "path": trace.path,
-                                "device": who}))
+    for event in device_trace_events(identifier, trace.to_dict(), who):
+        events.record(event)
 
 
 def observe(events: list[dict]) -> dict:

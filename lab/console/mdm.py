@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, request
 from lab import flaskapp
 from lab.console.common import json_body
 from lab.console.common import lab as _lab
-from lab.events import Event
+from lab.events import device_trace_events
 from lab.flaskapp import LabError
 
 bp = Blueprint("mdm_api", __name__)
@@ -122,12 +122,7 @@ def device_trace():
                        and all(_optional_strings(s, ("action", "verdict", "code", "explanation"))) for s in steps):
         raise LabError(f"expected identifier, outcome (enrolled|failed) and up to {MAX_STEPS} steps with a stage",
                        code="bad-trace")
-    events = _lab().events
-    for step in steps:
-        events.record(Event(component="device", kind="device", stage=step["stage"][:40], device=identifier,
-                            summary=f"{step.get('verdict')}: {str(step.get('action'))[:300]}",
-                            detail={k: step.get(k) for k in ("verdict", "code", "explanation")}))
-    events.record(Event(component="device", kind="device-outcome", stage=(steps[-1]["stage"] if steps else None),
-                        device=identifier, summary=f"{body['outcome']}: {str(body.get('explanation'))[:500]}",
-                        detail={k: body.get(k) for k in ("outcome", "diagnosis", "path")}))
-    return jsonify({"recorded": len(steps) + 1}), 201
+    recorded = device_trace_events(identifier, body, clip=True)
+    for event in recorded:
+        _lab().events.record(event)
+    return jsonify({"recorded": len(recorded)}), 201

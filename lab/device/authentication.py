@@ -14,9 +14,9 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 from lab.device.errors import exchange
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
+from lab.protocol import CALLBACK_SCHEME
 
 STAGE = "authentication"
-CALLBACK_SCHEME = "apple-remotemanagement-user-login"
 MAX_WEB_HOPS = 20
 SIMPLE, OAUTH2 = "apple-as-web", "apple-oauth2"
 OAUTH2_REQUIRED = ("authorization-url", "token-url", "redirect-url", "client-id")

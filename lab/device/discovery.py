@@ -8,8 +8,8 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from lab.device.errors import exchange
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
+from lab.protocol import WELL_KNOWN_PATH
 
-WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"
 VERSIONS = {"mdm-byod": "account-driven User Enrollment", "mdm-adde": "account-driven Device Enrollment"}
 MAX_HOPS = 10
 STAGE = "discovery"

@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from lab import cms
+from lab.protocol import CALLBACK_SCHEME
 from lab.store import Store
 from mocks.mdm import federation
 from mocks.mdm.commands import SCHEMA as COMMANDS_SCHEMA
@@ -34,7 +35,6 @@ from mocks.mdm.tokens import TokenInfo, Tokens, bearer_of
 # Lab passwords are printed in the banner: salted hashing keeps them out of the database in clear, and a low
 # round count keeps a sign-in at 0.2 ms so fleets measure the protocol, not PBKDF2 (20,000 rounds cost 4.5 ms).
 PBKDF2_ROUNDS = 1_000
-CALLBACK_SCHEME = "apple-remotemanagement-user-login"
 REDIRECT_URL = f"{CALLBACK_SCHEME}:/oauth2/redirection"  # Apple's example redirect-url: the scheme and a path
 DEFAULT_CLIENT_ID = "8C1D4B2E-6D0F-4E55-9E1A-MDMLAB000001"
 ESSO_APP_ID = 1_660_000_001  # the lab's Enrollment SSO app in "the App Store" (iTunesStoreID)

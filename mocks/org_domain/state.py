@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from lab.protocol import WELL_KNOWN_PATH
 from mocks.org_domain import faults as catalogue
 from mocks.org_domain.errors import MalformedIdentifier, NoSuchPath, UnknownDomain, UnknownModelFamily
 
 MODEL_FAMILIES = ("AppleTV", "iPad", "iPhone", "Mac", "RealityDevice", "Watch")
-WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"
 
 
 @dataclass(frozen=True)
