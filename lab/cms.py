@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from asn1crypto import cms as asn1_cms
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,11 +45,15 @@ class SignedContent:
     certificates: list[x509.Certificate]
 
 
+_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+
+
 def parse(der: bytes) -> SignedContent:
     """Extract content and signer, checking the signature and digest (not the chain)."""
     try:
         info = asn1_cms.ContentInfo.load(der)
-        if info["content_type"].native != "signed_data":
+        if info["content_type"].dotted != _SIGNED_DATA:
             raise CMSError(f"CMS content type is {info['content_type'].native}, not signed_data")
         signed = info["content"]
         content = signed["encap_content_info"]["content"].native
@@ -95,14 +100,15 @@ def _verify_signer_info(si, signer: x509.Certificate, content: bytes) -> None:
         raise CMSError(f"unsupported digest algorithm {algo}")
     hash_cls = _HASHES[algo]
     signed_attrs = si["signed_attrs"]
-    if signed_attrs.native is None:
+    if isinstance(signed_attrs, asn1_core.Void):
         data = content
     else:
-        digest = next((a["values"][0].native for a in signed_attrs if a["type"].native == "message_digest"),
-                      None)
+        digest = next((a["values"][0].native for a in signed_attrs if a["type"].dotted == _MESSAGE_DIGEST), None)
         if digest != hashlib.new(algo, content).digest():
             raise CMSError("message digest does not match the content (content altered after signing)")
-        data = signed_attrs.untag().dump()
+        # The signature covers the attributes as a SET OF (RFC 5652 5.4): the received DER with its [0] IMPLICIT
+        # tag byte replaced, which also avoids re-encoding (and deep-copying) the parsed attributes.
+        data = b"\x31" + signed_attrs.dump()[1:]
     signature = si["signature"].native
     public_key = signer.public_key()
     try:

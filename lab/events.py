@@ -169,6 +169,9 @@ def device_trace_events(identifier: str, trace: dict, who: str | None = None, *,
     return events
 
 
+COALESCE_SECONDS = 0.003
+
+
 class EventLog:
     """The timeline, written by one background thread in batches; every read sees every event recorded before it.
 
@@ -195,6 +198,7 @@ class EventLog:
         self._written = self._last_assigned
         self._pending: collections.deque = collections.deque()  # (id, event), in id order
         self._wake = threading.Event()  # set when there is something for the writer
+        self._hurry = threading.Event()  # set when a reader waits for the writer (flush) or the log closes
         self._room = threading.Condition(self._id_lock)  # a full queue waits here for the writer
         self._waiters = 0  # threads in wait(): record() notifies only when someone listens
         self._closed = False
@@ -221,7 +225,11 @@ class EventLog:
         pending = self._pending
         while True:
             self._wake.wait()
+            # Let events gather for a moment (one commit for a whole exchange, not one each), unless a reader
+            # is waiting for them.
+            self._hurry.wait(COALESCE_SECONDS)
             self._wake.clear()
+            self._hurry.clear()
             while pending:
                 batch = []
                 while pending and len(batch) < self.BATCH_LIMIT:
@@ -247,6 +255,8 @@ class EventLog:
         """Wait until every event recorded so far is committed."""
         target = self._last_assigned
         deadline = time.monotonic() + timeout
+        if self._written < target:
+            self._hurry.set()
         with self._written_cond:
             while self._written < target and self._writer.is_alive():
                 remaining = deadline - time.monotonic()
@@ -292,6 +302,7 @@ class EventLog:
             if self._closed:
                 return
             self._closed = True
+        self._hurry.set()
         self._wake.set()
         self._writer.join(timeout=30)
         self.store.close()

@@ -30,6 +30,7 @@ REQUEST_QUEUE = 128
 # response, so a fleet of more than a few devices paid a new TLS handshake for most requests). Each costs a socket
 # and ~40 kB; the 30 s idle timeout still closes them.
 KEEP_ALIVE_LIMIT = 512
+LINGER = 0.005  # seconds a worker waits for a keep-alive client's next request
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
@@ -197,12 +198,24 @@ class _Connection(cheroot_server.HTTPConnection):
                 "mdmlab.socket": self.socket,  # for faults that must act on the connection itself
             }
         try:
-            return super().communicate()
+            while True:
+                keep_open = super().communicate()
+                self.wfile.flush()
+                if not keep_open or not self._next_request_soon():
+                    return keep_open
         finally:
             try:
                 self.wfile.flush()
             except OSError:
                 pass
+
+    def _next_request_soon(self) -> bool:
+        """Whether the client's next request is here, or arrives within LINGER: a device's next exchange usually
+        follows within a few milliseconds, and serving it from this worker saves the round trip through cheroot's
+        selector and request queue. A quiet client goes back to the selector after LINGER, holding no worker."""
+        if self.rfile.has_data() or self.socket.pending():
+            return True
+        return bool(select.select([self.socket], [], [], LINGER)[0])
 
 
 class _ThreadPool(threadpool.ThreadPool):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 from asn1crypto import cms as asn1_cms
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs7
 
 from lab import cms
 from lab.pki import CertificateAuthority
@@ -60,6 +61,24 @@ def test_tampered_signature_is_rejected(signed):
     signature = asn1_cms.ContentInfo.load(signed)["content"]["signer_infos"][0]["signature"].native
     with pytest.raises(cms.CMSError, match="signature"):
         cms.parse(flip(signed, signature))
+
+
+def test_tampered_signed_attribute_is_rejected(signed):
+    """The signature covers the signed attributes (checked on their DER as received, re-tagged as a SET OF)."""
+    attrs = asn1_cms.ContentInfo.load(signed)["content"]["signer_infos"][0]["signed_attrs"]
+    signing_time = next(a for a in attrs if a["type"].native == "signing_time")["values"][0].dump()
+    with pytest.raises(cms.CMSError, match="signature"):
+        cms.parse(flip(signed, signing_time, offset=-2))
+
+
+def test_content_signed_without_attributes_is_verified_on_the_content(signer):
+    bare = pkcs7.PKCS7SignatureBuilder().set_data(CONTENT).add_signer(signer.cert, signer.key, hashes.SHA256()) \
+        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary, pkcs7.PKCS7Options.NoAttributes])
+    assert isinstance(asn1_cms.ContentInfo.load(bare)["content"]["signer_infos"][0]["signed_attrs"].native,
+                      type(None))
+    assert cms.parse(bare).content == CONTENT
+    with pytest.raises(cms.CMSError, match="signature"):
+        cms.parse(flip(bare, b"iPhone17,2"))
 
 
 def test_swapped_signer_certificate_is_rejected(signer, ca, tmp_path):

@@ -17,6 +17,7 @@ from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
 from lab.scenario import User
 from mocks.mdm import MDMSetup, MDMState, create_app, urls
+from mocks.mdm.state import parse_enrollment_body
 
 ORIGIN = "https://mdm.lab.test:8443"
 URLS = urls(ORIGIN)
@@ -191,6 +192,20 @@ def test_tampered_cms_enrollment_body_is_400(client, device_identity):
     at = bytes(body).index(b"iPhone17,2")
     body[at] ^= 0x01
     assert_error(post_enroll(client, bytes(body)), 400, "bad-enrollment-request")
+
+
+def test_a_signed_body_posted_twice_is_verified_once_and_each_post_gets_its_own_answer(client, device_identity):
+    """The device posts the same signed bytes for the 401 and again with its token: the second post reuses the
+    verification, a tampered copy of the same body is still refused, and callers never share a parsed dict."""
+    body = signed_body(device_identity)
+    first, second = parse_enrollment_body(body), parse_enrollment_body(body)
+    assert first == second == DEVICE_INFO and first is not second
+    first["PRODUCT"] = "changed"
+    assert parse_enrollment_body(body)["PRODUCT"] == DEVICE_INFO["PRODUCT"]
+    tampered = bytearray(body)
+    tampered[bytes(body).index(b"iPhone17,2")] ^= 0x01
+    assert_error(post_enroll(client, bytes(tampered)), 400, "bad-enrollment-request")
+    assert post_enroll(client, body).status_code == 401
 
 
 def test_cms_body_with_a_corrupted_signer_key_is_400_not_500(client, device_identity):

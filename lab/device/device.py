@@ -29,6 +29,7 @@ from lab.device.contents import Contents
 from lab.device.errors import exchange
 from lab.device.separation import CALENDAR, DEFAULT_PERSONAL_APPS, MAIL, MANAGED_APPS, Profile, Unreadable
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
+from lab.device.http import DeviceHTTP
 from lab.device.transport import LabResolver, lab_session
 
 FAMILIES = {  # CLI name → (model-family query value, PRODUCT, OS name)
@@ -126,8 +127,8 @@ class Device:
         self.resolver = LabResolver(self.network.dns_server, self.network.dns_port)
         # Only URLs the device builds itself (the well-known URL) are dialled on the lab's port for 443;
         # URLs the lab hands out must carry the right port themselves, as they would for a real phone.
-        self.self_built = lab_session(self.resolver, self.network.ca_cert, {443: self.network.https_port})
-        self.session = lab_session(self.resolver, self.network.ca_cert)
+        self.self_built = DeviceHTTP(self.resolver, self.network.ca_cert, {443: self.network.https_port})
+        self.session = DeviceHTTP(self.resolver, self.network.ca_cert)
         self.trusted_roots = [x509.load_pem_x509_certificate(Path(self.network.ca_cert).read_bytes())]
         self._key = ec.generate_private_key(ec.SECP256R1())
         self._identity = self._self_identity()

@@ -5,7 +5,10 @@ monkeypatch), keeping the original host name for SNI, certificate checks and the
 """
 from __future__ import annotations
 
+import functools
+import os
 import socket
+import ssl
 import threading
 import time
 
@@ -93,13 +96,47 @@ def _connection_class(base, resolver: LabResolver, port_map: dict[int, int]):
     return type(f"Lab{base.__name__}", (base,), {"_new_conn": _new_conn})
 
 
-class LabAdapter(HTTPAdapter):
-    """Resolves through ``resolver``; ``port_map`` maps a URL's port to the one to dial (443 → the lab's)."""
+@functools.lru_cache(maxsize=8)
+def _trust_context(path: str, mtime_ns: int, size: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=path)  # this bundle only, hostname checked, CERT_REQUIRED
 
-    def __init__(self, resolver: LabResolver, port_map: dict[int, int] | None = None, **kwargs):
+
+def trust_context(path: str) -> ssl.SSLContext:
+    """One verifying context per CA bundle (a new file at the same path gets a new one), shared by every session.
+
+    Loading the bundle into a fresh context for each connection, as urllib3 does when given a path, cost more
+    client CPU than the handshake itself.
+    """
+    stat = os.stat(path)
+    return _trust_context(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+class LabAdapter(HTTPAdapter):
+    """Resolves through ``resolver``; ``port_map`` maps a URL's port to the one to dial (443 → the lab's).
+
+    ``trust`` (a CA bundle's path) gets one shared verifying context; any other ``verify`` takes requests' path.
+    """
+
+    def __init__(self, resolver: LabResolver, port_map: dict[int, int] | None = None, trust: str | None = None,
+                 **kwargs):
         self.resolver = resolver
         self.port_map = dict(port_map or {})
+        self.trust = trust if isinstance(trust, str) and os.path.isfile(trust) else None
         super().__init__(**kwargs)
+
+    def _shared(self, url: str, verify) -> bool:
+        return self.trust is not None and verify == self.trust and url.lower().startswith("https:")
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        if not self._shared(request.url, verify) or cert:
+            return super().build_connection_pool_key_attributes(request, verify, cert)
+        host_params, _ = super().build_connection_pool_key_attributes(request, False, None)
+        return host_params, {"ssl_context": trust_context(self.trust), "cert_reqs": "CERT_REQUIRED"}
+
+    def cert_verify(self, conn, url, verify, cert):
+        if not self._shared(url, verify) or cert:
+            return super().cert_verify(conn, url, verify, cert)
+        conn.cert_reqs, conn.ca_certs, conn.ca_cert_dir = "CERT_REQUIRED", None, None
 
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
@@ -115,7 +152,7 @@ def lab_session(resolver: LabResolver, ca_cert: str, port_map: dict[int, int] | 
     session = requests.Session()
     session.trust_env = False  # an exported REQUESTS_CA_BUNDLE would silently replace verify
     session.verify = ca_cert
-    adapter = LabAdapter(resolver, port_map, pool_connections=8, pool_maxsize=8)
+    adapter = LabAdapter(resolver, port_map, trust=ca_cert, pool_connections=8, pool_maxsize=8)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

@@ -27,6 +27,7 @@ from dnslib import DNSRecord
 
 from lab import cms
 from lab.device import Device
+from lab.device.http import DeviceHTTP
 from lab.device.transport import LabResolver, lab_session
 from lab.dns import TCP_IDLE_TIMEOUT, query
 from lab.scenario import load
@@ -511,6 +512,28 @@ def test_idle_tcp_clients_do_not_stall_others(lab, session, mark):
 def test_more_idle_tcp_clients_than_worker_threads_do_not_stall_others(lab, session, mark):
     """Browsers preconnect sockets they may never use; a few dozen of them must not take the lab down."""
     _request_while_idle_clients(lab, session, mark, WORKER_THREADS + 4)
+
+
+def test_kept_alive_clients_gone_quiet_after_a_request_do_not_stall_others(lab, session, mark):
+    """A worker waits a few milliseconds for a kept-alive client's next request, then hands the connection back
+    to the selector: more quiet clients than workers must not hold every worker."""
+    quiet = [DeviceHTTP(LabResolver("127.0.0.1", lab.dns.port), str(lab.pki.cert_path))
+             for _ in range(WORKER_THREADS + 4)]
+    try:
+        for http in quiet:
+            assert http.get(url(lab, ORG_DOMAIN, f"{WELL_KNOWN}?user-identifier={IDENTIFIER}"),
+                            timeout=TIMEOUT).status_code == 200
+        assert all(http._idle for http in quiet), "a quiet client's connection was not kept alive"
+        mark = lab.events.last_id()
+        try:
+            r = well_known(session, lab, {"user-identifier": IDENTIFIER})
+        except requests.exceptions.RequestException as exc:
+            pytest.fail(f"{len(quiet)} quiet kept-alive clients stalled the listener: {exc!r}")
+        assert r.status_code == 200
+        assert_recorded(lab, mark, ORG_DOMAIN, "GET", WELL_KNOWN, 200)
+    finally:
+        for http in quiet:
+            http.close()
 
 
 def test_plain_http_to_the_https_port_is_closed_cleanly(lab, mark):
