@@ -29,7 +29,12 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write. Opened inside another transaction of this thread, it joins it: both commit (or roll
+        back) as one, so a rule made of smaller ones is atomic as a whole."""
         with self._lock:
+            if self._conn.in_transaction:  # the lock is ours, so the open transaction is too
+                yield self._conn
+                return
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn

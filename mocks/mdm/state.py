@@ -594,10 +594,11 @@ class MDMState:
             raise BadCheckIn(f"Topic {message.get('Topic')!r} is not this MDM's topic {self.setup.topic!r}",
                              code="wrong-topic")
         enrollment_id, mode = self._enrollment_id(token, message)
-        self._check_binding(token, enrollment_id, fresh=kind == "Authenticate")
-        summary = handler(token, enrollment_id, message, mode)
-        if kind != "CheckOut":
-            self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
+        with self.store.transaction():  # the message's effects and the token's binding, all or nothing
+            self._check_binding(token, enrollment_id, fresh=kind == "Authenticate")
+            summary = handler(token, enrollment_id, message, mode)
+            if kind != "CheckOut":
+                self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
         return enrollment_id, summary
 
     def _enrollment_id(self, token: TokenInfo, message: dict) -> tuple[str, str]:
@@ -675,28 +676,29 @@ class MDMState:
         token = self._ongoing_token(authorization)
         report = parse_report(body)
         enrollment_id, mode = self._enrollment_id(token, report)
-        self._check_binding(token, enrollment_id)
-        known = self.enrollment(enrollment_id)
-        if known is None or known["status"] == "checked-out":
-            raise UnrecognizedDevice(f"enrollment {enrollment_id} is not known to this MDM (any more); the device "
-                                     "should remove its enrollment (ErrorUnrecognizedDevice)")
-        self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
-        with self.store.transaction() as db:
-            db.execute("UPDATE enrollments SET last_seen = ? WHERE enrollment_id = ?", (self.clock(), enrollment_id))
-        status = report["Status"]
-        summary = "Idle"
-        if status != "Idle":
-            recorded = self.commands.record(enrollment_id, report["CommandUUID"], status, report)
-            if recorded is None:
-                raise BadReport(f"CommandUUID {report['CommandUUID']} is no command of this enrollment",
-                                code="unknown-command")
-            summary = f"{recorded['request_type']} {status}" + _chain_summary(report)
-        if status == "NotNow":
-            return enrollment_id, b"", summary + "; nothing more on this connection"
-        upcoming = self.commands.next(enrollment_id)
-        if upcoming is None:
-            return enrollment_id, b"", summary + "; queue empty"
-        return enrollment_id, upcoming[2], summary + f"; sends {upcoming[1]}"
+        with self.store.transaction():  # the report, the binding and the next command, all or nothing
+            self._check_binding(token, enrollment_id)
+            known = self.enrollment(enrollment_id)
+            if known is None or known["status"] == "checked-out":
+                raise UnrecognizedDevice(f"enrollment {enrollment_id} is not known to this MDM (any more); the device "
+                                         "should remove its enrollment (ErrorUnrecognizedDevice)")
+            self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
+            with self.store.transaction() as db:
+                db.execute("UPDATE enrollments SET last_seen = ? WHERE enrollment_id = ?", (self.clock(), enrollment_id))
+            status = report["Status"]
+            summary = "Idle"
+            if status != "Idle":
+                recorded = self.commands.record(enrollment_id, report["CommandUUID"], status, report)
+                if recorded is None:
+                    raise BadReport(f"CommandUUID {report['CommandUUID']} is no command of this enrollment",
+                                    code="unknown-command")
+                summary = f"{recorded['request_type']} {status}" + _chain_summary(report)
+            if status == "NotNow":
+                return enrollment_id, b"", summary + "; nothing more on this connection"
+            upcoming = self.commands.next(enrollment_id)
+            if upcoming is None:
+                return enrollment_id, b"", summary + "; queue empty"
+            return enrollment_id, upcoming[2], summary + f"; sends {upcoming[1]}"
 
     # -- console controls --------------------------------------------------------------------------------------
     def _live_enrollment(self, enrollment_id: str) -> dict:

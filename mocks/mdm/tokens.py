@@ -108,7 +108,7 @@ class Tokens:
         with self.store.transaction() as db:
             db.execute("INSERT INTO grants (grant_id, user, method, created) VALUES (?,?,?,?)",
                        (grant_id, user, method, now))
-        return self._mint(grant_id, access_ttl, refresh_ttl)
+            return self._mint(grant_id, access_ttl, refresh_ttl)
 
     def _mint(self, grant_id: str, access_ttl: int, refresh_ttl: int | None) -> IssuedTokens:
         access, refresh, now = secrets.token_urlsafe(32), None, self.clock()
