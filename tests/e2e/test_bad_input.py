@@ -520,10 +520,10 @@ def test_kept_alive_clients_gone_quiet_after_a_request_do_not_stall_others(lab, 
     quiet = [DeviceHTTP(LabResolver("127.0.0.1", lab.dns.port), str(lab.pki.cert_path))
              for _ in range(WORKER_THREADS + 4)]
     try:
-        for http in quiet:
-            assert http.get(url(lab, ORG_DOMAIN, f"{WELL_KNOWN}?user-identifier={IDENTIFIER}"),
-                            timeout=TIMEOUT).status_code == 200
-        assert all(http._idle for http in quiet), "a quiet client's connection was not kept alive"
+        for client in quiet:
+            assert client.get(url(lab, ORG_DOMAIN, f"{WELL_KNOWN}?user-identifier={IDENTIFIER}"),
+                              timeout=TIMEOUT).status_code == 200
+        assert all(client._idle for client in quiet), "a quiet client's connection was not kept alive"
         mark = lab.events.last_id()
         try:
             r = well_known(session, lab, {"user-identifier": IDENTIFIER})
@@ -532,8 +532,8 @@ def test_kept_alive_clients_gone_quiet_after_a_request_do_not_stall_others(lab, 
         assert r.status_code == 200
         assert_recorded(lab, mark, ORG_DOMAIN, "GET", WELL_KNOWN, 200)
     finally:
-        for http in quiet:
-            http.close()
+        for client in quiet:
+            client.close()
 
 
 def test_plain_http_to_the_https_port_is_closed_cleanly(lab, mark):
