@@ -169,7 +169,7 @@ def device_trace_events(identifier: str, trace: dict, who: str | None = None, *,
     return events
 
 
-COALESCE_SECONDS = 0.003
+COALESCE_SECONDS = 0.02
 
 
 class EventLog:

@@ -16,7 +16,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,8 +28,9 @@ from lab.device.contents import Contents
 from lab.device.errors import exchange
 from lab.device.separation import CALENDAR, DEFAULT_PERSONAL_APPS, MAIL, MANAGED_APPS, Profile, Unreadable
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
+from lab.device.cookies import CookieJar
 from lab.device.http import DeviceHTTP
-from lab.device.transport import LabResolver, lab_session
+from lab.device.transport import LabResolver
 
 FAMILIES = {  # CLI name → (model-family query value, PRODUCT, OS name)
     "iPhone": ("iPhone", "iPhone17,2", "iOS"),
@@ -333,23 +333,23 @@ class Device:
     def _sso_app(self) -> str | None:
         return next((a.bundle_id for a in self.contents.managed_apps() if a.source == "esso"), None)
 
-    def _browser(self) -> requests.Session:
+    def _browser(self) -> DeviceHTTP:
         """The web session for a sign-in: ephemeral, or the Enrollment SSO app's own (kept in its container)."""
-        browser = lab_session(self.resolver, self.network.ca_cert)
+        browser = DeviceHTTP(self.resolver, self.network.ca_cert, cookies=CookieJar())
         app = self._sso_app()
         if app:
             try:
                 for cookie in json.loads(self.contents.vault.open(MANAGED_APPS, f"{app}/web-session")):
                     browser.cookies.set(**cookie)
-            except (Unreadable, ValueError):
+            except (Unreadable, ValueError, TypeError):  # no session kept, or not one this browser wrote
                 pass
         return browser
 
-    def _keep_browser(self, browser: requests.Session) -> None:
+    def _keep_browser(self, browser: DeviceHTTP) -> None:
         app = self._sso_app()
         if app and self.contents.vault is not None and self.contents.vault.readable:
-            jar = [{"name": c.name, "value": c.value, "domain": c.domain, "path": c.path, "secure": c.secure}
-                   for c in browser.cookies]
+            jar = [{"name": c.name, "value": c.value, "domain": c.stored_domain, "path": c.path, "secure": c.secure,
+                    "expires": c.expires} for c in browser.cookies]
             self.contents.vault.seal(MANAGED_APPS, f"{app}/web-session", json.dumps(jar).encode())
 
     def _sign_in(self, challenge, identifier: str, password: str | None, trace: Trace, stage: str) -> Credentials:

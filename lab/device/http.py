@@ -2,9 +2,9 @@
 
 It does what the phone's networking stack does and nothing more: names through the lab DNS, trust in the lab
 CA only (one shared verifying context), keep-alive connections per host, redirects left to the caller (the
-device follows them itself, step by step, to trace each hop), no cookies (the web sign-in runs in its own
-browser session, ``transport.lab_session``). Failures are raised as they happen (``DNSFailure``, the ssl and
-socket errors, ``http.client`` errors) for ``errors.transport_failure`` to explain.
+device follows them itself, step by step, to trace each hop), and cookies only when given a jar (the sign-in
+browser's, ``cookies.CookieJar``; the MDM client sends none). Failures are raised as they happen
+(``DNSFailure``, the ssl and socket errors, ``http.client`` errors) for ``errors.transport_failure`` to explain.
 
 requests costs about 0.4 ms of CPU per exchange over this (session and cookie merging, urllib3's pool);
 a fleet of simulated devices spends most of its CPU there otherwise.
@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from requests.structures import CaseInsensitiveDict
 
+from lab.device.cookies import CookieJar
 from lab.device.transport import LabResolver, trust_context
 
 REDIRECTS = (301, 302, 303, 307, 308)
@@ -101,8 +102,9 @@ class DeviceHTTP:
     """
 
     def __init__(self, resolver: LabResolver, ca_cert: str, port_map: dict[int, int] | None = None,
-                 idle_per_host: int = 4):
+                 idle_per_host: int = 4, cookies: CookieJar | None = None):
         self.resolver = resolver
+        self.cookies = cookies
         self.ca_cert = ca_cert
         self.port_map = dict(port_map or {})
         self.idle_per_host = idle_per_host
@@ -126,6 +128,10 @@ class DeviceHTTP:
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif isinstance(data, str):
             data = data.encode()
+        if self.cookies is not None and not any(k.lower() == "cookie" for k in headers):
+            sent = self.cookies.header(host, parts.path or "/")
+            if sent:
+                headers["Cookie"] = sent
         conn = self._checkout(host, port, timeout)
         try:
             conn.request(method, target, body=data, headers=headers)
@@ -136,6 +142,8 @@ class DeviceHTTP:
             raise
         response = Response(answer.status, answer.reason, CaseInsensitiveDict(_joined(answer.getheaders())),
                             content, url)
+        if self.cookies is not None:
+            self.cookies.receive(host, parts.path or "/", answer.msg.get_all("Set-Cookie") or [])
         if answer.will_close:
             conn.close()
         else:
