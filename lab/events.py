@@ -180,7 +180,8 @@ class EventLog:
     queued up in one transaction, so under load a commit carries many events instead of one each.
     ``query``/``last_id`` first wait until the writer has committed every event recorded so far (read your
     writes: a test asserts on the events of the request it just made). ``close`` commits what is queued.
-    A kill -9 can lose only the events still queued (a few milliseconds' worth); state lives in the mocks'
+    The writer lets events gather for up to COALESCE_SECONDS before a commit (at once when a reader waits), so a
+    kill -9 can lose only the events still queued, about that much time's worth; state lives in the mocks'
     databases, written synchronously.
     """
 

@@ -200,7 +200,10 @@ class _Connection(cheroot_server.HTTPConnection):
         try:
             while True:
                 keep_open = super().communicate()
-                self.wfile.flush()
+                try:
+                    self.wfile.flush()
+                except OSError:
+                    return False  # the client is gone
                 if not keep_open or not self._next_request_soon():
                     return keep_open
         finally:

@@ -235,3 +235,27 @@ def test_wait_wakes_when_another_thread_records(events):
         assert [e["summary"] for e in events.query(after=last)] == ["late"]
     finally:
         timer.join(timeout=5)
+
+
+def test_the_writer_gathers_events_but_a_reader_never_waits_for_the_gathering(tmp_path, monkeypatch):
+    """Events recorded close together share one commit; a reader (flush, query, an SSE stream) hurries the writer
+    instead of waiting out the window, here made far longer than the flush timeout to prove it."""
+    monkeypatch.setattr("lab.events.COALESCE_SECONDS", 120.0)
+    log = EventLog(tmp_path / "events.db")
+    try:
+        commits = []
+        original = log.store.transaction
+
+        def counting():
+            commits.append(1)
+            return original()
+
+        monkeypatch.setattr(log.store, "transaction", counting)
+        ids = [log.record(Event(component="test", summary=f"event {i}")) for i in range(25)]
+        log.flush(timeout=10)  # would time out if it waited for the 120 s window
+        assert [e["id"] for e in log.query(after=ids[0] - 1)] == ids
+        assert len(commits) == 1
+        later = log.record(Event(component="test", summary="after the first commit"))
+        assert log.last_id() == later
+    finally:
+        log.close()

@@ -1,7 +1,10 @@
-"""How the simulated device reaches the network: names through the lab DNS, trust in the lab CA only.
+"""How lab clients reach the network: names through the lab DNS, trust in the lab CA only.
 
-A requests ``HTTPAdapter`` whose urllib3 connections resolve through the lab DNS (per adapter, no global
-monkeypatch), keeping the original host name for SNI, certificate checks and the Host header.
+``LabResolver`` (the stub resolver) and ``trust_context`` (one verifying context per CA bundle) serve the
+device's own client (``lab.device.http``). ``lab_session`` is a requests session built on them, for the lab's
+other clients (the probe, the MDM's DEP client, the fleet's re-check): its adapter's urllib3 connections resolve
+through the lab DNS (per adapter, no global monkeypatch), keeping the original host name for SNI, certificate
+checks and the Host header.
 """
 from __future__ import annotations
 
