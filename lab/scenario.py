@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.protocol import MODEL_FAMILIES
+
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 DEFAULT_SCENARIO = "betterbag"
 
@@ -162,7 +164,6 @@ _SCHEMA = {
                "fallback_on"},
     "expect": {"outcome", "stage", "path", "diagnosis"},
 }
-MODEL_FAMILIES = ("AppleTV", "iPad", "iPhone", "Mac", "RealityDevice", "Watch")
 DEVICE_FAMILIES = ("iPhone", "iPad", "Mac", "Vision")
 FALLBACK_TRIGGERS = ("http", "transport", "content")
 STAGES = ("identifier", "discovery", "authentication", "enrollment", "check-in")

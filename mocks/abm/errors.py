@@ -1,19 +1,10 @@
 """Errors of the ABM/ASM mock.
 
 Device-facing and admin errors are LabErrors rendered as JSON (admin: as an HTML page). The Device Assignment API
-answers like Apple's: a plain-text code (PROTOCOL.md 1.8, lab choice), so its errors are ``APIError``s.
+answers like Apple's: a plain-text code (PROTOCOL.md 1.8, lab choice), so its errors are ``APIError``s. Those of the
+device's query itself are in ``mocks.well_known``.
 """
 from lab.flaskapp import LabError
-
-
-class MalformedIdentifier(LabError):
-    status = 400
-    code = "malformed-identifier"
-
-
-class UnknownModelFamily(LabError):
-    status = 400
-    code = "unknown-model-family"
 
 
 class FallbackRefused(LabError):

@@ -6,10 +6,10 @@ subset an MDM uses to register its discovery URL (1.8). ``admin``: the web page 
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
 from lab.flaskapp import label
+from lab.protocol import MODEL_FAMILIES, WELL_KNOWN_PATH
 from mocks.abm.errors import BadAdminInput
-from mocks.abm.state import MODEL_FAMILIES
 
-FALLBACK_PATH = "/.well-known/com.apple.remotemanagement"
+FALLBACK_PATH = WELL_KNOWN_PATH  # Apple's fallback answers the same request as the org domain
 PROFILE_PATH = "/account-driven-enrollment/profile"
 SESSION_HEADER = "X-ADM-Auth-Session"
 API_STAGE, ADMIN_STAGE = "abm-api", "abm-admin"

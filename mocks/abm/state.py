@@ -23,10 +23,10 @@ from lab import oauth1
 from lab.pki import write_private
 from lab.store import Store
 from mocks.abm import faults as catalogue
-from mocks.abm.errors import (APIError, BadAdminInput, FallbackRefused, MalformedIdentifier, UnknownModelFamily,
-                              unauthorized)
+from lab.protocol import MODEL_FAMILIES
+from mocks.abm.errors import APIError, BadAdminInput, FallbackRefused, unauthorized
+from mocks.well_known import UnknownModelFamily, check_model_family, identifier_parts
 
-MODEL_FAMILIES = ("iPhone", "iPad", "Mac", "AppleTV", "RealityDevice", "Watch")
 KINDS = {"business": "Apple Business Manager", "school": "Apple School Manager"}
 VERIFICATION_PREFIX = "apple-domain-verification="
 TOKEN_DAYS = 365  # a server token is valid for one year
@@ -84,11 +84,7 @@ def _random(prefix: str, length: int = 32) -> str:
 
 def check_identifier(identifier: str | None) -> tuple[str, str]:
     """(identifier lower-cased, its domain) for name@domain.tld, else MalformedIdentifier."""
-    if not identifier:
-        raise MalformedIdentifier("the user-identifier query parameter is missing")
-    local, _, domain = identifier.strip().lower().rpartition("@")
-    if identifier.count("@") != 1 or not local or "." not in domain or domain[0] == "." or domain[-1] == ".":
-        raise MalformedIdentifier(f"user-identifier {identifier!r} is not of the form name@domain.tld")
+    local, domain = identifier_parts(identifier, normalise=True)
     return f"{local}@{domain}", domain
 
 
@@ -364,9 +360,7 @@ class ABMState:
     def fallback(self, identifier: str | None, model_family: str | None) -> str:
         """The Location to send the device to, or FallbackRefused with the first requirement that fails."""
         account, domain = check_identifier(identifier)
-        if model_family not in MODEL_FAMILIES:
-            raise UnknownModelFamily(f"model-family {model_family!r} is not one of {', '.join(MODEL_FAMILIES)}"
-                                     if model_family else "the model-family query parameter is missing")
+        check_model_family(model_family, required=True)
         program, org = KINDS[self.setup.kind], self.setup.organization
         row = self.store.one("SELECT verified FROM domains WHERE name = ?", (domain,))
         if row is None:

@@ -1,15 +1,5 @@
-"""Errors of the org domain mock."""
+"""Errors of the org domain mock (those of the device's query itself: ``mocks.well_known``)."""
 from lab.flaskapp import LabError
-
-
-class MalformedIdentifier(LabError):
-    status = 400
-    code = "malformed-identifier"
-
-
-class UnknownModelFamily(LabError):
-    status = 400
-    code = "unknown-model-family"
 
 
 class UnknownDomain(LabError):

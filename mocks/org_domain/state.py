@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 from lab.protocol import WELL_KNOWN_PATH
 from mocks.org_domain import faults as catalogue
-from mocks.org_domain.errors import MalformedIdentifier, NoSuchPath, UnknownDomain, UnknownModelFamily
-
-MODEL_FAMILIES = ("AppleTV", "iPad", "iPhone", "Mac", "RealityDevice", "Watch")
+from mocks.org_domain.errors import NoSuchPath, UnknownDomain
+from mocks.well_known import check_model_family, identifier_parts
 
 
 @dataclass(frozen=True)
@@ -53,16 +52,6 @@ class Answer:
     headers: tuple = ()
 
 
-def check_identifier(identifier: str | None) -> str:
-    if not identifier:
-        raise MalformedIdentifier("the user-identifier query parameter is missing")
-    local, _, domain = identifier.rpartition("@")
-    if identifier.count("@") != 1 or not local or "." not in domain or domain.startswith(".") \
-            or domain.endswith("."):
-        raise MalformedIdentifier(f"user-identifier {identifier!r} is not of the form name@domain.tld")
-    return identifier
-
-
 class OrgDomainState:
     def __init__(self, domains: list[DomainSetup], *, origin=lambda host: f"https://{host}", faults=None,
                  zone: str = "lab.test"):
@@ -103,9 +92,8 @@ class OrgDomainState:
         return self.answer(route, args.get("user-identifier"), args.get("model-family"))
 
     def answer(self, setup: DomainSetup, identifier: str | None, model_family: str | None) -> Answer:
-        check_identifier(identifier)
-        if model_family is not None and model_family not in MODEL_FAMILIES:
-            raise UnknownModelFamily(f"model-family {model_family!r} is not one of {', '.join(MODEL_FAMILIES)}")
+        identifier_parts(identifier)
+        check_model_family(model_family, required=False)
         server = setup.document(identifier, model_family)["Servers"][0]
         return Answer(200, "application/json", json.dumps({"Servers": [server]}).encode(),
                       f"{server['Version']} → {server['BaseURL']}")
