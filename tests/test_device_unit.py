@@ -1,16 +1,13 @@
 """lab.device pieces without a network: the challenge parser, the identifier, the sign-in URL, profile checks."""
 from __future__ import annotations
 
-import datetime as dt
 import plistlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 from requests.structures import CaseInsensitiveDict
 
 from lab import cms
@@ -19,7 +16,7 @@ from lab.device.authentication import parse_challenge, sign_in_url
 from lab.device.discovery import split_identifier
 from lab.device.profile import install
 from lab.device.trace import FAIL, WARN
-from lab.pki import CertificateAuthority
+from lab.pki import CertificateAuthority, self_signed
 
 IDENTIFIER = "eliza@betterbag.test"
 AUTH_URL = "https://mdm.lab.test:8443/auth/web"
@@ -153,11 +150,7 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def identity_p12() -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "BetterBag MDM identity")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = self_signed("BetterBag MDM identity", key, days=1)
     return pkcs12.serialize_key_and_certificates(b"identity", key, cert, None,
                                                  serialization.BestAvailableEncryption(b"p12-password"))
 

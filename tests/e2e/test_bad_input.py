@@ -5,7 +5,6 @@ test a whole device enrollment must still succeed.
 """
 from __future__ import annotations
 
-import datetime as dt
 import http.client
 import json
 import plistlib
@@ -19,10 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from dnslib import DNSRecord
 
 from lab import cms
@@ -30,6 +26,7 @@ from lab.device import Device
 from lab.device.http import DeviceHTTP
 from lab.device.transport import LabResolver, lab_session
 from lab.dns import TCP_IDLE_TIMEOUT, query
+from lab.pki import self_signed
 from lab.scenario import load
 from lab.server import WORKER_THREADS
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
@@ -136,12 +133,7 @@ def checkin_message(**extra) -> bytes:
 def _signed_request() -> bytes:
     """A first enrollment request as a device sends it: the plist CMS-signed by a (self-signed) device identity."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bad-input device")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
-    return cms.sign(FIRST_REQUEST, cert, key)
+    return cms.sign(FIRST_REQUEST, self_signed("bad-input device", key, days=1), key)
 
 
 def _tampered_cms() -> bytes:
