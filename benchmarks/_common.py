@@ -58,9 +58,10 @@ def stop_lab(proc: subprocess.Popen) -> None:
 
 # -- process accounting (Linux /proc) ----------------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int | str, tid: int | None = None) -> float:
+    """User + system CPU time a process (or one of its threads, ``tid``) has used so far."""
+    stat = Path(f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

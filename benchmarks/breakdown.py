@@ -20,22 +20,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._common import ROOT, cpu_seconds  # noqa: E402
 from lab.launcher import Lab  # noqa: E402
 from lab.scenario import load  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def thread_cpu() -> dict[int, float]:
     """CPU seconds (user + system) of each thread of this process, by native id."""
-    ticks = os.sysconf("SC_CLK_TCK")
     result = {}
-    for tid in os.listdir("/proc/self/task"):
+    for tid in map(int, os.listdir("/proc/self/task")):
         try:
-            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
+            result[tid] = cpu_seconds("self", tid)
+        except FileNotFoundError:  # the thread ended meanwhile
             continue
-        result[int(tid)] = (int(fields[11]) + int(fields[12])) / ticks
     return result
 
 
