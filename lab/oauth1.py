@@ -1,27 +1,29 @@
 """OAuth 1.0a (RFC 5849) with HMAC-SHA1, as Apple's Device Assignment API uses it for ``GET /session``.
 
 Both sides live here: ``authorization_header`` signs a request the way an MDM does, ``verify`` checks one the way
-the ABM mock does. Parameters come from the URL's query and the ``Authorization`` header; form bodies are not
-signed by anything in the lab, but ``base_string`` accepts extra pairs so the RFC's own examples can be checked.
+the ABM mock does. The RFC's mechanics (percent-encoding, parameter normalisation, the base string, HMAC-SHA1 and
+header parsing) come from oauthlib, which requests-oauthlib and most Python OAuth servers build on; this module
+keeps only the lab's policy: the realm Apple uses, the parameters it requires, the clock skew, nonce replay and a
+machine-readable reason for every refusal. Form bodies are not signed by anything in the lab, but ``base_string``
+accepts extra pairs so the RFC's own examples can be checked.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import re
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from oauthlib.oauth1 import SIGNATURE_HMAC_SHA1, SIGNATURE_TYPE_AUTH_HEADER, Client
+from oauthlib.oauth1.rfc5849 import signature as rfc5849
+from oauthlib.oauth1.rfc5849 import utils as rfc5849_utils
 
 REALM = "ADM"
-SIGNATURE_METHOD = "HMAC-SHA1"
+SIGNATURE_METHOD = SIGNATURE_HMAC_SHA1
 MAX_SKEW = 300  # seconds a timestamp may be off the server's clock (PROTOCOL.md 1.8; lab choice)
 REQUIRED = ("oauth_consumer_key", "oauth_token", "oauth_signature_method", "oauth_signature", "oauth_timestamp",
             "oauth_nonce")
-_PARAM = re.compile(r'\s*([A-Za-z0-9_\-.~%]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 
 
 class OAuthError(ValueError):
@@ -43,47 +45,35 @@ class Verified:
 
 def encode(value: str) -> str:
     """RFC 5849 3.6: UTF-8, then percent-encode everything but ALPHA, DIGIT, '-', '.', '_', '~'."""
-    return quote(str(value).encode("utf-8"), safe="-._~")
+    return rfc5849_utils.escape(str(value))
 
 
 def normalized_url(url: str) -> str:
     """RFC 5849 3.4.1.2: lower-case scheme and host, default port dropped, no query or fragment."""
-    parts = urlsplit(url)
-    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port and (scheme, port) not in (("http", 80), ("https", 443)):
-        host = f"{host}:{port}"
-    return f"{scheme}://{host}{parts.path or '/'}"
+    return rfc5849.base_string_uri(url)
 
 
 def base_string(method: str, url: str, params: Iterable[tuple[str, str]]) -> str:
     """RFC 5849 3.4.1: METHOD&url&params, the URL's own query items joined to ``params``, all sorted."""
     pairs = [*parse_qsl(urlsplit(url).query, keep_blank_values=True), *params]
-    encoded = sorted((encode(k), encode(v)) for k, v in pairs)
-    normalized = "&".join(f"{k}={v}" for k, v in encoded)
-    return "&".join((method.upper(), encode(normalized_url(url)), encode(normalized)))
+    return rfc5849.signature_base_string(method.upper(), normalized_url(url), rfc5849.normalize_parameters(pairs))
 
 
 def signature(base: str, consumer_secret: str, token_secret: str) -> str:
-    key = f"{encode(consumer_secret)}&{encode(token_secret)}".encode()
-    return base64.b64encode(hmac.new(key, base.encode(), hashlib.sha1).digest()).decode()
+    secrets_holder = Client("", client_secret=consumer_secret, resource_owner_secret=token_secret)
+    return rfc5849.sign_hmac_sha1_with_client(base, secrets_holder)
 
 
 def authorization_header(method: str, url: str, consumer_key: str, consumer_secret: str, token: str,
                          token_secret: str, *, nonce: str | None = None, timestamp: int | None = None) -> str:
     """The ``Authorization: OAuth realm="ADM", ...`` value for one request."""
-    params = {
-        "oauth_consumer_key": consumer_key,
-        "oauth_token": token,
-        "oauth_signature_method": SIGNATURE_METHOD,
-        "oauth_timestamp": str(int(time.time()) if timestamp is None else timestamp),
-        "oauth_nonce": nonce or secrets.token_hex(16),
-        "oauth_version": "1.0",
-    }
-    params["oauth_signature"] = signature(base_string(method, url, params.items()), consumer_secret, token_secret)
-    return "OAuth " + ", ".join([f'realm="{REALM}"', *(f'{k}="{encode(v)}"' for k, v in params.items())])
+    client = Client(consumer_key, client_secret=consumer_secret, resource_owner_key=token,
+                    resource_owner_secret=token_secret, signature_method=SIGNATURE_METHOD,
+                    signature_type=SIGNATURE_TYPE_AUTH_HEADER, realm=REALM,
+                    nonce=nonce or secrets.token_hex(16),
+                    timestamp=str(int(time.time()) if timestamp is None else timestamp))
+    _, headers, _ = client.sign(url, http_method=method.upper())
+    return headers["Authorization"]
 
 
 def parse_header(header: str | None) -> dict[str, str]:
@@ -93,17 +83,17 @@ def parse_header(header: str | None) -> dict[str, str]:
     scheme, _, rest = header.strip().partition(" ")
     if scheme.lower() != "oauth":
         raise OAuthError("not-oauth", f"the Authorization scheme is {scheme!r}, expected OAuth")
+    items = rfc5849_utils.parse_http_list(rest)
     params: dict[str, str] = {}
-    position, rest = 0, rest.strip()
-    while position < len(rest):
-        match = _PARAM.match(rest, position)
-        if match is None:
+    for item in items:
+        name, equals, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not name or not equals or len(value) < 2 or value[0] != '"' or value[-1] != '"' or '"' in value[1:-1]:
             raise OAuthError("malformed-authorization", 'the OAuth header is not a list of name="value" pairs')
-        name, value = unquote(match.group(1)), unquote(match.group(2))
+        name, value = rfc5849_utils.unescape(name), rfc5849_utils.unescape(value[1:-1])
         if name in params:
             raise OAuthError("duplicate-parameter", f"the OAuth header repeats {name}")
         params[name] = value
-        position = match.end()
     return params
 
 
@@ -139,7 +129,7 @@ def verify(header: str | None, method: str, url: str,
         raise OAuthError("unknown-token", "the consumer key and access token are not a known server token")
     signed = [(k, v) for k, v in params.items() if k not in ("realm", "oauth_signature")]
     expected = signature(base_string(method, url, signed), *found)
-    if not hmac.compare_digest(expected.encode(), params["oauth_signature"].encode()):
+    if not rfc5849.safe_string_equals(expected, params["oauth_signature"]):
         raise OAuthError("bad-signature", "oauth_signature does not match the request and the token's secrets")
     if seen_nonce(consumer_key, token, params["oauth_nonce"], timestamp):
         raise OAuthError("reused-nonce", "this oauth_nonce was already used; every request needs a new one")
