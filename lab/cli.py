@@ -223,11 +223,10 @@ def _call(client, method: str, path: str, **kwargs):
 
 
 def fault_catalogue() -> list[dict]:
-    from lab.faults import DNS_FAULTS, TLS_FAULTS, catalogue
-    from mocks import abm, mdm, org_domain
+    from lab.launcher import fault_catalogue as joined
 
     return [{"name": f.name, "component": f.component, "description": f.description, "symptom": f.symptom}
-            for f in catalogue(org_domain.FAULTS, abm.FAULTS, mdm.FAULTS, DNS_FAULTS, TLS_FAULTS).values()]
+            for f in joined().values()]
 
 
 state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")

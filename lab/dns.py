@@ -11,13 +11,14 @@ import logging
 import socket
 import socketserver
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dnslib import AAAA, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSRecord, NS
 from dnslib.buffer import Buffer
 from dnslib.server import DNSHandler, DNSServer
 
 from lab.events import Event, EventLog
+from lab.faults import FaultRegistry
 
 log = logging.getLogger("mdmlab.dns")
 TTL = 60
@@ -90,8 +91,48 @@ class Zone:
 WRONG_ADDRESS = {"A": "127.0.0.2", "AAAA": "::2"}  # loopback, where no lab listens: connection refused
 
 
+@dataclass(frozen=True)
+class DNSAnswer:
+    """What the lab's DNS says about one name, before it is packed: a DNS fault's hook turns one into another."""
+    exists: bool  # False: NXDOMAIN
+    records: dict[str, list[str]]  # by type; empty for a name without data (NODATA)
+    rcode: int = RCODE.NOERROR  # another rcode (SERVFAIL) replaces the whole answer
+    dropped: bool = False  # no answer at all
+
+
 class _Dropped(Exception):
     """The query is deliberately left unanswered (fault dns-timeout)."""
+
+
+dns_fault = FaultRegistry("dns")
+
+
+@dns_fault("dns-nxdomain", description="the lab DNS answers NXDOMAIN for the name",
+           symptom="'Unable to connect': the domain or MDM host does not resolve (record missing, typo in the zone)")
+def _nxdomain(answer: DNSAnswer) -> DNSAnswer:
+    return DNSAnswer(exists=False, records={})
+
+
+@dns_fault("dns-servfail", description="the lab DNS answers SERVFAIL for the name",
+           symptom="intermittent 'cannot connect': a broken authoritative server or DNSSEC failure upstream")
+def _servfail(answer: DNSAnswer) -> DNSAnswer:
+    return replace(answer, rcode=RCODE.SERVFAIL)
+
+
+@dns_fault("dns-timeout", description="the lab DNS never answers queries for the name",
+           symptom="long spinner then failure: a firewall drops DNS or the name servers are down")
+def _timeout(answer: DNSAnswer) -> DNSAnswer:
+    return replace(answer, dropped=True)
+
+
+@dns_fault("dns-wrong-address", description="the lab DNS answers 127.0.0.2, where nothing listens",
+           symptom="connection refused: the record still points at an old or internal-only server")
+def _wrong_address(answer: DNSAnswer) -> DNSAnswer:
+    return replace(answer, records={**answer.records, **{t: [WRONG_ADDRESS[t]] for t in ("A", "AAAA")
+                                                         if t in answer.records}})
+
+
+DNS_FAULTS = dns_fault.specs
 
 
 class LabResolver:
@@ -105,22 +146,23 @@ class LabResolver:
     def resolve(self, request: DNSRecord, handler) -> DNSRecord | None:
         reply = request.reply(ra=0, aa=0)
         reply.header.ad = 0
+        protocol = getattr(handler, "protocol", "udp")
+        armed = None
         try:
             if self.upstream and self.zone.apex(str(request.q.qname)) is None:
                 reply = self._forward(request)
-                self._record(request, reply, getattr(handler, "protocol", "udp"))
+                self._record(request, reply, protocol)
                 return reply
-            fault = self._fault(request)
-            if fault == "dns-timeout":
-                self._record(request, None, getattr(handler, "protocol", "udp"))
+            armed = self._fault(request)
+            if not self._answer(request, reply, armed):
+                self._record(request, None, protocol, armed)
                 return None
-            self._answer(request, reply, fault)
         except Exception:  # a resolver bug must cost one SERVFAIL, never the server
             log.exception("resolver error")
             reply = request.reply(ra=0, aa=0)
             reply.header.ad = 0
             reply.header.rcode = RCODE.SERVFAIL
-        self._record(request, reply, getattr(handler, "protocol", "udp"))
+        self._record(request, reply, protocol, armed)
         return reply
 
     def _forward(self, request: DNSRecord) -> DNSRecord:
@@ -137,16 +179,22 @@ class LabResolver:
         reply.header.ad = 0
         return reply
 
-    def _fault(self, request: DNSRecord) -> str | None:
+    def _fault(self, request: DNSRecord):
         if self.faults is None:
             return None
         qname = str(request.q.qname).rstrip(".")
         if self.zone.apex(qname) is None:
             return None
-        armed = self.faults.take("dns", qname)
-        return armed.spec.name if armed else None
+        return self.faults.take("dns", qname)
 
-    def _answer(self, request: DNSRecord, reply: DNSRecord, fault: str | None = None) -> None:
+    def answer_for(self, name: str, armed=None) -> DNSAnswer:
+        """The zone's answer for ``name``, as the armed fault (if any) changes it."""
+        records = self.zone.lookup(name)
+        answer = DNSAnswer(records is not None or self.zone.exists(name), records or {})
+        return armed.apply(answer) if armed is not None else answer
+
+    def _answer(self, request: DNSRecord, reply: DNSRecord, armed=None) -> bool:
+        """Fill ``reply``; False when the query gets no answer at all."""
         q = request.q
         qname = str(q.qname).rstrip(".")
         qtype = QTYPE.get(q.qtype, str(q.qtype))
@@ -154,24 +202,21 @@ class LabResolver:
         if apex is None:
             reply.header.rcode = RCODE.REFUSED
             reply.header.ra = 0
-            return
+            return True
         reply.header.aa = 1
         reply.header.ra = 0
-        if fault == "dns-servfail":
+        answer = self.answer_for(qname, armed)
+        if answer.dropped:
+            return False
+        if answer.rcode != RCODE.NOERROR:
             reply.header.aa = 0
-            reply.header.rcode = RCODE.SERVFAIL
-            return
-        records = self.zone.lookup(qname)
-        if fault == "dns-nxdomain":
-            records = None
-        elif fault == "dns-wrong-address" and records is not None:
-            records = {**records, **{t: [WRONG_ADDRESS[t]] for t in ("A", "AAAA") if t in records}}
-        if records is None and (fault == "dns-nxdomain" or not self.zone.exists(qname)):
+            reply.header.rcode = answer.rcode
+            return True
+        if not answer.exists:
             reply.header.rcode = RCODE.NXDOMAIN
             reply.add_auth(self._soa(apex))
-            return
-        records = records or {}  # the apex, or an empty non-terminal: the name exists, with no records here
-        for rtype, values in records.items():
+            return True
+        for rtype, values in answer.records.items():
             if qtype in (rtype, "ANY"):
                 for value in values:
                     rdata = _RDATA[rtype](value)
@@ -181,11 +226,15 @@ class LabResolver:
                              RR(apex, QTYPE.NS, rdata=NS(f"ns.{apex}"), ttl=TTL))
         if not reply.rr:
             reply.add_auth(self._soa(apex))  # NODATA: the name exists, not with this type
+        return True
 
     @staticmethod
     def _soa(apex: str) -> RR:
         return RR(apex, QTYPE.SOA, ttl=TTL,
                   rdata=SOA(f"ns.{apex}", f"hostmaster.{apex}", (1, 3600, 600, 86400, TTL)))
+
+    def _say(self, message: str, armed) -> str:
+        return self.faults.say(message, armed) if self.faults is not None else message
 
     def record_garbage(self, size: int, protocol: str) -> None:
         if self.events is not None:
@@ -193,14 +242,14 @@ class LabResolver:
                                      summary=f"unparseable {size}-byte query → FORMERR",
                                      detail={"protocol": protocol, "rcode": "FORMERR", "bytes": size}))
 
-    def _record(self, request: DNSRecord, reply: DNSRecord | None, protocol: str) -> None:
+    def _record(self, request: DNSRecord, reply: DNSRecord | None, protocol: str, armed=None) -> None:
         if self.events is None:
             return
         qname = str(request.q.qname).rstrip(".")
         qtype = QTYPE.get(request.q.qtype, str(request.q.qtype))
         if reply is None:
             self.events.record(Event(component="dns", kind="dns", host=qname, method=qtype, status=None,
-                                     summary=f"{qtype} {qname} → no answer (fault dns-timeout)",
+                                     summary=f"{qtype} {qname} → " + self._say("no answer", armed),
                                      detail={"protocol": protocol, "rcode": None, "answers": []}))
             return
         rcode = RCODE.get(reply.header.rcode)

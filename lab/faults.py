@@ -1,16 +1,39 @@
 """Faults: named, documented, deterministic breakages, each with its clear.
 
-This module holds the machinery (``FaultSpec``, ``FaultBoard``) and the faults of the lab core (DNS and TLS).
-Each mock defines its own in its ``faults.py``; the launcher joins them into one catalogue, from which the CLI,
-the console and the README table are generated. A fault is armed for one host, for every request or the next N,
-and is consumed in arrival order: never random.
+One record per fault (``FaultSpec``) carries everything about it: its name, the component that applies it, where
+inside that component it applies (``at``), what it does (``apply``), what the lab does and what the field sees.
+
+- **Registering.** Each component registers its own records in its ``faults.py`` with a ``FaultRegistry``::
+
+      fault = FaultRegistry("org-domain")
+
+      @fault("json-as-html", at="well-known", description="the right JSON, served as text/html", symptom="...")
+      def _(answer: WellKnownAnswer) -> Broken:
+          ...
+
+  ``fault.specs`` is the component's list (``FAULTS``). One hook may carry several names (stack the decorators).
+  ``mocks.FAULTS`` joins the mocks' lists; the launcher joins them once with ``DNS_FAULTS`` (``lab.dns``) and
+  ``TLS_FAULTS`` (here) through ``catalogue(...)``, from which the CLI, the console and the README table come.
+- **Arming.** ``FaultBoard.set(name, host, times, seconds)``: for one host, for every request or the next N.
+  ``clear`` takes them back. Never random.
+- **Applying.** The component asks ``board.take(component, host, at=...)`` at the place named by ``at``; it gets the
+  ``Armed`` fault (one use consumed, arrival order) or None, and calls ``armed.apply(answer)``, which is
+  ``spec.apply`` with the signature its component defines (org domain: ``WellKnownAnswer → Broken``; DNS:
+  ``DNSAnswer → DNSAnswer``; TLS: ``issue(pki, host) → Leaf``; MDM and ABM: see their ``faults.py``).
+  ``board.peek(...)`` looks without consuming (what ``dns list`` shows).
+- **Telling.** Every human-readable word about a fault comes from the board: ``board.label(armed)`` for the
+  timeline summary of a broken exchange and ``board.say(message, armed)`` for an error message. In exercise mode
+  (``board.concealed``) neither names the fault, and ``armed()`` lists nothing: the trainee has to find it.
 """
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 from lab.events import Event, EventLog
+from lab.pki import CertificateAuthority
 
 
 class FaultError(ValueError):
@@ -28,6 +51,32 @@ class FaultSpec:
     description: str  # what the lab does
     symptom: str  # what the field sees
     takes_seconds: bool = False
+    at: str | None = None  # where inside the component it applies (None: the component's one place)
+    apply: Callable | None = field(default=None, compare=False, repr=False)  # what it does (see the docstring)
+
+
+class FaultRegistry:
+    """A component's fault records, registered with ``@registry(name, at=..., description=..., symptom=...)``."""
+
+    def __init__(self, component: str):
+        self.component = component
+        self.specs: list[FaultSpec] = []
+
+    def __call__(self, name: str, *, description: str, symptom: str, at: str | None = None,
+                 takes_seconds: bool = False):
+        def register(hook: Callable) -> Callable:
+            if any(s.name == name for s in self.specs):
+                raise ValueError(f"fault {name} is registered twice")
+            self.specs.append(FaultSpec(name, self.component, description, symptom, takes_seconds, at, hook))
+            return hook
+        return register
+
+    def places(self) -> dict[str, tuple[str, ...]]:
+        """Fault names by the place they apply at."""
+        places: dict[str, tuple[str, ...]] = {}
+        for spec in self.specs:
+            places[spec.at] = (*places.get(spec.at, ()), spec.name)
+        return places
 
 
 @dataclass
@@ -38,32 +87,81 @@ class Armed:
     seconds: float | None = None
     used: int = 0
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def apply(self, *args, **kwargs):
+        """What the fault does to the answer its component hands over (``spec.apply``)."""
+        return self.spec.apply(*args, **kwargs)
+
     def to_dict(self) -> dict:
         return {"name": self.spec.name, "component": self.spec.component, "host": self.host,
                 "remaining": self.remaining, "used": self.used, "seconds": self.seconds}
 
 
-DNS_FAULTS = [
-    FaultSpec("dns-nxdomain", "dns", "the lab DNS answers NXDOMAIN for the name",
-              "'Unable to connect': the domain or MDM host does not resolve (record missing, typo in the zone)"),
-    FaultSpec("dns-servfail", "dns", "the lab DNS answers SERVFAIL for the name",
-              "intermittent 'cannot connect': a broken authoritative server or DNSSEC failure upstream"),
-    FaultSpec("dns-timeout", "dns", "the lab DNS never answers queries for the name",
-              "long spinner then failure: a firewall drops DNS or the name servers are down"),
-    FaultSpec("dns-wrong-address", "dns", "the lab DNS answers 127.0.0.2, where nothing listens",
-              "connection refused: the record still points at an old or internal-only server"),
-]
+# -- the TLS faults: each issues the certificate the host presents instead of its own ---------------------------
+tls_fault = FaultRegistry("tls")
+UNTRUSTED_CA_NAME = "mdmlab UNTRUSTED CA (TLS fault)"
 
-TLS_FAULTS = [
-    FaultSpec("tls-expired", "tls", "the host presents a certificate that expired yesterday",
-              "'Cannot connect to server' after a certificate renewal was missed"),
-    FaultSpec("tls-not-yet-valid", "tls", "the host presents a certificate valid from tomorrow",
-              "works on some devices only: a wrong clock on the server or the device"),
-    FaultSpec("tls-wrong-name", "tls", "the host presents a certificate for another name",
-              "certificate name mismatch: a shared host or CDN serves its default certificate"),
-    FaultSpec("tls-untrusted", "tls", "the host presents a certificate from a CA the device does not trust",
-              "untrusted certificate: a self-signed or private CA, or a TLS-inspecting proxy"),
-]
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@tls_fault("tls-expired", description="the host presents a certificate that expired yesterday",
+           symptom="'Cannot connect to server' after a certificate renewal was missed")
+def _expired(pki, host: str):
+    return pki.issue_server(host, not_before=_now() - dt.timedelta(days=30), not_after=_now() - dt.timedelta(days=1),
+                            tag="expired")
+
+
+@tls_fault("tls-not-yet-valid", description="the host presents a certificate valid from tomorrow",
+           symptom="works on some devices only: a wrong clock on the server or the device")
+def _not_yet_valid(pki, host: str):
+    return pki.issue_server(host, not_before=_now() + dt.timedelta(days=1), not_after=_now() + dt.timedelta(days=60),
+                            tag="not-yet-valid")
+
+
+@tls_fault("tls-wrong-name", description="the host presents a certificate for another name",
+           symptom="certificate name mismatch: a shared host or CDN serves its default certificate")
+def _wrong_name(pki, host: str):
+    suffix = max((s for s in pki.suffixes if host == s or host.endswith("." + s)), key=len, default=pki.suffixes[0])
+    return pki.issue_server(f"other.{suffix}", tag=f"for-{host}")
+
+
+@tls_fault("tls-untrusted", description="the host presents a certificate from a CA the device does not trust",
+           symptom="untrusted certificate: a self-signed or private CA, or a TLS-inspecting proxy")
+def _untrusted(pki, host: str):
+    # leaf only, as a private CA or inspecting proxy sends it: "unable to get local issuer"
+    untrusted = CertificateAuthority(pki.directory / "untrusted", pki.suffixes, name=UNTRUSTED_CA_NAME)
+    return untrusted.issue_server(host, tag="untrusted", with_root=False)
+
+
+TLS_FAULTS = tls_fault.specs
+
+
+class TLSFaults:
+    """The listener's override (``HostContexts.override``): host → the TLS context of an armed TLS fault, or None.
+
+    ``context(cert_path, key_path)`` builds a server context; each (host, fault) is issued once and kept.
+    """
+
+    def __init__(self, board: "FaultBoard", pki, context: Callable):
+        self.board, self.pki, self.context = board, pki, context
+        self._issued: dict[tuple[str, str], object] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str):
+        armed = self.board.take("tls", host)
+        if armed is None:
+            return None
+        key = (host, armed.name)
+        with self._lock:
+            if key not in self._issued:
+                leaf = armed.apply(self.pki, host)
+                self._issued[key] = self.context(leaf.cert_path, leaf.key_path)
+            return self._issued[key]
 
 
 @dataclass
@@ -115,20 +213,31 @@ class FaultBoard:
                      (f" on {host}" if host else ""), None)
         return cleared
 
-    def take(self, component: str, host: str, names=None) -> Armed | None:
-        """The first armed fault of ``component`` on ``host`` (among ``names`` if given), with one use consumed."""
+    def _find(self, component: str, host: str, at: str | None, names) -> Armed | None:
         host = host.lower().rstrip(".")
-        with self._lock:
-            for armed in self._armed:
-                if armed.spec.component == component and armed.host == host \
-                        and (names is None or armed.spec.name in names):
-                    armed.used += 1
-                    if armed.remaining is not None:
-                        armed.remaining -= 1
-                        if armed.remaining == 0:
-                            self._armed.remove(armed)
-                    return armed
+        for armed in self._armed:
+            if armed.spec.component == component and armed.host == host \
+                    and (at is None or armed.spec.at == at) and (names is None or armed.spec.name in names):
+                return armed
         return None
+
+    def take(self, component: str, host: str, names=None, *, at: str | None = None) -> Armed | None:
+        """The first armed fault of ``component`` on ``host`` that applies ``at`` that place (and is among
+        ``names`` if given), with one use consumed; the caller applies it (``armed.apply``)."""
+        with self._lock:
+            armed = self._find(component, host, at, names)
+            if armed is not None:
+                armed.used += 1
+                if armed.remaining is not None:
+                    armed.remaining -= 1
+                    if armed.remaining == 0:
+                        self._armed.remove(armed)
+            return armed
+
+    def peek(self, component: str, host: str, *, at: str | None = None) -> Armed | None:
+        """What ``take`` would hand over, without consuming a use (to show what a fault does)."""
+        with self._lock:
+            return self._find(component, host, at, None)
 
     def armed(self) -> list[dict]:
         if self.concealed:
@@ -142,6 +251,16 @@ class FaultBoard:
             return "answered"
         left = "" if armed.remaining is None else f", {armed.remaining} left"
         return f"fault {armed.spec.name}{left}"
+
+    def say(self, message: str, armed: Armed | None) -> str:
+        """``message`` about an answer ``armed`` broke, naming the fault unless it is concealed."""
+        if armed is None or self.concealed:
+            return message
+        return f"{message} (fault {armed.spec.name})"
+
+    def name(self, armed: Armed | None) -> str | None:
+        """The fault's name where a record shows it (e.g. ``dns list``), or None when concealed."""
+        return None if armed is None or self.concealed else armed.spec.name
 
     def listing(self) -> list[dict]:
         return [{"name": s.name, "component": s.component, "description": s.description, "symptom": s.symptom,

@@ -4,7 +4,6 @@ The CLI and the tests both use ``Lab``; nothing is global, so two labs can run s
 """
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import ipaddress
 import json
@@ -22,18 +21,24 @@ from dnslib import QTYPE
 
 from lab.device.transport import LabResolver as DNSResolverClient
 from lab.device.transport import lab_session
-from lab.dns import LabDNS, LabResolver, Zone
+from lab.dns import DNS_FAULTS, LabDNS, LabResolver, Zone
 from lab.dns import query as dns_query
 from lab.events import Event, EventLog
-from lab.faults import DNS_FAULTS, TLS_FAULTS, FaultBoard, FaultError, catalogue
+from lab.faults import TLS_FAULTS, FaultBoard, FaultError, TLSFaults, catalogue
 from lab.control import ADMIN_TOKEN_FILE
 from lab.pki import CertificateAuthority, write_private
 from lab.scenario import Scenario
 from lab.server import HostContexts, HTTPSServer, server_context
+import mocks
 from mocks import abm, mdm, org_domain
 from mocks.mdm.abm_client import DEPClient, RegistrationError
 
 OWNED = ("pki", "mdm", "abm", "org_domain", "events.db", "events.db-wal", "events.db-shm", LAB_FILE)
+
+
+def fault_catalogue() -> dict:
+    """Every fault of the lab: the mocks' records joined with the DNS and TLS ones (the one join)."""
+    return catalogue(mocks.FAULTS, DNS_FAULTS, TLS_FAULTS)
 
 
 class LabError(RuntimeError):
@@ -67,7 +72,6 @@ class Lab:
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
         self._lock_file = None
-        self._broken_tls: dict = {}
         self._reset_lock = threading.Lock()
 
     # -- life cycle --------------------------------------------------------------------------------------------
@@ -101,9 +105,9 @@ class Lab:
 
         self.dispatcher = dispatch.Dispatcher(self.events)
         self.zone = Zone(sc.suffixes)
-        self.faults = FaultBoard(catalogue(org_domain.FAULTS, abm.FAULTS, mdm.FAULTS, DNS_FAULTS, TLS_FAULTS), {},
-                                 sc.domains[0].name, self.events, concealed=self.conceal_faults)
-        self.contexts.override = self._tls_fault
+        self.faults = FaultBoard(fault_catalogue(), {}, sc.domains[0].name, self.events,
+                                 concealed=self.conceal_faults)
+        self.contexts.override = TLSFaults(self.faults, self.pki, server_context)
         self._build_mocks()
         self._build_zone(address.version)
         self.faults.hosts.update(self._fault_hosts())
@@ -232,33 +236,6 @@ class Lab:
                 self.urls["mdm"]["discovery_url"])
         finally:
             session.close()
-
-    def _tls_fault(self, host: str):
-        """The broken TLS context of an armed TLS fault on ``host``, or None."""
-        armed = self.faults.take("tls", host)
-        if armed is None:
-            return None
-        key = (host, armed.spec.name)
-        if key not in self._broken_tls:
-            now = dt.datetime.now(dt.timezone.utc)
-            name = armed.spec.name
-            if name == "tls-untrusted":
-                # leaf only, as a private CA or inspecting proxy sends it: "unable to get local issuer"
-                leaf = self._untrusted_ca().issue_server(host, tag="untrusted", with_root=False)
-            elif name == "tls-wrong-name":
-                leaf = self.pki.issue_server(f"other.{self.scenario.zone}", tag=f"for-{host}")
-            elif name == "tls-expired":
-                leaf = self.pki.issue_server(host, not_before=now - dt.timedelta(days=30),
-                                             not_after=now - dt.timedelta(days=1), tag="expired")
-            else:
-                leaf = self.pki.issue_server(host, not_before=now + dt.timedelta(days=1),
-                                             not_after=now + dt.timedelta(days=60), tag="not-yet-valid")
-            self._broken_tls[key] = server_context(leaf.cert_path, leaf.key_path)
-        return self._broken_tls[key]
-
-    def _untrusted_ca(self) -> CertificateAuthority:
-        return CertificateAuthority(self.state_dir / "pki" / "untrusted", self.scenario.suffixes,
-                                    name="mdmlab UNTRUSTED CA (TLS fault)")
 
     def reset(self) -> None:
         """Back to the scenario by reconstruction, as at a fresh start: the mocks' states, apps and zone rebuilt,

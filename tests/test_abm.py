@@ -13,6 +13,7 @@ from lab.dispatch import DEVICE_KEY, STAGE_KEY, SUMMARY_KEY
 from lab.faults import FaultBoard, catalogue
 from lab.scenario import ABMServer
 from mocks.abm import FAULTS, ABMSetup, ABMState, create_apps
+from mocks.abm.errors import APIError
 
 HOSTS = {"fallback": "axm-adm-enroll.lab.test", "api": "mdmenrollment.lab.test", "admin": "business.lab.test"}
 SESSION_URL = f"https://{HOSTS['api']}/session"
@@ -570,3 +571,16 @@ def test_state_survives_a_restart(open_state, dns, clock):
     assert call(client, "GET", PROFILE, session).get_json()["mdm_service_discovery_url"] == DISCOVERY_URL
     device = create_apps(again)["fallback"].test_client()
     assert ask(device, family="Watch").status_code == 302
+
+
+@pytest.mark.parametrize("concealed", [False, True])
+def test_fault_org_not_supported_is_named_only_outside_exercise_mode(tmp_path, dns, clock, concealed):
+    board = FaultBoard(catalogue(FAULTS), {"abm": {HOSTS["api"]}}, HOSTS["api"], concealed=concealed)
+    state = ABMState(make_setup(), tmp_path, dns, clock=clock, faults=board)
+    board.set("org-not-supported")
+    with pytest.raises(APIError) as raised:
+        state.set_discovery_url(state.snapshot()["servers"][0]["name"],
+                                json.dumps({"mdm_service_discovery_url": DISCOVERY_URL}).encode())
+    assert raised.value.code == "ORG_NOT_SUPPORTED"
+    assert ("org-not-supported" in raised.value.message) is not concealed
+    state.close()

@@ -330,10 +330,10 @@ class ABMState:
     def _check_org_supported(self) -> None:
         if self.faults is None:
             return
-        armed = self.faults.take(catalogue.COMPONENT, self.setup.hosts["api"])
-        if armed is not None and armed.spec.name == "org-not-supported":
-            raise APIError("ORG_NOT_SUPPORTED", "fault org-not-supported: the organization is not enabled for "
-                                                "account-driven enrollment")
+        armed = self.faults.take(catalogue.COMPONENT, self.setup.hosts["api"], at="adde-profile")
+        if armed is not None:
+            error = armed.apply()
+            raise APIError(error.code, self.faults.say(error.message, armed), error.status)
 
     def set_discovery_url(self, server_name: str, body: bytes) -> str:
         self._check_org_supported()

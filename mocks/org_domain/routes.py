@@ -20,7 +20,7 @@ def serve(path):
                                                  request.query_string.decode("latin-1"))
     label(summary=f"{answer.status}: {answer.summary}")
     if answer.reset:
-        return _reset_connection()
+        return _reset_connection(answer.summary)
     if answer.delay:
         time.sleep(answer.delay)
     response = Response(answer.body, status=answer.status, content_type=answer.content_type)
@@ -30,7 +30,7 @@ def serve(path):
     return response
 
 
-def _reset_connection():
+def _reset_connection(summary: str):
     """Abort the connection as a firewall would: the request gets no answer at all (444 in the timeline)."""
     sock = request.environ.get(SOCKET_KEY)
     if sock is not None:
@@ -39,5 +39,5 @@ def _reset_connection():
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-    label(summary="fault connection-reset: connection aborted")
+    label(summary=f"{summary}: connection aborted")
     return Response(b"", status=444)

@@ -82,7 +82,7 @@ class OrgDomainState:
         if isinstance(route, Hop):
             return self._redirect(route, query)
         if path == WELL_KNOWN_PATH and self.faults is not None:
-            armed = self.faults.take(catalogue.COMPONENT, host)
+            armed = self.faults.take(catalogue.COMPONENT, host, at=catalogue.AT)
             if armed is not None:
                 return self._broken(armed, route, host, path, args, query)
         if path in catalogue.LOOP_PATHS:
@@ -105,8 +105,8 @@ class OrgDomainState:
 
     def _broken(self, armed, setup: DomainSetup, host: str, path: str, args, query: str) -> Answer:
         document = setup.document(args.get("user-identifier") or "", args.get("model-family"))
-        broken = catalogue.build(armed.spec.name, document=document, origin=self.origin(host), path=path,
-                                 query=query, seconds=armed.seconds, zone=self.zone)
+        broken = armed.apply(catalogue.WellKnownAnswer(document, self.origin(host), path, query, armed.seconds,
+                                                       self.zone))
         return Answer(broken.status, broken.content_type, broken.body, self.faults.label(armed),
                       broken.location, broken.delay, broken.reset, broken.extra_headers)
 

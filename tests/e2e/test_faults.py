@@ -15,7 +15,8 @@ import pytest
 import requests
 
 from lab.device import Device, Network
-from lab.faults import DNS_FAULTS, TLS_FAULTS
+from lab.dns import DNS_FAULTS
+from lab.faults import TLS_FAULTS
 from mocks.org_domain import FAULTS as ORG_DOMAIN_FAULTS
 from mocks.org_domain import WELL_KNOWN_PATH
 from tests.conftest import IDENTIFIER, PASSWORD, ROOT, require_tool
