@@ -55,7 +55,7 @@ def _print(event: dict, as_json: bool) -> None:
 
 
 def _lab_stopped(event: dict) -> bool:
-    return event["kind"] == "lab" and event["summary"] == "lab stopped"
+    return event["kind"] == "lab" and event.get("outcome") == "lab-stopped"
 
 
 def sse_events(lines):

@@ -20,6 +20,7 @@ DRAIN_LIMIT = 64 * 1024 * 1024
 STAGE_KEY = "mdmlab.stage"
 DEVICE_KEY = "mdmlab.device"
 SUMMARY_KEY = "mdmlab.summary"
+FIELD_KEYS = {name: f"mdmlab.{name}" for name in ("enrollment", "user", "message_type", "outcome")}
 
 
 def host_of(environ) -> str:
@@ -150,4 +151,5 @@ class Dispatcher:
         self.events.record(Event(
             component=component, kind="http", host=host, method=environ.get("REQUEST_METHOD"), path=path,
             status=status, stage=environ.get(STAGE_KEY), device=environ.get(DEVICE_KEY),
-            summary=environ.get(SUMMARY_KEY) or status_line, detail=detail))
+            summary=environ.get(SUMMARY_KEY) or status_line, detail=detail,
+            **{name: environ.get(key) for name, key in FIELD_KEYS.items()}))

@@ -33,11 +33,43 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     host TEXT, method TEXT, path TEXT, status INTEGER,
     stage TEXT, device TEXT, summary TEXT,
-    detail TEXT NOT NULL DEFAULT '{}'
+    detail TEXT NOT NULL DEFAULT '{}',
+    enrollment TEXT, user TEXT, message_type TEXT, outcome TEXT
 );
 CREATE INDEX IF NOT EXISTS events_device ON events(device);
 CREATE INDEX IF NOT EXISTS events_host ON events(host)
 """
+# What an exchange belongs to and what it was, as columns (contract 2): the console judges from these, never from
+# the summary's wording.
+FIELDS = ("enrollment", "user", "message_type", "outcome")
+_FIELD_INDEXES = """
+CREATE INDEX IF NOT EXISTS events_enrollment ON events(enrollment);
+CREATE INDEX IF NOT EXISTS events_user ON events(user);
+CREATE INDEX IF NOT EXISTS events_outcome ON events(outcome) WHERE outcome IS NOT NULL
+"""
+# A timeline written before the fields existed: its facts, once, from what the old servers wrote.
+_BACKFILL = (
+    "UPDATE events SET outcome = 'lab-stopped' WHERE kind = 'lab' AND summary = 'lab stopped'",
+    "UPDATE events SET message_type = substr(summary, 1, instr(summary, ' ') - 1) WHERE component = 'mdm'"
+    " AND stage = 'check-in' AND kind = 'http' AND instr(summary, ' ') > 0 AND status = 200",
+    "UPDATE events SET outcome = 'enrolled', enrollment = device WHERE component = 'mdm' AND kind = 'http'"
+    " AND status = 200 AND message_type = 'TokenUpdate'",
+    "UPDATE events SET outcome = json_extract(detail, '$.outcome') WHERE kind = 'device-outcome'",
+)
+
+
+def _migrate(store: Store) -> None:
+    """Add the contract-2 columns to a timeline that predates them (and fill them in from its old events)."""
+    have = {row["name"] for row in store.query("PRAGMA table_info(events)")}
+    missing = [name for name in FIELDS if name not in have]
+    with store.transaction() as db:
+        for name in missing:
+            db.execute(f"ALTER TABLE events ADD COLUMN {name} TEXT")
+        if missing:
+            for statement in _BACKFILL:
+                db.execute(statement)
+        for statement in filter(str.strip, _FIELD_INDEXES.split(";")):
+            db.execute(statement)
 
 
 def mask(value: str) -> str:
@@ -148,6 +180,10 @@ class Event:
     summary: str = ""
     detail: dict = field(default_factory=dict)
     ts: float = field(default_factory=time.time)
+    enrollment: str | None = None  # the EnrollmentID (or device identity) the exchange belongs to
+    user: str | None = None  # the account (Managed Apple ID / user identifier)
+    message_type: str | None = None  # check-in MessageType or command RequestType
+    outcome: str | None = None  # a machine-readable fact: "enrolled", "lab-stopped", "refused", ...
 
 
 def device_trace_events(identifier: str, trace: dict, who: str | None = None, *, clip: bool = False) -> list[Event]:
@@ -159,12 +195,18 @@ def device_trace_events(identifier: str, trace: dict, who: str | None = None, *,
 
     extra = {"device": who} if who else {}
     steps = trace.get("steps") or []
+    enrollment = trace.get("enrollment_id")
+    enrollment = cut(enrollment, 200) if isinstance(enrollment, str) and enrollment else None
+    outcome = trace.get("outcome")
     events = [Event(component="device", kind="device", stage=cut(step["stage"], 40), device=identifier,
-                    summary=f"{step.get('verdict')}: {cut(step.get('action'), 300)}",
+                    summary=f"{step.get('verdict')}: {cut(step.get('action'), 300)}", user=identifier,
+                    enrollment=enrollment, outcome="refused" if step.get("verdict") == "fail" else None,
                     detail={**{k: step.get(k) for k in ("verdict", "code", "explanation")}, **extra})
               for step in steps]
     events.append(Event(component="device", kind="device-outcome", stage=steps[-1]["stage"] if steps else None,
-                        device=identifier, summary=f"{trace.get('outcome')}: {cut(trace.get('explanation'), 500)}",
+                        device=identifier, summary=f"{outcome}: {cut(trace.get('explanation'), 500)}",
+                        user=identifier, enrollment=enrollment,
+                        outcome=cut(outcome, 40) if isinstance(outcome, str) and outcome else None,
                         detail={**{k: trace.get(k) for k in ("outcome", "diagnosis", "path")}, **extra}))
     return events
 
@@ -190,6 +232,7 @@ class EventLog:
 
     def __init__(self, path: Path):
         self.store = Store(path, _SCHEMA)
+        _migrate(self.store)
         self._changed = threading.Condition()  # notified when an id is assigned (wait)
         self._written_cond = threading.Condition()  # notified when the writer committed a batch (flush)
         self._id_lock = threading.Lock()
@@ -239,11 +282,13 @@ class EventLog:
                     self._room.notify_all()
                 try:
                     rows = [(event_id, e.ts, e.component, e.kind, e.host, e.method, e.path, e.status, e.stage,
-                             e.device, e.summary, json.dumps(e.detail, default=str)) for event_id, e in batch]
+                             e.device, e.summary, json.dumps(e.detail, default=str), e.enrollment, e.user,
+                             e.message_type, e.outcome) for event_id, e in batch]
                     with self.store.transaction() as db:
                         db.executemany(
                             "INSERT INTO events (id, ts, component, kind, host, method, path, status, stage, device,"
-                            " summary, detail) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                            " summary, detail, enrollment, user, message_type, outcome)"
+                            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 except Exception:  # a full disk costs these events, never a reader waiting forever
                     log.exception("could not write %d event(s) to the timeline", len(batch))
                 with self._written_cond:
@@ -265,17 +310,31 @@ class EventLog:
                     raise TimeoutError(f"the event writer is {target - self._written} event(s) behind")
                 self._written_cond.wait(remaining)
 
-    def query(self, *, after: int = 0, limit: int = 500, host: str | None = None, device: str | None = None,
-              component: str | None = None, kind: str | None = None) -> list[dict]:
+    FILTERS = ("host", "device", "component", "kind", "stage", *FIELDS)
+
+    def query(self, *, after: int = 0, before: int | None = None, limit: int = 500, newest: bool = False,
+              **filters: str | None) -> list[dict]:
+        """Events with ``after < id < before`` matching every filter (a column of FILTERS), in id order.
+
+        ``newest`` takes the page from the top of that range instead of its bottom (still returned oldest first):
+        ``before=`` plus ``newest`` walks back through the timeline a page at a time.
+        """
+        unknown = set(filters) - set(self.FILTERS)
+        if unknown:
+            raise TypeError(f"no such event filter: {', '.join(sorted(unknown))}")
         self.flush()
         sql, params = "SELECT * FROM events WHERE id > ?", [after]
-        for column, value in (("host", host), ("device", device), ("component", component), ("kind", kind)):
+        if before is not None:
+            sql += " AND id < ?"
+            params.append(before)
+        for column, value in filters.items():
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
-        sql += " ORDER BY id LIMIT ?"
+        sql += f" ORDER BY id {'DESC' if newest else ''} LIMIT ?"
         params.append(max(1, min(limit, 5000)))
-        return [dict(row, detail=json.loads(row["detail"])) for row in self.store.query(sql, params)]
+        rows = [dict(row, detail=json.loads(row["detail"])) for row in self.store.query(sql, params)]
+        return rows[::-1] if newest else rows
 
     def last_id(self) -> int:
         self.flush()

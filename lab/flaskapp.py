@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from lab.dispatch import DEVICE_KEY, STAGE_KEY, SUMMARY_KEY
+from lab.dispatch import DEVICE_KEY, FIELD_KEYS, STAGE_KEY, SUMMARY_KEY
 
 
 class LabError(Exception):
@@ -23,9 +23,14 @@ class LabError(Exception):
         self.fields = fields
 
 
-def label(stage: str | None = None, device: str | None = None, summary: str | None = None) -> None:
-    """Name the stage, device and a one-line summary of this exchange in the event timeline."""
-    for key, value in ((STAGE_KEY, stage), (DEVICE_KEY, device), (SUMMARY_KEY, summary)):
+def label(stage: str | None = None, device: str | None = None, summary: str | None = None, *,
+          enrollment: str | None = None, user: str | None = None, message_type: str | None = None,
+          outcome: str | None = None) -> None:
+    """Name the stage, device and a one-line summary of this exchange in the event timeline, and the facts the
+    console judges by: the EnrollmentID and account it belongs to, its MessageType/RequestType, its outcome."""
+    for key, value in ((STAGE_KEY, stage), (DEVICE_KEY, device), (SUMMARY_KEY, summary),
+                       (FIELD_KEYS["enrollment"], enrollment), (FIELD_KEYS["user"], user),
+                       (FIELD_KEYS["message_type"], message_type), (FIELD_KEYS["outcome"], outcome)):
         if value is not None:
             request.environ[key] = value
 

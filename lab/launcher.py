@@ -262,7 +262,7 @@ class Lab:
     def stop(self) -> None:
         if self.started_at is None:
             return
-        self.events.record(Event(component="lab", kind="lab", summary="lab stopped"))
+        self.events.record(Event(component="lab", kind="lab", summary="lab stopped", outcome="lab-stopped"))
         self.dns.stop()
         self.https.stop()
         self.mdm.close()

@@ -387,6 +387,16 @@ def test_stream_prefers_last_event_id_and_filters(client, app, lab):
     assert found and all(e["component"] == "dns" and e["id"] > top - 30 for e in found)
 
 
+def test_stream_ends_on_the_lab_stopped_fact_not_on_its_words(client, app, lab):
+    from lab.events import Event
+    top = lab.events.last_id()
+    lab.events.record(Event(component="lab", kind="lab", summary="lab stopped"))  # only words: the stream goes on
+    lab.events.record(Event(component="lab", kind="lab", summary="bye", outcome="lab-stopped"))
+    text = stream(client, app, f"/api/events/stream?after={top}")
+    assert [e["summary"] for e in messages(text)] == ["lab stopped", "bye"]
+    assert ": keep-alive" not in text  # it ended at the fact, without waiting out its lifetime
+
+
 def test_stream_without_a_cursor_starts_now(client, app, lab):
     assert messages(stream(client, app, "/api/events/stream?component=dns")) == []
 

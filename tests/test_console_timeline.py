@@ -21,11 +21,13 @@ class Events:
         self.ts = start
 
     def add(self, component, kind="http", *, host=None, method=None, path=None, status=None, stage=None,
-            device=None, summary="", detail=None, gap=0.01) -> dict:
+            device=None, summary="", detail=None, gap=0.01, enrollment=None, user=None, message_type=None,
+            outcome=None) -> dict:
         self.ts += gap
         event = {"id": next(self.ids), "ts": self.ts, "component": component, "kind": kind, "host": host,
                  "method": method, "path": path, "status": status, "stage": stage, "device": device,
-                 "summary": summary, "detail": detail or {}}
+                 "summary": summary, "detail": detail or {}, "enrollment": enrollment, "user": user,
+                 "message_type": message_type, "outcome": outcome}
         self.items.append(event)
         return event
 
@@ -42,7 +44,7 @@ class Events:
                                 "device": "iPhone 26.1 LAB0001"}, **kw)
 
     def outcome(self, outcome="enrolled", diagnosis=None, device=ELIZA, **kw):
-        return self.add("device", "device-outcome", stage="check-in", device=device,
+        return self.add("device", "device-outcome", stage="check-in", device=device, outcome=outcome,
                         summary=f"{outcome}: the end", detail={"outcome": outcome, "diagnosis": diagnosis,
                                                                "device": "iPhone 26.1 LAB0001"}, **kw)
 
@@ -57,8 +59,10 @@ def enrollment_exchanges(ev: Events, device_steps: bool = True) -> None:
     ev.http("mdm", "mdm.lab.test", "GET", "/auth/web", 200, "authentication", ELIZA)
     ev.http("mdm", "mdm.lab.test", "POST", "/auth/web", 308, "authentication", ELIZA)
     ev.http("mdm", "mdm.lab.test", "POST", "/enroll", 200, "enrollment", ELIZA)
-    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in", ENROLLMENT_ID, summary="Authenticate x")
-    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in", ENROLLMENT_ID, summary="TokenUpdate x")
+    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in", ENROLLMENT_ID, summary="Authenticate x",
+            enrollment=ENROLLMENT_ID, message_type="Authenticate")
+    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in", ENROLLMENT_ID, summary="TokenUpdate x",
+            enrollment=ENROLLMENT_ID, message_type="TokenUpdate", outcome="enrolled")
     if device_steps:
         ev.step("identifier", f"sign in to work or school account as {ELIZA}")
         ev.step("discovery", "GET https://betterbag.test/.well-known/com.apple.remotemanagement?user-identifier="
@@ -202,17 +206,18 @@ def test_a_lab_event_ends_every_attempt():
 
 
 @pytest.mark.parametrize("events,idle,status", [
-    ([("mdm", 200, "TokenUpdate x")], 0, "enrolled"),  # the server saw it, before the device said anything
-    ([("org-domain", 404, "")], 1, "in-progress"),
-    ([("org-domain", 404, "")], timeline.SETTLE + 1, "failed"),
-    ([("org-domain", 200, "")], timeline.SETTLE + 1, "incomplete"),
-    ([("mdm", 401, "")], timeline.SETTLE + 1, "incomplete"),  # a challenge is no error
+    ([("mdm", 200, "enrolled")], 0, "enrolled"),  # the server saw it, before the device said anything
+    ([("mdm", 200, None)], timeline.SETTLE + 1, "incomplete"),  # "TokenUpdate" in the summary is only words
+    ([("org-domain", 404, None)], 1, "in-progress"),
+    ([("org-domain", 404, None)], timeline.SETTLE + 1, "failed"),
+    ([("org-domain", 200, None)], timeline.SETTLE + 1, "incomplete"),
+    ([("mdm", 401, None)], timeline.SETTLE + 1, "incomplete"),  # a challenge is no error
 ])
 def test_status_without_a_reported_outcome(events, idle, status):
     ev = Events()
-    for component, code, summary in events:
+    for component, code, outcome in events:
         ev.http(component, "h.test", "PUT", "/mdm/checkin" if component == "mdm" else WELL_KNOWN, code,
-                "check-in" if component == "mdm" else "discovery", ELIZA, summary=summary)
+                "check-in" if component == "mdm" else "discovery", ELIZA, summary="TokenUpdate x", outcome=outcome)
     [attempt] = timeline.enrollments(ev.items, now=ev.ts + idle)
     assert attempt["status"] == status
 
@@ -233,9 +238,9 @@ class FakeLog:
     def last_id(self):
         return len(self.events)
 
-    def query(self, *, after=0, limit=500, component=None, **_):
+    def query(self, *, after=0, limit=500, newest=False, component=None, **_):
         found = [e for e in self.events if e["id"] > after and (component is None or e["component"] == component)]
-        return found[:limit]
+        return found[-limit:] if newest else found[:limit]
 
 
 @pytest.mark.parametrize("n,count,every", [(0, 5, 1), (3, 5, 1), (10, 5, 1), (20000, 50, 1), (20000, 7, 997),

@@ -259,3 +259,78 @@ def test_the_writer_gathers_events_but_a_reader_never_waits_for_the_gathering(tm
         assert log.last_id() == later
     finally:
         log.close()
+
+
+# -- what an event belongs to (contract 2: enrollment, user, message_type, outcome) ------------------------------
+
+def test_the_belonging_fields_round_trip_and_filter(events):
+    enrolled = events.record(Event(component="mdm", stage="check-in", device="E/1", enrollment="E/1",
+                                   user="eliza@betterbag.test", message_type="TokenUpdate", outcome="enrolled"))
+    events.record(Event(component="mdm", stage="check-in", enrollment="E/1", message_type="Authenticate"))
+    events.record(Event(component="lab", kind="lab", outcome="lab-stopped"))
+    [row] = events.query(outcome="enrolled")
+    assert row["id"] == enrolled
+    assert (row["enrollment"], row["user"], row["message_type"]) == ("E/1", "eliza@betterbag.test", "TokenUpdate")
+    assert [e["message_type"] for e in events.query(enrollment="E/1")] == ["TokenUpdate", "Authenticate"]
+    assert [e["kind"] for e in events.query(outcome="lab-stopped")] == ["lab"]
+    with pytest.raises(TypeError):
+        events.query(summary="lab stopped")  # text is no filter
+
+
+def test_before_and_newest_page_backwards(populated):
+    events, ids = populated
+    assert [e["id"] for e in events.query(before=ids[3])] == ids[:3]
+    assert [e["id"] for e in events.query(before=ids[4], newest=True, limit=2)] == ids[2:4]
+    assert [e["id"] for e in events.query(newest=True, limit=2, kind="http")] == [ids[2], ids[3]]
+
+
+OLD_SCHEMA = """
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, component TEXT NOT NULL,
+    kind TEXT NOT NULL, host TEXT, method TEXT, path TEXT, status INTEGER, stage TEXT, device TEXT, summary TEXT,
+    detail TEXT NOT NULL DEFAULT '{}')
+"""
+
+
+def test_a_timeline_from_before_the_fields_is_migrated_and_its_facts_filled_in(tmp_path):
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "events.db")
+    db.execute(OLD_SCHEMA)
+    rows = [("mdm", "http", 200, "check-in", "E1", "Authenticate E1 for eliza (user)", "{}"),
+            ("mdm", "http", 200, "check-in", "E1", "TokenUpdate E1: enrolled", "{}"),
+            ("mdm", "http", 401, "check-in", "E1", "401 bad-token: expired", "{}"),
+            ("device", "device-outcome", None, "check-in", "eliza", "enrolled: fine", '{"outcome": "enrolled"}'),
+            ("lab", "lab", None, None, None, "lab stopped", "{}")]
+    db.executemany("INSERT INTO events (ts, component, kind, status, stage, device, summary, detail)"
+                   " VALUES (1, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.commit()
+    db.close()
+    log = EventLog(tmp_path / "events.db")
+    try:
+        found = log.query()
+        assert [(e["message_type"], e["outcome"], e["enrollment"]) for e in found] == [
+            ("Authenticate", None, None), ("TokenUpdate", "enrolled", "E1"), (None, None, None),
+            (None, "enrolled", None), (None, "lab-stopped", None)]
+        new = log.record(Event(component="mdm", outcome="enrolled", enrollment="E2"))
+        assert [e["id"] for e in log.query(enrollment="E2")] == [new]
+    finally:
+        log.close()
+    EventLog(tmp_path / "events.db").close()  # a second open finds nothing to migrate
+
+
+def test_label_keywords_reach_the_event(events):
+    from lab.flaskapp import create_app, label
+
+    app = create_app(__name__, "mdm")
+
+    @app.put("/mdm/checkin")
+    def check_in():
+        label(stage="check-in", device="E1", enrollment="E1", user="eliza@betterbag.test",
+              message_type="TokenUpdate", outcome="enrolled")
+        return ""
+
+    dispatcher = Dispatcher(events)
+    dispatcher.mount("mdm.lab.test", "mdm", app)
+    Client(dispatcher).put("/mdm/checkin", headers={"Host": "mdm.lab.test"})
+    [row] = events.query()
+    assert {k: row[k] for k in ("enrollment", "user", "message_type", "outcome")} == {
+        "enrollment": "E1", "user": "eliza@betterbag.test", "message_type": "TokenUpdate", "outcome": "enrolled"}

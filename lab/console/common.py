@@ -34,9 +34,9 @@ def json_body() -> dict:
     return body
 
 
-EVENT_FILTERS = ("host", "device", "component", "kind")
+EVENT_FILTERS = ("host", "device", "component", "kind", "stage", "enrollment", "user", "message_type", "outcome")
 
 
 def event_filters() -> dict:
-    """The timeline's equality filters from the query string (host, device, component, kind)."""
+    """The timeline's equality filters from the query string (one per column of EVENT_FILTERS)."""
     return {key: request.args[key] for key in EVENT_FILTERS if request.args.get(key) is not None}

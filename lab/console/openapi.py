@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from lab.console.common import MAX_ID
+from lab.console.common import EVENT_FILTERS, MAX_ID
 from lab.console.common import lab as _lab
 
 bp = Blueprint("openapi", __name__)
@@ -49,8 +49,7 @@ def _query(name: str, schema: dict, description: str) -> dict:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-FILTERS = [_query(key, {"type": "string"}, f"only events whose {key} is exactly this")
-           for key in ("host", "device", "component", "kind")]
+FILTERS = [_query(key, {"type": "string"}, f"only events whose {key} is exactly this") for key in EVENT_FILTERS]
 UNAUTHORIZED = _error("the lab listens beyond loopback and the admin token is missing or wrong")
 FOREIGN = _error("a browser page of another origin asked to change the lab")
 
@@ -194,6 +193,11 @@ def document(lab) -> dict:
         "path": _nullable({"type": "string"}), "status": _nullable({"type": "integer"}),
         "stage": _nullable({"type": "string"}), "device": _nullable({"type": "string"}),
         "summary": _nullable({"type": "string"}),
+        "enrollment": _nullable({"type": "string", "description": "the EnrollmentID the exchange belongs to"}),
+        "user": _nullable({"type": "string", "description": "the account the exchange belongs to"}),
+        "message_type": _nullable({"type": "string", "description": "check-in MessageType or command RequestType"}),
+        "outcome": _nullable({"type": "string", "description": "a machine-readable fact: enrolled, lab-stopped, "
+                              "refused, ..."}),
         "detail": {"type": "object", "description": "redacted request and response headers and bodies, or the "
                    "step's verdict and explanation"}}}
     step = {"type": "object", "required": ["event", "lane", "label", "tone"], "properties": {

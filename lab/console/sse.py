@@ -35,7 +35,7 @@ def _matches(event: dict, filters: dict) -> bool:
 
 
 def _lab_stopped(event: dict) -> bool:
-    return event["kind"] == "lab" and event["summary"] == "lab stopped"
+    return event["kind"] == "lab" and event.get("outcome") == "lab-stopped"
 
 
 def _start_after(log) -> int:

@@ -56,7 +56,7 @@ class Attempt:
 
     def enrolled_on_server(self) -> bool:
         return any(e["kind"] == "http" and e["component"] == "mdm" and e["status"] == 200
-                   and (e["summary"] or "").startswith("TokenUpdate") for e in self.events)
+                   and e.get("outcome") == "enrolled" for e in self.events)
 
 
 def is_error(event: dict) -> bool:
@@ -283,19 +283,5 @@ def enrollments(events: list[dict], owners: dict[str, str] | None = None, *, now
 
 
 def newest(log, count: int, **filters) -> list[dict]:
-    """The ``count`` newest events matching ``filters``, oldest first, through the log's public query."""
-    top = log.last_id()
-    window = max(count * 4, 256)
-    while True:
-        after = max(0, top - window)
-        found = []
-        cursor = after
-        while True:  # the window may hold more than one page
-            page = log.query(after=cursor, limit=5000, **filters)
-            found.extend(e for e in page if e["id"] <= top)
-            if len(page) < 5000 or page[-1]["id"] >= top:
-                break
-            cursor = page[-1]["id"]
-        if len(found) >= count or after == 0:
-            return found[-count:] if count else []
-        window *= 8
+    """The ``count`` newest events matching ``filters``, oldest first (one bounded, indexed query)."""
+    return log.query(limit=count, newest=True, **filters) if count > 0 else []

@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from lab.events import mask
 from lab.flaskapp import label
-from mocks.mdm.state import SESSION_COOKIE, WebAnswer, parse_enrollment_body
+from mocks.mdm.state import SESSION_COOKIE, BadCheckIn, WebAnswer, parse_checkin_body, parse_enrollment_body
 
 ENROLL_PATH = "/enroll"
 ADDE_ENROLL_PATH = "/enroll/adde"
@@ -115,7 +115,12 @@ def esso_document():
 def check_in():
     label(stage="check-in")
     enrollment_id, summary = _state().check_in(request.headers.get("Authorization"), request.get_data())
-    label(device=enrollment_id, summary=summary)
+    try:
+        kind = parse_checkin_body(request.get_data()).get("MessageType")
+    except BadCheckIn:
+        kind = None
+    label(device=enrollment_id, enrollment=enrollment_id, message_type=kind, summary=summary,
+          outcome="enrolled" if kind == "TokenUpdate" else None)
     return Response(b"", status=200)
 
 

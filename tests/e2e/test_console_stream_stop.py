@@ -39,5 +39,5 @@ def test_stopping_the_lab_ends_open_streams_with_the_lab_stopped_event(tmp_path)
         t.join(5)
         assert not t.is_alive(), "a stream stayed open after the lab stopped"
     stopped = [json.loads(line[5:]) for line in received]
-    assert [e["summary"] for e in stopped].count("lab stopped") == 3
+    assert [e["outcome"] for e in stopped].count("lab-stopped") == 3
     session.close()
