@@ -11,7 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._common import (MDMLAB, ROOT, HandshakeCounter, cpu_seconds, lab_info, print_results,  # noqa: E402
                                 start_lab, stop_lab, summary)
-from lab.device import Device, Network  # noqa: E402
+from lab.device import Device  # noqa: E402
+from lab.net import Network  # noqa: E402
 
 COMMAND_RUNS = 10
 FLOW_RUNS = 200
@@ -25,7 +26,7 @@ def measure_flow(runs: int = FLOW_RUNS, budget_s: float = 120) -> dict:
         proc = start_lab(state_dir, "--fresh")
         try:
             info = lab_info(state_dir)
-            network = Network("127.0.0.1", info["dns_port"], info["ca_cert"], info["https_port"])
+            network = Network.from_lab_info(info)
             for _ in range(5):  # warm-up: first-use costs out of the figure
                 Device(network).enroll(IDENTIFIER, PASSWORD)
             flow, deadline = [], time.monotonic() + budget_s

@@ -161,10 +161,7 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
                                  param_hint="--fallback-on")
     if password is None and sys.stdin.isatty() and not as_json:
         password = click.prompt(f"Password for {identifier}", hide_input=True, default="", show_default=False) or None
-    apple = (info.get("abm") or {}).get("fallback", "axm-adm-enroll.lab.test")
-    network = Network(info.get("dns_address", "127.0.0.1"), info["dns_port"], info["ca_cert"], info["https_port"],
-                      apple)
-    device = Device(network, model_family=model_family, os_version=os_version or "", strict=strict,
+    device = Device(Network.from_lab_info(info), model_family=model_family, os_version=os_version or "", strict=strict,
                     fallback_on=triggers)
     from lab.cli_device import save_enrolled
 

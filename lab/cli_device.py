@@ -32,10 +32,9 @@ def _info(state_dir) -> dict:
 
 
 def network_from(info: dict):
-    from lab.device import Network
+    from lab.net import Network
 
-    apple = (info.get("abm") or {}).get("fallback", "axm-adm-enroll.lab.test")
-    return Network(info.get("dns_address", "127.0.0.1"), info["dns_port"], info["ca_cert"], info["https_port"], apple)
+    return Network.from_lab_info(info)
 
 
 def _store(state_dir):
@@ -81,7 +80,7 @@ class _Loaded:
 
 def _offline_network(state_dir: Path):
     """For commands that make no request (show, backup, ...): the lab's CA if it is around, no DNS needed."""
-    from lab.device import Network
+    from lab.net import Network
 
     ca = state_dir / "pki" / "ca.pem"
     if not ca.exists():

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 LAB_FILE = "lab.json"
+ADMIN_TOKEN_FILE = "admin-token"  # in the state dir, only when the lab listens beyond loopback
 DEFAULT_STATE_DIR = ".mdmlab"
 DEFAULT_HTTPS_PORT = 8443
 DEFAULT_DNS_PORT = 10053

@@ -6,8 +6,7 @@ from pathlib import Path
 import requests
 
 from lab import config
-
-ADMIN_TOKEN_FILE = "admin-token"
+from lab.config import ADMIN_TOKEN_FILE
 
 
 class ControlError(RuntimeError):

@@ -135,7 +135,7 @@ def _wrong_address(answer: DNSAnswer) -> DNSAnswer:
 DNS_FAULTS = dns_fault.specs
 
 
-class LabResolver:
+class ZoneResolver:
     def __init__(self, zone: Zone, events: EventLog | None = None, faults=None,
                  upstream: tuple[str, int] | None = None):
         self.zone = zone
@@ -326,7 +326,7 @@ def _family(address: str) -> int:
 class LabDNS:
     """UDP and TCP servers on the same port, sharing one resolver."""
 
-    def __init__(self, resolver: LabResolver, address: str = "127.0.0.1", port: int = 0):
+    def __init__(self, resolver: ZoneResolver, address: str = "127.0.0.1", port: int = 0):
         self.resolver = resolver
         self.address = address
         attempts = 20 if port == 0 else 1

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 import requests
 
 from lab import config
-from lab.device import Device, Network
+from lab.device import Device
 from lab.device.device import FAMILIES
-from lab.device.transport import LabResolver, lab_session
+from lab.net import LabResolver, Network, lab_session
 
 STAGES = ("discovery", "authentication", "enrollment", "check-in", "commands")
 DEFAULT_MIX = {"iPhone": 100}
@@ -57,9 +57,7 @@ class Target:
     @classmethod
     def from_info(cls, info: dict, users: Iterable[tuple[str, str]] = (), *, ca_cert: str | None = None,
                   dns_address: str | None = None) -> "Target":
-        apple = (info.get("abm") or {}).get("fallback", "axm-adm-enroll.lab.test")
-        network = Network(dns_address or info.get("dns_address", "127.0.0.1"), int(info["dns_port"]),
-                          ca_cert or info["ca_cert"], int(info["https_port"]), apple)
+        network = Network.from_lab_info(info, dns_address=dns_address, ca_cert=ca_cert)
         users = tuple(users) or _scenario_users(info)
         if not users:
             raise FleetError("no account to sign in with: the lab's scenario names none the fleet can use; "

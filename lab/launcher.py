@@ -15,17 +15,15 @@ import time
 from pathlib import Path
 
 from lab import dispatch
-from lab.config import LAB_FILE
+from lab.config import ADMIN_TOKEN_FILE, LAB_FILE
 from lab.console import create_app as create_console
 from dnslib import QTYPE
 
-from lab.device.transport import LabResolver as DNSResolverClient
-from lab.device.transport import lab_session
-from lab.dns import DNS_FAULTS, LabDNS, LabResolver, Zone
+from lab.dns import DNS_FAULTS, LabDNS, Zone, ZoneResolver
 from lab.dns import query as dns_query
 from lab.events import Event, EventLog
 from lab.faults import TLS_FAULTS, FaultBoard, FaultError, TLSFaults, catalogue
-from lab.control import ADMIN_TOKEN_FILE
+from lab.net import LabResolver, Network, lab_session
 from lab.pki import CertificateAuthority, write_private
 from lab.scenario import Scenario
 from lab.server import HostContexts, HTTPSServer, server_context
@@ -73,6 +71,7 @@ class Lab:
         self.started_at: float | None = None
         self._lock_file = None
         self._reset_lock = threading.Lock()
+        self.views: dict = {}  # more parts of snapshot(), added by the console (e.g. the saved devices)
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> "Lab":
@@ -121,7 +120,7 @@ class Lab:
             self._abort()
             raise LabError(f"{sc.path}: {exc}") from None
         try:
-            self.dns = LabDNS(LabResolver(self.zone, self.events, self.faults, self.upstream), self.listen, dns_port)
+            self.dns = LabDNS(ZoneResolver(self.zone, self.events, self.faults, self.upstream), self.listen, dns_port)
         except OSError as exc:
             self._abort()
             raise LabError(str(exc) + _port_hint(dns_port)) from exc
@@ -230,7 +229,7 @@ class Lab:
         if mdm_server is None or not sc.abm.register_url:
             return
         token = self.abm.server_token(mdm_server.name)
-        session = lab_session(DNSResolverClient(self.listen, self.dns.port), str(self.pki.cert_path))
+        session = lab_session(LabResolver(self.listen, self.dns.port), str(self.pki.cert_path))
         try:
             DEPClient(self.origin(sc.abm_hosts["api"]), token, session).register_discovery_url(
                 self.urls["mdm"]["discovery_url"])
@@ -333,6 +332,7 @@ class Lab:
             "mdm": self.urls["mdm"],
             "domains": [d.name for d in self.scenario.domains],
             "abm": self.scenario.abm_hosts if self.abm is not None else None,
+            "apple_host": self.scenario.abm_hosts["fallback"],
             "users": [u.identifier for u in self.scenario.users],
             "pid": os.getpid(),
             "upstream": f"{self.upstream[0]}:{self.upstream[1]}" if self.upstream else None,
@@ -347,32 +347,11 @@ class Lab:
         tmp.write_text(json.dumps(self.describe(), indent=2) + "\n")
         os.replace(tmp, path)
 
+    def network(self) -> Network:
+        """This lab as a client sees it (the recipe of lab.json, ``Network.from_lab_info``)."""
+        return Network.from_lab_info(self.describe())
+
     def snapshot(self) -> dict:
         return {"org_domain": self.org_domain.snapshot(), "mdm": self.mdm.snapshot(),
                 "abm": self.abm.snapshot() if self.abm is not None else None, "faults": self.faults.armed(),
-                "devices": self.devices()}
-
-    def devices(self, limit: int = 50) -> list[dict] | None:
-        """The simulated devices saved beside this lab (by `mdmlab enroll`), with their data-separation state.
-
-        A view for the control plane only: the mocks never read the devices' store.
-        """
-        from lab.device import Network
-        from lab.device.store import DIRECTORY, DeviceStore
-
-        if not (self.state_dir / DIRECTORY).exists():
-            return None
-        store = DeviceStore(self.state_dir)
-        network = Network(self.listen, self.dns.port, str(self.pki.cert_path), self.https_port,
-                          self.scenario.abm_hosts["fallback"])
-        try:
-            described = []
-            for row in store.listing()[-limit:]:
-                device = store.load(row["device_id"], network)
-                try:
-                    described.append(device.describe())
-                finally:
-                    device.close()
-            return described
-        finally:
-            store.close()
+                **{name: view() for name, view in self.views.items()}}

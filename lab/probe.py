@@ -17,7 +17,7 @@ from lab import cms
 from lab.device import authentication, discovery
 from lab.device.errors import transport_failure
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
-from lab.device.transport import DNSFailure, LabResolver, lab_session
+from lab.net import DNSFailure, LabResolver, lab_session
 from lab.pki import self_signed
 
 REQUIRED = {"apple-as-web": ("url",),

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.device import Device, Network
+from lab.device import Device
 from lab.device.trace import Trace
 from lab.events import EventLog, device_trace_events
 from lab.launcher import Lab
@@ -58,9 +58,7 @@ def device_for(scenario: Scenario, lab: Lab) -> tuple[Device, str, str | None]:
     identifier = setup.identifier or scenario.users[0].identifier
     user = scenario.user(identifier)
     password = setup.password or (user.password if user else None)
-    network = Network(lab.listen, lab.dns.port, str(lab.pki.cert_path), lab.https_port,
-                      scenario.abm_hosts["fallback"])
-    device = Device(network, model_family=setup.model_family, os_version=setup.os_version, strict=setup.strict,
+    device = Device(lab.network(), model_family=setup.model_family, os_version=setup.os_version, strict=setup.strict,
                     discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on)
     return device, identifier, password
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.device import Device, Network
+from lab.device import Device
 from lab.launcher import Lab
+from lab.net import Network
 from lab.scenario import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +28,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture
 def network(lab) -> Network:
-    return Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port,
-                   lab.scenario.abm_hosts["fallback"])
+    return lab.network()
 
 
 @pytest.fixture

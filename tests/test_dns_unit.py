@@ -8,7 +8,7 @@ import struct
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from lab.dns import DNSStartError, LabDNS, LabResolver, Zone, query
+from lab.dns import DNSStartError, LabDNS, ZoneResolver, Zone, query
 from lab.events import EventLog
 
 LOOPBACK = "127.0.0.1"
@@ -24,7 +24,7 @@ def make_zone() -> Zone:
     return zone
 
 
-def ask(resolver: LabResolver, name: str, rtype: str = "A", *, ad: bool = False) -> DNSRecord:
+def ask(resolver: ZoneResolver, name: str, rtype: str = "A", *, ad: bool = False) -> DNSRecord:
     request = DNSRecord.question(name, rtype)
     if ad:
         request.header.ad = 1
@@ -40,8 +40,8 @@ def soa_owner(reply: DNSRecord) -> str:
 
 
 @pytest.fixture
-def resolver() -> LabResolver:
-    return LabResolver(make_zone())
+def resolver() -> ZoneResolver:
+    return ZoneResolver(make_zone())
 
 
 # -- the resolver ------------------------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_a_resolver_exception_becomes_servfail():
         def lookup(self, name):
             raise RuntimeError("zone bug")
 
-    reply = ask(LabResolver(BrokenZone(["lab.test"])), "mdm.lab.test", ad=True)
+    reply = ask(ZoneResolver(BrokenZone(["lab.test"])), "mdm.lab.test", ad=True)
     assert reply.header.rcode == RCODE.SERVFAIL
     assert reply.header.ad == 0
     assert reply.rr == []
@@ -152,7 +152,7 @@ def test_a_resolver_exception_becomes_servfail():
 def test_answers_are_recorded_as_events(tmp_path):
     events = EventLog(tmp_path / "events.db")
     try:
-        resolver = LabResolver(make_zone(), events)
+        resolver = ZoneResolver(make_zone(), events)
         ask(resolver, "mdm.lab.test")
         ask(resolver, "www.apple.com")
         recorded = events.query(component="dns")
@@ -168,7 +168,7 @@ def test_answers_are_recorded_as_events(tmp_path):
 
 @pytest.fixture
 def server():
-    dns = LabDNS(LabResolver(make_zone()), LOOPBACK, 0)
+    dns = LabDNS(ZoneResolver(make_zone()), LOOPBACK, 0)
     dns.start()
     try:
         yield dns
@@ -197,7 +197,7 @@ def test_server_clears_ad_on_the_wire(server):
 
 def test_a_second_server_on_the_same_port_fails_to_start(server):
     with pytest.raises(DNSStartError) as failure:
-        LabDNS(LabResolver(make_zone()), LOOPBACK, server.port)
+        LabDNS(ZoneResolver(make_zone()), LOOPBACK, server.port)
     assert isinstance(failure.value, OSError)
     assert failure.value.errno == errno.EADDRINUSE
     assert query("mdm.lab.test", "A", LOOPBACK, server.port).header.rcode == RCODE.NOERROR  # first one unharmed
@@ -210,7 +210,7 @@ def test_no_silent_udp_bind_beside_a_reuseaddr_socket():
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind((LOOPBACK, 0))
         with pytest.raises(DNSStartError):
-            LabDNS(LabResolver(make_zone()), LOOPBACK, squatter.getsockname()[1])
+            LabDNS(ZoneResolver(make_zone()), LOOPBACK, squatter.getsockname()[1])
     finally:
         squatter.close()
 
@@ -275,11 +275,11 @@ def test_a_burst_of_garbage_does_not_stop_the_server(server):
 
 
 def test_stop_releases_the_port():
-    dns = LabDNS(LabResolver(make_zone()), LOOPBACK, 0)
+    dns = LabDNS(ZoneResolver(make_zone()), LOOPBACK, 0)
     dns.start()
     port = dns.port
     dns.stop()
-    again = LabDNS(LabResolver(make_zone()), LOOPBACK, port)
+    again = LabDNS(ZoneResolver(make_zone()), LOOPBACK, port)
     try:
         again.start()
         assert query("mdm.lab.test", "A", LOOPBACK, port).header.rcode == RCODE.NOERROR

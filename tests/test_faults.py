@@ -5,7 +5,7 @@ import pytest
 from dnslib import DNSRecord
 
 import mocks
-from lab.dns import DNS_FAULTS, LabResolver, Zone
+from lab.dns import DNS_FAULTS, ZoneResolver, Zone
 from lab.events import EventLog
 from lab.faults import TLS_FAULTS, FaultBoard, FaultRegistry, TLSFaults, catalogue
 from lab.launcher import fault_catalogue
@@ -91,7 +91,7 @@ def test_a_dns_fault_is_applied_through_the_board_and_its_timeline_words_follow_
     for concealed in (False, True):
         events = EventLog(tmp_path / f"events-{concealed}.db")
         board = board_of(*DNS_FAULTS, concealed=concealed)
-        resolver = LabResolver(zone, events, board)
+        resolver = ZoneResolver(zone, events, board)
         board.set("dns-timeout", times=1)
         assert resolver.resolve(DNSRecord.question(HOST, "A"), None) is None
         assert resolver.resolve(DNSRecord.question(HOST, "A"), None).rr

@@ -12,7 +12,7 @@ from dnslib.buffer import Buffer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.dns import LabResolver, Zone, _Dropped, _Handler, query
+from lab.dns import ZoneResolver, Zone, _Dropped, _Handler, query
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -25,7 +25,7 @@ for name, rtype, value in (("mdm.lab.test", "A", "127.0.0.1"), ("betterbag.test"
 def handler(protocol: str = "udp"):
     """The lab's DNS handler, without a socket: get_reply is where every packet is parsed."""
     h = _Handler.__new__(_Handler)
-    h.server = types.SimpleNamespace(resolver=LabResolver(ZONE))
+    h.server = types.SimpleNamespace(resolver=ZoneResolver(ZONE))
     h.protocol = protocol
     return h
 

@@ -36,10 +36,7 @@ def client(lab):
 @pytest.fixture(scope="module")
 def enrolled(lab):
     """A real enrollment, so check-ins and polls get past the token check with some bodies."""
-    from lab.device import Network
-    network = Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port,
-                      lab.scenario.abm_hosts["fallback"])
-    device = Device(network)
+    device = Device(lab.network())
     assert device.enroll(IDENTIFIER, PASSWORD).outcome == "enrolled"
     yield device
     device.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from lab import flaskapp
-from lab.console import api, auth, dashboard, mdm, openapi, sse
+from lab.console import api, auth, dashboard, devices, mdm, openapi, sse
 from lab.console.common import lab as _lab
 
 bp = Blueprint("console", __name__, template_folder="templates")
@@ -31,6 +31,7 @@ def _security_headers(response):
 def create_app(lab):
     app = flaskapp.create_app(__name__, "console")
     app.config["LAB"] = lab
+    lab.views["devices"] = lambda: devices.listing(lab)
     app.before_request(lambda: auth.require_admin_token(_lab().admin_token))
     app.after_request(_security_headers)
     for blueprint in (api.bp, sse.bp, openapi.bp, mdm.bp, dashboard.bp, bp):

@@ -30,7 +30,7 @@ from lab.device.separation import CALENDAR, DEFAULT_PERSONAL_APPS, MAIL, MANAGED
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace, describe_request
 from lab.device.cookies import CookieJar
 from lab.device.http import DeviceHTTP
-from lab.device.transport import LabResolver
+from lab.net import LabResolver, Network
 
 FAMILIES = {  # CLI name → (model-family query value, PRODUCT, OS name)
     "iPhone": ("iPhone", "iPhone17,2", "iOS"),
@@ -58,16 +58,6 @@ def parse_version(text: str) -> tuple[int, int]:
         raise ValueError(f"OS version {text!r} is not of the form X.Y")
     major, minor = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
     return major, minor
-
-
-@dataclass(frozen=True)
-class Network:
-    """What the device is configured with: its DNS server, the CA it trusts, the lab's HTTPS port."""
-    dns_server: str
-    dns_port: int
-    ca_cert: str
-    https_port: int = 443
-    apple_host: str = "axm-adm-enroll.lab.test"  # where "Apple" answers the ABM/ASM discovery fallback
 
 
 @dataclass

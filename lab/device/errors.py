@@ -8,7 +8,7 @@ import time
 import requests
 
 from lab.device.trace import FAIL, DeviceFailure, Trace, describe_request
-from lab.device.transport import DNSFailure
+from lab.net import DNSFailure
 
 # OpenSSL verify codes
 _TLS_CODES = {

@@ -21,7 +21,7 @@ from urllib.parse import urlencode, urlsplit
 from requests.structures import CaseInsensitiveDict
 
 from lab.device.cookies import CookieJar
-from lab.device.transport import LabResolver, trust_context
+from lab.net import LabResolver, trust_context
 
 REDIRECTS = (301, 302, 303, 307, 308)
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from lab import oauth1
-from lab.device import Device, Network
-from lab.device.transport import LabResolver, lab_session
+from lab.device import Device
+from lab.net import LabResolver, lab_session
 from lab.launcher import Lab
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
@@ -35,9 +35,7 @@ def origin(lab, role: str) -> str:
 
 
 def enroll(lab, os_version="18.2"):
-    network = Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port,
-                      lab.scenario.abm_hosts["fallback"])
-    device = Device(network, os_version=os_version)
+    device = Device(lab.network(), os_version=os_version)
     try:
         return device.enroll(IDENTIFIER, PASSWORD)
     finally:

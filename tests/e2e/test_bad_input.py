@@ -1,6 +1,6 @@
 """Bad input gets a clear 4xx JSON reason, every exchange is in the timeline, and the lab keeps serving.
 
-Everything goes through the lab's real DNS and TLS (the device's transport, raw ssl sockets, curl); after every
+Everything goes through the lab's real DNS and TLS (the lab's client plumbing (lab.net), raw ssl sockets, curl); after every
 test a whole device enrollment must still succeed.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dnslib import DNSRecord
 from lab import cms
 from lab.device import Device
 from lab.device.http import DeviceHTTP
-from lab.device.transport import LabResolver, lab_session
+from lab.net import LabResolver, lab_session
 from lab.dns import TCP_IDLE_TIMEOUT, query
 from lab.pki import self_signed
 from lab.scenario import load

@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from lab.device.http import DeviceHTTP, HTTPStatusError
-from lab.device.transport import DNSFailure, LabResolver, trust_context
+from lab.net import DNSFailure, LabResolver, trust_context
 from tests.conftest import IDENTIFIER
 
 WELL_KNOWN = "/.well-known/com.apple.remotemanagement"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from lab.device import Device, Network
+from lab.device import Device
 from lab.launcher import Lab
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD
@@ -19,9 +19,7 @@ def lab(tmp_path_factory):
 
 def test_the_fault_acts_but_nothing_names_it(lab):
     after = lab.events.last_id()
-    network = Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port,
-                      lab.scenario.abm_hosts["fallback"])
-    device = Device(network, os_version="17.5")
+    device = Device(lab.network(), os_version="17.5")
     try:
         trace = device.enroll(IDENTIFIER, PASSWORD)
     finally:

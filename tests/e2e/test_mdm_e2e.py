@@ -39,8 +39,7 @@ class Running:
 
     @property
     def network(self) -> Network:
-        return Network("127.0.0.1", self.lab.dns.port, str(self.lab.pki.cert_path), self.lab.https_port,
-                       self.lab.scenario.abm_hosts["fallback"])
+        return self.lab.network()
 
     def device(self, **kwargs) -> Device:
         made = Device(self.network, **kwargs)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from lab.dns import LabDNS, Zone, query
-from lab.dns import LabResolver as ZoneResolver
+from lab.dns import ZoneResolver
 from tests.e2e.test_cli import start_lab, stop_lab
 
 

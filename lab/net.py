@@ -1,10 +1,11 @@
-"""How lab clients reach the network: names through the lab DNS, trust in the lab CA only.
+"""How the lab's clients reach a lab: names through the lab DNS, trust in the lab CA only.
 
-``LabResolver`` (the stub resolver) and ``trust_context`` (one verifying context per CA bundle) serve the
-device's own client (``lab.device.http``). ``lab_session`` is a requests session built on them, for the lab's
-other clients (the probe, the MDM's DEP client, the fleet's re-check): its adapter's urllib3 connections resolve
-through the lab DNS (per adapter, no global monkeypatch), keeping the original host name for SNI, certificate
-checks and the Host header.
+``Network`` is what a client is configured with (built from lab.json by ``Network.from_lab_info``, the one
+recipe). ``LabResolver`` (the stub resolver) and ``trust_context`` (one verifying context per CA bundle) serve
+the device's own client (``lab.device.http``). ``lab_session`` is a requests session built on them, for the lab's
+other clients (the launcher handing the MDM its ABM session, the probe, the fleet's re-check): its adapter's
+urllib3 connections resolve through the lab DNS (per adapter, no global monkeypatch), keeping the original host
+name for SNI, certificate checks and the Host header.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,8 +23,28 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from lab.dns import query
 from dnslib import QTYPE, RCODE
+
+from lab.dns import query
+
+DEFAULT_APPLE_HOST = "axm-adm-enroll.lab.test"  # where "Apple" answers the ABM/ASM discovery fallback in the lab
+
+
+@dataclass(frozen=True)
+class Network:
+    """What a lab client is configured with: its DNS server, the CA it trusts, the lab's HTTPS port."""
+    dns_server: str
+    dns_port: int
+    ca_cert: str
+    https_port: int = 443
+    apple_host: str = DEFAULT_APPLE_HOST
+
+    @classmethod
+    def from_lab_info(cls, info: dict, *, dns_address: str | None = None, ca_cert: str | None = None) -> "Network":
+        """The running lab as a client sees it, from its lab.json (``config.read_lab_file``)."""
+        return cls(dns_address or info.get("dns_address", "127.0.0.1"), int(info["dns_port"]),
+                   ca_cert or info["ca_cert"], int(info["https_port"]),
+                   info.get("apple_host") or (info.get("abm") or {}).get("fallback") or DEFAULT_APPLE_HOST)
 
 
 class DNSFailure(socket.gaierror):
