@@ -2,7 +2,7 @@
 import re
 from pathlib import Path
 
-from lab.cli import fault_table
+from lab.cli.fault import fault_table
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from lab.cli_console import sse_events
+from lab.cli.events import sse_events
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
 
 MDMLAB = [sys.executable, "-m", "lab"]

@@ -6,7 +6,6 @@ from pathlib import Path
 import requests
 
 from lab import config
-from lab.config import ADMIN_TOKEN_FILE
 
 
 class ControlError(RuntimeError):
@@ -21,7 +20,7 @@ class ControlClient:
         self.session = requests.Session()
         self.session.trust_env = False
         self.session.verify = self.info["ca_cert"]
-        token_file = self.state_dir / ADMIN_TOKEN_FILE
+        token_file = self.state_dir / config.ADMIN_TOKEN_FILE
         if token_file.exists():
             self.session.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
 

@@ -15,26 +15,7 @@ from pathlib import Path
 import click
 
 from lab import config
-
-state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _fail(message: str):
-    raise click.ClickException(message)
-
-
-def _info(state_dir) -> dict:
-    try:
-        return config.read_lab_file(config.state_dir(state_dir))
-    except config.NoLabRunning as exc:
-        _fail(str(exc))
-
-
-def network_from(info: dict):
-    from lab.net import Network
-
-    return Network.from_lab_info(info)
+from lab.cli.common import call, fail, json_option, lab_info, network, state_dir_option
 
 
 def _store(state_dir):
@@ -58,14 +39,14 @@ class _Loaded:
     def __init__(self, state_dir, device_id: str, *, network_needed: bool = True):
         from lab.device.store import UnknownDevice
 
-        info = _info(state_dir) if network_needed else None
+        info = lab_info(state_dir) if network_needed else None
         self.store = _store(state_dir)
         try:
-            network = network_from(info) if info else _offline_network(config.state_dir(state_dir))
-            self.device = self.store.load(device_id, network)
+            reach = network(info) if info else _offline_network(config.state_dir(state_dir))
+            self.device = self.store.load(device_id, reach)
         except UnknownDevice as exc:
             self.store.close()
-            _fail(str(exc))
+            fail(str(exc))
 
     def __enter__(self):
         return self.device
@@ -84,7 +65,7 @@ def _offline_network(state_dir: Path):
 
     ca = state_dir / "pki" / "ca.pem"
     if not ca.exists():
-        _fail(f"{ca} is missing: start the lab once ('mdmlab up') so devices have a CA to trust")
+        fail(f"{ca} is missing: start the lab once ('mdmlab up') so devices have a CA to trust")
     return Network("127.0.0.1", 53, str(ca))
 
 
@@ -240,7 +221,7 @@ def device_restore(device_id, backup_id, state_dir):
         try:
             backup = loaded.store.backup(backup_id)
         except UnknownDevice as exc:
-            _fail(str(exc))
+            fail(str(exc))
         was = dev.enrollment.identifier if dev.enrollment else None
         dev.restore(backup)
     click.echo(f"restored {backup_id} onto {dev.device_id}: personal data is back"
@@ -281,18 +262,12 @@ def _enrollment_id(state_dir, device_id: str) -> str:
         rows = {r["device_id"]: r for r in store.listing()}
         row = rows.get(store.resolve(device_id))
     except UnknownDevice as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         store.close()
     if not row["enrollment_id"]:
-        _fail(f"{row['device_id']} is not enrolled")
+        fail(f"{row['device_id']} is not enrolled")
     return row["enrollment_id"]
-
-
-def _api(state_dir, method: str, path: str, **kwargs):
-    from lab.cli import _call, _control
-
-    return _call(_control(state_dir), method, path, **kwargs)
 
 
 @device.command("command")
@@ -313,7 +288,7 @@ def device_command(device_id, request_type, params, state_dir):
         except ValueError:
             body[key] = value
     eid = _enrollment_id(state_dir, device_id)
-    result = _api(state_dir, "POST", f"/api/mdm/enrollments/{eid}/commands",
+    result = call(state_dir, "POST", f"/api/mdm/enrollments/{eid}/commands",
                   json={"request_type": request_type, "params": body})
     click.echo(f"queued {request_type} {result['command_uuid']}; run 'mdmlab device sync {device_id}'")
 
@@ -324,7 +299,7 @@ def device_command(device_id, request_type, params, state_dir):
 @json_option
 def device_commands(device_id, state_dir, as_json):
     """The device's commands at the MDM: status and results (ErrorChain for refused ones)."""
-    rows = _api(state_dir, "GET", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/commands")
+    rows = call(state_dir, "GET", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/commands")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -339,7 +314,7 @@ def device_commands(device_id, state_dir, as_json):
 @state_dir_option
 def device_remove(device_id, state_dir):
     """The MDM removes the enrollment profile (queued RemoveProfile): the device unenrolls at its next sync."""
-    result = _api(state_dir, "POST", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/unenroll")
+    result = call(state_dir, "POST", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/unenroll")
     click.echo(f"queued RemoveProfile {result['command_uuid']}; run 'mdmlab device sync {device_id}'")
 
 
@@ -348,7 +323,7 @@ def device_remove(device_id, state_dir):
 @state_dir_option
 def device_revoke(device_id, state_dir):
     """The MDM revokes the device's tokens (access and refresh): it must sign in again."""
-    result = _api(state_dir, "POST", "/api/mdm/tokens/revoke",
+    result = call(state_dir, "POST", "/api/mdm/tokens/revoke",
                   json={"enrollment_id": _enrollment_id(state_dir, device_id)})
     click.echo(f"revoked {result['revoked']} grant(s)")
 
@@ -358,7 +333,7 @@ def device_revoke(device_id, state_dir):
 @state_dir_option
 def device_expire(device_id, state_dir):
     """The MDM expires the device's access token now (its refresh token still works)."""
-    result = _api(state_dir, "POST", "/api/mdm/tokens/expire",
+    result = call(state_dir, "POST", "/api/mdm/tokens/expire",
                   json={"enrollment_id": _enrollment_id(state_dir, device_id)})
     click.echo(f"expired {result['expired']} access token(s)")
 
@@ -369,7 +344,7 @@ def device_expire(device_id, state_dir):
 def device_token_lifetime(seconds, state_dir):
     """Show or set how long the MDM's new access tokens live."""
     if seconds is None:
-        result = _api(state_dir, "GET", "/api/mdm/token-lifetime")
+        result = call(state_dir, "GET", "/api/mdm/token-lifetime")
     else:
-        result = _api(state_dir, "PUT", "/api/mdm/token-lifetime", json={"seconds": seconds})
+        result = call(state_dir, "PUT", "/api/mdm/token-lifetime", json={"seconds": seconds})
     click.echo(f"access tokens live {result['seconds']} s")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from lab import config
+from lab.cli.common import state_dir_option
 
 
 def _users(values: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -40,7 +41,7 @@ def _users(values: tuple[str, ...]) -> list[tuple[str, str]]:
 @click.option("--recheck", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Instead of enrolling: every device of this journal checks in again with its token.")
 @click.option("--no-check-in", is_flag=True, help="Enroll only; skip the check-in on the command channel.")
-@click.option("--state-dir", default=None, help="State directory of the running lab.")
+@state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON (the progress bar goes to stderr).")
 def fleet(devices, concurrency, mix, against, ca_cert, admin_token, users, journal, recheck, no_check_in,
           state_dir, as_json):

@@ -1,6 +1,6 @@
-"""``mdmlab events`` and ``mdmlab ca export``: the console's control API from the command line.
+"""``mdmlab events``: the lab's timeline from the command line, as a listing or followed live.
 
-Like every command but ``up`` they find the running lab through <state-dir>/lab.json and talk to its console
+Like every command but ``up`` it finds the running lab through <state-dir>/lab.json and talks to its console
 (https://localhost:<port>/), never to the lab's files.
 """
 from __future__ import annotations
@@ -9,36 +9,14 @@ import datetime as dt
 import json
 import sys
 import time
-from pathlib import Path
 
 import click
 import requests
 
-from lab import config
+from lab.cli.common import control, request, state_dir_option
 
 STREAM_READ_TIMEOUT = 60  # seconds; the console sends a keep-alive comment every 15
 RECONNECT_TRIES = 5
-
-state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
-
-
-def _client(state_dir):
-    from lab.control import ControlClient
-
-    try:
-        return ControlClient(config.state_dir(state_dir))
-    except config.NoLabRunning as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _call(client, method: str, path: str, **kwargs):
-    from lab.control import ControlError
-
-    try:
-        return client.request(method, path, **kwargs)
-    except ControlError as exc:
-        raise click.ClickException(str(exc)) from None
-
 
 def render(event: dict) -> str:
     """One line per event: id, time, component, stage, then the request and status, or the summary."""
@@ -119,17 +97,17 @@ def follow(client, after: int, filters: dict, as_json: bool) -> None:
 @state_dir_option
 def events(following, as_json, last, after, host, device, component, kind, state_dir):
     """The lab's event timeline: every HTTP exchange, DNS answer, fault change and device step."""
-    client = _client(state_dir)
+    client = control(state_dir)
     filters = {k: v for k, v in (("host", host), ("device", device), ("component", component), ("kind", kind))
                if v is not None}
     try:
-        top = _call(client, "GET", "/api/health")["last_event_id"]
+        top = request(client, "GET", "/api/health")["last_event_id"]
         if after is None:
-            found = _call(client, "GET", "/api/events", params={"last": last, **filters})
+            found = request(client, "GET", "/api/events", params={"last": last, **filters})
         else:
             found, cursor = [], after
             while True:
-                page = _call(client, "GET", "/api/events", params={"after": cursor, "limit": 5000, **filters})
+                page = request(client, "GET", "/api/events", params={"after": cursor, "limit": 5000, **filters})
                 found.extend(page)
                 if len(page) < 5000:
                     break
@@ -145,39 +123,3 @@ def events(following, as_json, last, after, host, device, component, kind, state
         pass
     finally:
         client.close()
-
-
-@click.group("ca")
-def ca():
-    """The lab's CA: the certificate devices must trust."""
-
-
-@ca.command("export")
-@click.option("--mobileconfig", is_flag=True,
-              help="A configuration profile for iPhone, iPad and Mac instead of PEM.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
-              help="Write to FILE instead of standard output.")
-@state_dir_option
-def ca_export(mobileconfig, output, state_dir):
-    """Export the lab CA (PEM, or a .mobileconfig profile), fetched from the running lab's console."""
-    client = _client(state_dir)
-    path = "/ca.mobileconfig" if mobileconfig else "/ca.pem"
-    try:
-        response = client.session.get(client.base + path, timeout=10)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach the lab's console at {client.base}: {exc.__class__.__name__}; "
-                                   "is 'mdmlab up' still running?") from None
-    finally:
-        client.close()
-    if response.status_code != 200:
-        raise click.ClickException(f"the lab refused GET {path} ({response.status_code})")
-    if output is None:
-        click.get_binary_stream("stdout").write(response.content)
-        return
-    try:
-        output.write_bytes(response.content)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
-    hint = ("; install it, then turn on full trust in Settings > General > About > Certificate Trust Settings"
-            if mobileconfig else "")
-    click.echo(f"wrote {output}{hint}", err=True)

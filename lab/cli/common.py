@@ -1,0 +1,71 @@
+"""What every command group shares: one-line failures, the --state-dir and --json options, the running lab's
+lab.json, the console's control client, and the Network a simulated device uses to reach the lab."""
+from __future__ import annotations
+
+from typing import NoReturn
+
+import click
+
+from lab import config
+from lab.device.device import FAMILIES
+
+state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+model_family_option = click.option("--model-family", type=click.Choice(list(FAMILIES)), default="iPhone",
+                                   show_default=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def lab_info(state_dir: str | None) -> dict:
+    """The running lab's lab.json, or a one-line failure that says how to start one."""
+    try:
+        return config.read_lab_file(config.state_dir(state_dir))
+    except config.NoLabRunning as exc:
+        fail(str(exc))
+
+
+def control(state_dir: str | None):
+    """A client of the running lab's control API (its console); close it after use."""
+    from lab.cli.control import ControlClient
+
+    try:
+        return ControlClient(config.state_dir(state_dir))
+    except config.NoLabRunning as exc:
+        fail(str(exc))
+
+
+def request(client, method: str, path: str, **kwargs):
+    """One request through an open control client; its JSON answer, or a one-line failure."""
+    from lab.cli.control import ControlError
+
+    try:
+        return client.request(method, path, **kwargs)
+    except ControlError as exc:
+        fail(str(exc))
+
+
+def call(state_dir: str | None, method: str, path: str, **kwargs):
+    """One request to the running lab's control API; its JSON answer, or a one-line failure."""
+    client = control(state_dir)
+    try:
+        return request(client, method, path, **kwargs)
+    finally:
+        client.close()
+
+
+def network(info: dict):
+    """How a simulated device reaches the lab that ``info`` (lab.json) describes."""
+    from lab.net import Network
+
+    return Network.from_lab_info(info)
+
+
+def host_port(text: str, option: str, default_port: int = 53) -> tuple[str, int]:
+    """``HOST`` or ``HOST:PORT`` → (host, port), or a usage error naming ``option``."""
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", str(default_port))
+    if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise click.BadParameter(f"{text!r} is not HOST or HOST:PORT", param_hint=option)
+    return host, int(port)

@@ -1,0 +1,77 @@
+"""``mdmlab enroll``: a simulated device enrolls through the running lab, and its trace joins the timeline."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from lab import config
+from lab.cli.common import lab_info, model_family_option, network, state_dir_option
+from lab.cli.device import save_enrolled
+
+TRIGGERS = ("http", "transport", "content")
+
+
+@click.command()
+@click.argument("identifier")
+@model_family_option
+@click.option("--os-version", default=None, help="OS version of the device, e.g. 18.2 [default: 26.1].")
+@click.option("--password", default=None, help="Password typed on the sign-in page (prompted when on a terminal).")
+@click.option("--strict", is_flag=True, help="Reject what a real device was only seen or inferred to tolerate.")
+@click.option("--fallback-on", default=",".join(TRIGGERS), show_default=True,
+              help="Which org-domain failures send an 18.2+ device to ABM/ASM (comma-separated).")
+@state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
+def enroll(identifier, model_family, os_version, password, strict, fallback_on, state_dir, as_json):
+    """Enroll a simulated device as IDENTIFIER through the running lab; exit 0 only when enrolled."""
+    from lab.device import Device
+    from lab.device.device import parse_version
+
+    info = lab_info(state_dir)
+    if os_version is not None:
+        try:
+            parse_version(os_version)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--os-version") from None
+    triggers = tuple(t.strip() for t in fallback_on.split(",") if t.strip())
+    unknown = sorted(set(triggers) - set(TRIGGERS))
+    if unknown:
+        raise click.BadParameter(f"unknown trigger {unknown[0]!r}; use {', '.join(TRIGGERS)}",
+                                 param_hint="--fallback-on")
+    if password is None and sys.stdin.isatty() and not as_json:
+        password = click.prompt(f"Password for {identifier}", hide_input=True, default="", show_default=False) or None
+    device = Device(network(info), model_family=model_family, os_version=os_version or "", strict=strict,
+                    fallback_on=triggers)
+    try:
+        trace = device.enroll(identifier, password)
+        saved = {"device_id": save_enrolled(device, state_dir)} if trace.outcome == "enrolled" else {}
+    finally:
+        device.close()
+    report_trace(state_dir, identifier, trace)
+    if as_json:
+        click.echo(json.dumps({**trace.to_dict(), **saved}, indent=2))
+    else:
+        click.echo(f"{device.model_family} ({device.product}, {device.os_name} {device.os_version}) "
+                   f"enrolling as {identifier}")
+        click.echo(trace.render())
+        if saved:
+            click.echo(f"device id: {saved['device_id']} (mdmlab device show {saved['device_id']})")
+    sys.exit(0 if trace.outcome == "enrolled" else 1)
+
+
+def report_trace(state_dir, identifier: str, trace) -> None:
+    """Hand the device's own steps to the lab's timeline, as a sysdiagnose would; the enrollment's result does
+    not depend on it, so a console that cannot be reached only costs a warning."""
+    from lab.cli.control import ControlClient, ControlError
+
+    try:
+        client = ControlClient(config.state_dir(state_dir))
+    except config.NoLabRunning:
+        return
+    try:
+        client.request("POST", "/api/device-traces", json={"identifier": identifier, **trace.to_dict()})
+    except ControlError as exc:
+        click.echo(f"warning: the device's trace did not reach the timeline: {exc}", err=True)
+    finally:
+        client.close()

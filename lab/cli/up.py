@@ -1,0 +1,112 @@
+"""``mdmlab up``: start the lab and serve until Ctrl-C, with a banner that says how to use it."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from lab import config
+from lab.cli.common import fail, host_port
+from lab.scenario import DEFAULT_SCENARIO, ScenarioError, load
+
+
+@click.command()
+@click.option("--scenario", default=DEFAULT_SCENARIO, show_default=True, help="Scenario name or TOML path.")
+@click.option("--state-dir", default=None, help="State directory [default: $MDMLAB_STATE_DIR or ./.mdmlab].")
+@click.option("--listen", default=config.DEFAULT_LISTEN, show_default=True,
+              help="Address to serve DNS and HTTPS on; beyond loopback the console needs the admin token.")
+@click.option("--https-port", type=click.IntRange(0, 65535), default=None,
+              help=f"[default: {config.DEFAULT_HTTPS_PORT}; 443 with --real-device]")
+@click.option("--dns-port", type=click.IntRange(0, 65535), default=None,
+              help=f"[default: {config.DEFAULT_DNS_PORT}; 53 with --real-device]")
+@click.option("--fresh", is_flag=True, help="Forget the saved state (CA, enrollments, events) and start over.")
+@click.option("--real-device", is_flag=True,
+              help="Serve a real iPhone/iPad/Mac: HTTPS on 443, DNS on 53 forwarding other names upstream.")
+@click.option("--upstream", default=None, metavar="HOST[:PORT]",
+              help="DNS server for names outside the lab [default with --real-device: the system's].")
+def up(scenario, state_dir, listen, https_port, dns_port, fresh, real_device, upstream):
+    """Start the lab: DNS, the CA, one HTTPS listener for every host."""
+    if real_device:
+        https_port = 443 if https_port is None else https_port
+        dns_port = 53 if dns_port is None else dns_port
+        upstream = upstream or config.system_nameserver()
+    https_port = config.DEFAULT_HTTPS_PORT if https_port is None else https_port
+    dns_port = config.DEFAULT_DNS_PORT if dns_port is None else dns_port
+    lab = start(scenario, state_dir, listen=listen, https_port=https_port, dns_port=dns_port, fresh=fresh,
+                upstream=host_port(upstream, "--upstream") if upstream else None)
+    serve(lab, banner(lab) + ("\n" + real_device_steps(lab) if real_device else ""))
+
+
+def start(scenario, state_dir, **kwargs):
+    """Load ``scenario`` and start its lab in ``state_dir``, or fail in one line."""
+    from lab.launcher import Lab, LabError
+
+    try:
+        sc = load(scenario)
+    except ScenarioError as exc:
+        fail(str(exc))
+    lab = Lab(sc, config.state_dir(state_dir), **kwargs)
+    try:
+        lab.start()
+    except LabError as exc:
+        fail(str(exc))
+    return lab
+
+
+def serve(lab, text: str) -> None:
+    """Print ``text``, serve until SIGINT/SIGTERM, stop cleanly."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(text)
+    sys.stdout.flush()
+    try:
+        while not stop.wait(3600):
+            pass
+    finally:
+        lab.stop()
+        click.echo("mdmlab stopped.")
+
+
+def real_device_steps(lab) -> str:
+    info = lab.describe()
+    sc = lab.scenario
+    user = sc.users[0].identifier if sc.users else "name@" + sc.domains[0].name
+    return "\n".join([
+        "To enroll a real iPhone or iPad on this network:",
+        f"  1. Settings > Wi-Fi > (i) > Configure DNS > Manual: remove the servers, add {lab.listen}.",
+        f"  2. In Safari open {info['console_url']}ca.mobileconfig (Safari warns: the CA is not trusted yet;",
+        "     continue), allow the download, then Settings > General > VPN & Device Management: install it.",
+        "  3. Settings > General > About > Certificate Trust Settings: turn on full trust for the mdmlab CA.",
+        "     It is name-constrained to the lab's zones only (" + ", ".join(sc.suffixes) + ").",
+        f"  4. Settings > General > VPN & Device Management > Sign In to Work or School Account: type {user}.",
+        "  A Mac: System Settings > Network > Wi-Fi > Details > DNS, then Keychain Access for the CA (Always Trust),",
+        "  then System Settings > General > Device Management.",
+        "  Names outside the lab are forwarded to " + (f"{lab.upstream[0]}:{lab.upstream[1]}" if lab.upstream
+                                                     else "nowhere (REFUSED)") + ".",
+    ])
+
+
+def banner(lab) -> str:
+    info = lab.describe()
+    sc = lab.scenario
+    dns_flag = "" if info["dns_port"] == 53 else f" -p {info['dns_port']}"
+    lines = [
+        f"mdmlab is up · scenario {sc.name} ({sc.organization})",
+        f"  DNS      {info['dns']} (UDP+TCP)   e.g. dig @{info['dns_address']}{dns_flag} {sc.domains[0].name}",
+        f"  HTTPS    {lab.listen}:{info['https_port']}   hosts: {', '.join(h for h in info['hosts'] if h != 'localhost')}",
+        f"  CA       {info['ca_cert']}",
+        f"  Console  {info['console_url']}  (also https://localhost:{info['https_port']}/)",
+    ]
+    if lab.admin_token:
+        lines.append(f"  Admin token (console beyond loopback): {lab.admin_token}")
+    lines.append("  Users to try:")
+    for user in sc.users:
+        lines.append(f"    {user.identifier}  password: {user.password}")
+    if sc.users:
+        first = sc.users[0]
+        lines.append(f"  Try:     mdmlab enroll {first.identifier} --password {first.password}")
+    lines.append("  Stop with Ctrl-C.")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The mdmlab command in-process (click's CliRunner), against a lab of this module on ephemeral ports; the
+subprocess tests in tests/e2e/test_cli.py run it as users do."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lab.cli import main
+from lab.cli.fault import catalogue, fault_table
+from lab.device import FAMILIES
+from tests.conftest import IDENTIFIER, PASSWORD
+
+CLI = Path(__file__).resolve().parent.parent / "lab" / "cli"
+
+
+@pytest.fixture(scope="module")
+def cli():
+    def invoke(*args: str, code: int = 0):
+        result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result
+    return invoke
+
+
+def test_every_group_is_registered(cli):
+    listed = cli("--help").output
+    for name in ("up", "enroll", "probe", "fault", "dns", "scenario", "device", "events", "ca", "fleet"):
+        assert re.search(rf"^\s+{name}\b", listed, re.M), name
+
+
+def test_model_family_choices_are_the_devices_families(cli):
+    assert f"[{'|'.join(FAMILIES)}]" in cli("enroll", "--help").output
+    assert f"[{'|'.join(FAMILIES)}]" in cli("probe", "--help").output
+
+
+def test_the_cli_imports_no_mock_and_its_modules_form_no_cycle():
+    graph = {}
+    for path in CLI.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        assert not any(m == "mocks" or m.startswith("mocks.") for m in imported), path.name
+        graph[f"lab.cli.{path.stem}"] = {m for m in imported if m.startswith("lab.cli.")}
+    seen, done = set(), set()
+
+    def visit(module, stack):
+        assert module not in stack, " → ".join([*stack, module])
+        if module in done:
+            return
+        for target in graph.get(module, ()):
+            visit(target, [*stack, module])
+        done.add(module)
+    for module in graph:
+        visit(module, [])
+
+
+def test_fault_table_and_offline_list_come_from_the_launchers_catalogue(cli, tmp_path):
+    names = [f["name"] for f in catalogue()]
+    assert len(names) > 20 and "well-known-404" in names
+    assert fault_table().count("\n| `") == len(names)
+    listed = json.loads(cli("fault", "list", "--json", "--state-dir", str(tmp_path)).output)
+    assert [f["name"] for f in listed["catalogue"]] == names and listed["armed"] == []
+
+
+def test_enroll_then_the_lab_shows_it(cli, lab):
+    state = str(lab.state_dir)
+    out = cli("enroll", IDENTIFIER, "--password", PASSWORD, "--state-dir", state).output
+    assert "ENROLLED" in out
+    device_id = re.search(r"device id: (LAB[0-9A-F]{8})", out).group(1)
+    assert device_id in cli("device", "list", "--state-dir", state).output
+    assert re.search(r"\bdevice\s+.*\bcheck-in\b", cli("events", "--state-dir", state, "--last", "200").output)
+
+
+def test_fault_set_list_clear_through_the_console(cli, lab):
+    state = str(lab.state_dir)
+    assert "armed well-known-404 on betterbag.test" in cli("fault", "set", "well-known-404", "--state-dir",
+                                                           state).output
+    assert "[armed on betterbag.test]" in cli("fault", "list", "--state-dir", state).output
+    assert cli("fault", "clear", "--state-dir", state).output.strip() == "cleared 1 fault(s)"
+    refused = cli("fault", "set", "no-such-fault", "--state-dir", state, code=1).output
+    assert "no-such-fault" in refused and len(refused.strip().splitlines()) == 1
+
+
+def test_dns_records_round_trip(cli, lab):
+    state = str(lab.state_dir)
+    cli("dns", "add", "extra.betterbag.test", "A", "127.0.0.9", "--state-dir", state)
+    assert re.search(r"extra\.betterbag\.test\s+A\s+127\.0\.0\.9", cli("dns", "list", "--state-dir", state).output)
+    assert "removed 1 record(s)" in cli("dns", "remove", "extra.betterbag.test", "A", "--state-dir", state).output
+
+
+def test_ca_export_is_the_labs_ca(cli, lab, tmp_path):
+    out = tmp_path / "ca.pem"
+    cli("ca", "export", "-o", str(out), "--state-dir", str(lab.state_dir))
+    assert out.read_bytes() == lab.pki.cert_path.read_bytes()
+
+
+def test_scenario_list_names_every_scenario(cli):
+    from lab.scenario import available
+
+    rows = json.loads(cli("scenario", "list", "--json").output)
+    assert [r["name"] for r in rows] == list(available())
