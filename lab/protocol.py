@@ -4,3 +4,13 @@ WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"  # stage 1, on the o
 CALLBACK_SCHEME = "apple-remotemanagement-user-login"  # stage 2, where sign-in hands the result to the device
 # stage 1: the model-family values of the well-known request (and ABM's device types), in ABM's order
 MODEL_FAMILIES = ("iPhone", "iPad", "Mac", "AppleTV", "RealityDevice", "Watch")
+ENROLLMENT_MODES = {"mdm-byod": "BYOD", "mdm-adde": "ADDE"}  # discovery's Version → the profile's EnrollmentMode
+
+
+def discovery_server(identifier: str | None, model_family: str | None, *, version: str, versions: dict,
+                     base_url: str, adde_base_url: str | None = None) -> dict:
+    """The one ``Servers`` entry of a well-known answer (PROTOCOL.md 1.2, 1.4): the Version set for this user,
+    else for this model family, else the default; ADDE goes to ``adde_base_url`` when the server has one."""
+    chosen = versions.get(identifier or "") or versions.get(model_family or "") or version
+    url = adde_base_url if chosen == "mdm-adde" and adde_base_url else base_url
+    return {"Version": chosen, "BaseURL": url}

@@ -17,7 +17,7 @@ from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
 from lab.scenario import User
 from mocks.mdm import MDMSetup, MDMState, create_app, urls
-from mocks.mdm.state import parse_enrollment_body
+from mocks.mdm.profiles import parse_enrollment_body
 
 ORIGIN = "https://mdm.lab.test:8443"
 URLS = urls(ORIGIN)

@@ -211,7 +211,7 @@ def test_state_dirs_from_before_oauth2_keep_their_tokens(tmp_path, signer):
     db.close()
     mdm = make_state(directory, signer, Clock())
     try:
-        assert mdm.check_token("Bearer old-token").user == IDENTIFIER
+        assert mdm.signin.check_token("Bearer old-token").user == IDENTIFIER
         columns = {r[1] for r in mdm.store.query("PRAGMA table_info(enrollments)")}
         assert {"enrollment_user_id", "last_seen"} <= columns
         assert mdm.store.one("SELECT name FROM sqlite_master WHERE name = 'tokens'") is None

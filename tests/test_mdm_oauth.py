@@ -61,7 +61,7 @@ def test_oauth2_challenge_names_every_required_parameter(client):
 def test_challenge_leaves_scope_out_when_the_mdm_has_none(tmp_path, signer, clock):
     mdm = make_state(tmp_path / "m", signer, clock, auth="oauth2", scope=None)
     try:
-        assert "scope" not in parse_challenge(mdm.challenge()).params
+        assert "scope" not in parse_challenge(mdm.signin.challenge()).params
     finally:
         mdm.close()
 

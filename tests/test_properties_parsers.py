@@ -15,7 +15,8 @@ from lab.device.authentication import parse_challenge
 from lab.dispatch import host_of
 from lab.events import SECRET_KEYS, mask, redact_body, redact_headers, redact_query, redact_url
 from lab.flaskapp import LabError
-from mocks.mdm.state import parse_checkin_body, parse_enrollment_body, parse_report
+from mocks.mdm.checkin import parse_checkin_body, parse_report
+from mocks.mdm.profiles import parse_enrollment_body
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])

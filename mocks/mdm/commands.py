@@ -23,7 +23,6 @@ CREATE TABLE IF NOT EXISTS commands (
 PENDING = ("Queued", "Sent", "NotNow")
 FINAL = ("Acknowledged", "Error", "CommandFormatError")
 REPORT_STATUSES = ("Idle", "NotNow", *FINAL)
-SAMPLE_PROFILES = ("wifi", "mail", "calendar")
 
 
 class CommandQueue:
@@ -52,8 +51,9 @@ class CommandQueue:
                        (self.clock(), row["command_uuid"]))
         return row["command_uuid"], row["request_type"], row["command"]
 
-    def record(self, enrollment_id: str, command_uuid: str, status: str, report: dict) -> dict | None:
-        """Store the device's answer to one command; None when the enrollment has no such command."""
+    def record(self, enrollment_id: str, command_uuid: str, status: str, report: bytes) -> dict | None:
+        """Store the device's answer to one command as it was received (the checked plist, never a re-encoding of
+        it); None when the enrollment has no such command."""
         with self.store.transaction() as db:
             row = db.execute("SELECT request_type, status FROM commands WHERE command_uuid = ? AND enrollment_id = ?",
                              (command_uuid, enrollment_id)).fetchone()
@@ -61,7 +61,7 @@ class CommandQueue:
                 return None
             if row["status"] not in FINAL:  # a repeated answer to a finished command is ignored (Apple: may happen)
                 db.execute("UPDATE commands SET status = ?, answered = ?, result = ? WHERE command_uuid = ?",
-                           (status, self.clock(), plistlib.dumps(report), command_uuid))
+                           (status, self.clock(), report, command_uuid))
         return {"request_type": row["request_type"], "previous": row["status"]}
 
     def cancel(self, enrollment_id: str) -> int:
@@ -96,25 +96,3 @@ def _printable(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
-
-
-def sample_profile(kind: str, organization: str, base_id: str, user: str) -> dict:
-    """A small configuration profile for InstallProfile, one per content the device keeps apart."""
-    profile_uuid = str(uuid.uuid4()).upper()
-    payloads = {
-        "wifi": {"PayloadType": "com.apple.wifi.managed", "SSID_STR": f"{organization} Staff",
-                 "EncryptionType": "WPA2", "AutoJoin": True},
-        "mail": {"PayloadType": "com.apple.mail.managed", "EmailAccountType": "EmailTypeIMAP",
-                 "EmailAddress": user, "IncomingMailServerHostName": "imap.example.invalid",
-                 "OutgoingMailServerHostName": "smtp.example.invalid", "IncomingMailServerUsername": user,
-                 "IncomingMailServerAuthentication": "EmailAuthPassword"},
-        "calendar": {"PayloadType": "com.apple.caldav.account", "CalDAVHostName": "caldav.example.invalid",
-                     "CalDAVUsername": user, "CalDAVUseSSL": True},
-    }
-    if kind not in payloads:
-        raise ValueError(f"sample profile {kind!r} is not one of {', '.join(SAMPLE_PROFILES)}")
-    payload = {**payloads[kind], "PayloadVersion": 1, "PayloadUUID": str(uuid.uuid4()).upper(),
-               "PayloadIdentifier": f"{base_id}.{kind}.payload", "PayloadDisplayName": f"{organization} {kind}"}
-    return {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadUUID": profile_uuid,
-            "PayloadIdentifier": f"{base_id}.{kind}", "PayloadDisplayName": f"{organization} {kind.title()}",
-            "PayloadOrganization": organization, "PayloadContent": [payload]}

@@ -1,7 +1,7 @@
 """The MDM's faults: how MDM servers get stage 2 and ongoing authentication wrong (PROTOCOL.md 2, 4 and 6.10-6.13).
 
-Each fault is armed on the MDM host and applies at one place of the flow, named in ``APPLIES_AT``; the state asks
-for the faults of a place with ``MDMState._fault(place)``, so a fault armed for the token endpoint is never consumed
+Each fault is armed on the MDM host and applies at one place of the flow, named in ``APPLIES_AT``; the MDM's parts
+ask for the faults of a place with ``Taps.take(place)``, so a fault armed for the token endpoint is never consumed
 by a check-in. Deterministic: count-based (``times``) or until cleared.
 """
 from __future__ import annotations
@@ -60,7 +60,7 @@ FAULTS = [
           "Enrollment SSO fails before sign-in: the document URL points at a web page, not the JSON"),
 ]
 
-# Where in the flow each fault applies (MDMState._fault takes only the faults of the place asked for).
+# Where in the flow each fault applies (Taps.take takes only the faults of the place asked for).
 APPLIES_AT = {
     "challenge": ("challenge-missing", "challenge-malformed", "challenge-missing-parameter",
                   "challenge-unknown-method"),
@@ -73,3 +73,25 @@ APPLIES_AT = {
 }
 
 assert sorted(n for names in APPLIES_AT.values() for n in names) == sorted(f.name for f in FAULTS)
+
+
+class Taps:
+    """The MDM's view of the lab's fault board: the armed fault of one place, and how to mention it."""
+
+    def __init__(self, board, host: str):
+        self.board, self.host = board, host  # lab.faults.FaultBoard, or None (unit tests)
+
+    @property
+    def concealed(self) -> bool:
+        return bool(self.board is not None and self.board.concealed)
+
+    def take(self, place: str) -> str | None:
+        """The name of an armed MDM fault that applies at ``place`` (one use consumed), or None."""
+        if self.board is None:
+            return None
+        armed = self.board.take(COMPONENT, self.host, APPLIES_AT[place])
+        return armed.spec.name if armed else None
+
+    def note(self, name: str | None) -> str:
+        """`` (fault <name>)`` for a summary, unless no fault applied or the board conceals faults."""
+        return f" (fault {name})" if name and not self.concealed else ""

@@ -5,7 +5,9 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from lab.events import mask
 from lab.flaskapp import label
-from mocks.mdm.state import SESSION_COOKIE, BadCheckIn, WebAnswer, parse_checkin_body, parse_enrollment_body
+from mocks.mdm.checkin import BadCheckIn, parse_checkin_body
+from mocks.mdm.profiles import parse_enrollment_body
+from mocks.mdm.signin import SESSION_COOKIE, WebAnswer
 
 ENROLL_PATH = "/enroll"
 ADDE_ENROLL_PATH = "/enroll/adde"
@@ -31,10 +33,9 @@ def _state():
 def enroll(mode):
     label(stage="authentication")
     info = parse_enrollment_body(request.get_data())
-    authorization = request.headers.get("Authorization")
-    token = _state().check_token(authorization, esso=True)
+    token, profile = _state().enroll(request.headers.get("Authorization"), mode)
     label(stage="enrollment", device=token.user, summary=f"{mode} profile for {token.user} ({info['PRODUCT']})")
-    return Response(_state().enrollment_profile(authorization, token.user, mode), content_type=PROFILE_TYPE)
+    return Response(profile, content_type=PROFILE_TYPE)
 
 
 @bp.get(DISCOVERY_PATH)
@@ -65,40 +66,41 @@ def _render(answer: WebAnswer, device: str | None = None) -> Response:
 
 @bp.get(AUTH_PATH)
 def sign_in_page():
-    return _render(_state().simple_page(request.args.get("user-identifier", ""), request.cookies.get(SESSION_COOKIE)))
+    return _render(_state().signin.simple_page(request.args.get("user-identifier", ""),
+                                               request.cookies.get(SESSION_COOKIE)))
 
 
 @bp.post(AUTH_PATH)
 def sign_in():
     identifier = request.form.get("user-identifier", "").strip()
     label(stage="authentication", device=identifier or None)
-    return _render(_state().simple_submit(identifier, request.form.get("password", "")))
+    return _render(_state().signin.simple_submit(identifier, request.form.get("password", "")))
 
 
 @bp.get(AUTHORIZE_PATH)
 def authorize():
     label(stage="authentication", device=request.args.get("login_hint") or None)
-    return _render(_state().authorize_page(request.args, request.cookies.get(SESSION_COOKIE)))
+    return _render(_state().signin.authorize_page(request.args, request.cookies.get(SESSION_COOKIE)))
 
 
 @bp.post(AUTHORIZE_PATH)
 def authorize_submit():
     identifier = request.form.get("user-identifier", "").strip()
     label(stage="authentication", device=identifier or None)
-    return _render(_state().authorize_submit(request.form.get("request"), identifier,
+    return _render(_state().signin.authorize_submit(request.form.get("request"), identifier,
                                              request.form.get("password", "")))
 
 
 @bp.get(FEDERATED_CALLBACK_PATH)
 def federated_callback():
     label(stage="authentication")
-    return _render(_state().federated_return(request.args.get("code"), request.args.get("state")))
+    return _render(_state().signin.federated_return(request.args.get("code"), request.args.get("state")))
 
 
 @bp.post(TOKEN_PATH)
 def token():
     label(stage="authentication", summary=f"token request ({request.form.get('grant_type')})")
-    reply, summary = _state().token_endpoint(request.form)
+    reply, summary = _state().signin.token_endpoint(request.form)
     label(summary=f"{summary}; access token {mask(reply['access_token'])}, expires_in {reply['expires_in']}")
     return Response(json.dumps(reply), content_type="application/json",
                     headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
@@ -107,14 +109,14 @@ def token():
 @bp.get(ESSO_PATH)
 def esso_document():
     label(stage="authentication", summary="Enrollment SSO document")
-    status, content_type, body = _state().esso_document()
+    status, content_type, body = _state().profiles.esso_document()
     return Response(body, status=status, content_type=content_type)
 
 
 @bp.put(CHECKIN_PATH)
 def check_in():
     label(stage="check-in")
-    enrollment_id, summary = _state().check_in(request.headers.get("Authorization"), request.get_data())
+    enrollment_id, summary = _state().channel.check_in(request.headers.get("Authorization"), request.get_data())
     try:
         kind = parse_checkin_body(request.get_data()).get("MessageType")
     except BadCheckIn:
@@ -127,6 +129,6 @@ def check_in():
 @bp.put(SERVER_PATH)
 def command_poll():
     label(stage="commands")
-    enrollment_id, reply, summary = _state().poll(request.headers.get("Authorization"), request.get_data())
+    enrollment_id, reply, summary = _state().channel.poll(request.headers.get("Authorization"), request.get_data())
     label(device=enrollment_id, summary=summary)
     return Response(reply, status=200, content_type="application/xml; charset=UTF-8" if reply else None)
