@@ -21,6 +21,7 @@ STAGE_KEY = "mdmlab.stage"
 DEVICE_KEY = "mdmlab.device"
 SUMMARY_KEY = "mdmlab.summary"
 FIELD_KEYS = {name: f"mdmlab.{name}" for name in ("enrollment", "user", "message_type", "outcome")}
+DETAIL_KEY = "mdmlab.detail"  # facts an app adds to the event's detail (e.g. the MDM's schema problems)
 
 
 def host_of(environ) -> str:
@@ -147,6 +148,7 @@ class Dispatcher:
             "response_body": redact_body(b"".join(chunks), response_type) if chunks is not None else "<stream>",
             "elapsed_ms": round(elapsed * 1000, 2),
             "client": environ.get("REMOTE_ADDR"),
+            **environ.get(DETAIL_KEY, {}),
         }
         self.events.record(Event(
             component=component, kind="http", host=host, method=environ.get("REQUEST_METHOD"), path=path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from lab.dispatch import DEVICE_KEY, FIELD_KEYS, STAGE_KEY, SUMMARY_KEY
+from lab.dispatch import DETAIL_KEY, DEVICE_KEY, FIELD_KEYS, STAGE_KEY, SUMMARY_KEY
 
 
 class LabError(Exception):
@@ -25,7 +25,7 @@ class LabError(Exception):
 
 def label(stage: str | None = None, device: str | None = None, summary: str | None = None, *,
           enrollment: str | None = None, user: str | None = None, message_type: str | None = None,
-          outcome: str | None = None) -> None:
+          outcome: str | None = None, detail: dict | None = None) -> None:
     """Name the stage, device and a one-line summary of this exchange in the event timeline, and the facts the
     console judges by: the EnrollmentID and account it belongs to, its MessageType/RequestType, its outcome."""
     for key, value in ((STAGE_KEY, stage), (DEVICE_KEY, device), (SUMMARY_KEY, summary),
@@ -33,6 +33,8 @@ def label(stage: str | None = None, device: str | None = None, summary: str | No
                        (FIELD_KEYS["message_type"], message_type), (FIELD_KEYS["outcome"], outcome)):
         if value is not None:
             request.environ[key] = value
+    if detail:
+        request.environ.setdefault(DETAIL_KEY, {}).update(detail)
 
 
 def create_app(import_name: str, component: str) -> Flask:

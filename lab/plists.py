@@ -78,6 +78,13 @@ def _check_tree(value, limits: Limits) -> None:
             raise PlistRefused(f"the plist holds more than {limits.size} bytes", code="plist-too-large")
 
 
+def _ints(data: bytes, start: int, width: int, count: int) -> list[int]:
+    """``count`` big-endian integers of ``width`` bytes from ``start`` (the caller checked the range)."""
+    if width == 1:
+        return list(data[start:start + count])
+    return [int.from_bytes(data[i:i + width], "big") for i in range(start, start + count * width, width)]
+
+
 def _int(data: bytes, start: int, width: int) -> int:
     if start < 0 or start + width > len(data):
         raise PlistRefused("a binary plist offset points outside the data", code="bad-binary-plist")
@@ -104,8 +111,8 @@ def _children(data: bytes, offset: int, ref_size: int, count_objects: int, end: 
         count *= 2 if kind == 0xD else 1
         if start + count * ref_size > end:
             raise PlistRefused("a binary plist container runs past the object area", code="bad-binary-plist")
-        refs = [_int(data, start + i * ref_size, ref_size) for i in range(count)]
-        if any(r >= count_objects for r in refs):
+        refs = _ints(data, start, ref_size, count)
+        if refs and max(refs) >= count_objects:
             raise PlistRefused("a binary plist reference points past the object table", code="bad-binary-plist")
         return refs, 0
     if kind in (0x4, 0x5, 0x6):  # data, ASCII string, UTF-16 string
@@ -131,7 +138,7 @@ def check_binary(data: bytes, limits: Limits = DEFAULT) -> None:
     if count > limits.nodes or table + count * offset_size > len(data) - _TRAILER:
         raise PlistRefused(f"the binary plist declares {count} objects (limit {limits.nodes}) or an offset table "
                            "outside the data", code="plist-too-large")
-    offsets = [_int(data, table + i * offset_size, offset_size) for i in range(count)]
+    offsets = _ints(data, table, offset_size, count)
     # Per object: the nodes, bytes and depth of the tree it expands to, computed once (a DAG costs its edges).
     nodes: list[int | None] = [None] * count
     size: list[int] = [0] * count

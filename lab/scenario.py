@@ -103,6 +103,13 @@ class MDM:
     scope: str = "mdm"  # "" leaves scope out of the challenge
     federated: bool = False  # sign-in goes to the organization's IdP at idp.<first domain>
     esso: bool = False  # the enrollment 401 carries X-Apple-MDM-ESSO (Enrollment SSO)
+    pkce_plain: bool = False  # OAuth 2: also accept PKCE's plain method (RFC 7636 4.2; S256 only by default)
+    callback_status: int = 308  # the sign-in's last redirect (Apple: 308; Fleet's server: 303)
+    challenge_separator: str = "comma"  # between the challenge's parameters: "comma" (Apple's ", ") or "space"
+    parse_by_content_type: bool = False  # parse the enrollment request by its Content-Type, as Rack does
+    refuse_families: tuple[str, ...] = ()  # model families the MDM refuses (403 com.apple.well-known.failed)
+    personal_devices: bool = True  # False: User Enrollment (mdm-byod) is refused the same way
+    schema_check: str = "warn"  # check-ins and reports against Apple's schema: warn, strict (400) or off
 
 
 @dataclass(frozen=True)
@@ -155,7 +162,8 @@ _SCHEMA = {
     "redirects": {"status", "host", "path", "keep_query"},
     "users": {"identifier", "password", "full_name"},
     "mdm": {"host", "auth", "token_ttl", "topic", "refresh_tokens", "refresh_ttl", "code_ttl", "client_id", "scope",
-            "federated", "esso"},
+            "federated", "esso", "pkce_plain", "callback_status", "challenge_separator", "parse_by_content_type",
+            "refuse_families", "personal_devices", "schema_check"},
     "abm": {"enabled", "verified_domains", "unverified_domains", "accounts", "servers", "register_url",
             "session_ttl"},
     "servers": {"name", "default_for", "mdm"},
@@ -351,6 +359,16 @@ def parse(data: dict, path: Path) -> Scenario:
         scope=_want(path, "mdm.scope", m.get("scope", MDM.scope), str),
         federated=_want(path, "mdm.federated", m.get("federated", False), bool),
         esso=_want(path, "mdm.esso", m.get("esso", False), bool),
+        pkce_plain=_want(path, "mdm.pkce_plain", m.get("pkce_plain", False), bool),
+        callback_status=_want(path, "mdm.callback_status", m.get("callback_status", 308), int,
+                              choices=(302, 303, 307, 308)),
+        challenge_separator=_want(path, "mdm.challenge_separator", m.get("challenge_separator", "comma"), str,
+                                  choices=("comma", "space")),
+        parse_by_content_type=_want(path, "mdm.parse_by_content_type", m.get("parse_by_content_type", False), bool),
+        refuse_families=_strings(path, "mdm.refuse_families", m.get("refuse_families", []), choices=MODEL_FAMILIES),
+        personal_devices=_want(path, "mdm.personal_devices", m.get("personal_devices", True), bool),
+        schema_check=_want(path, "mdm.schema_check", m.get("schema_check", "warn"), str,
+                           choices=("warn", "strict", "off")),
     )
     for key in ("token_ttl", "refresh_ttl", "code_ttl"):
         if getattr(mdm, key) <= 0:

@@ -12,7 +12,7 @@ from lab import cms
 from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
 from mocks.mdm import FAULTS, IdPState, create_idp_app
-from mocks.mdm.faults import APPLIES_AT
+from mocks.mdm.faults import fault
 from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, REDIRECT, TOPIC, URLS, USERS, Clock, authorize,
                                authorize_query, check_in, client_of, enroll, enrolled, fault_board, location_query,
                                make_state, poll, token, tokens_for)
@@ -58,7 +58,8 @@ def simple_token(client) -> str:
 
 
 def test_every_fault_applies_somewhere_and_is_tested_here():
-    assert {f.name for f in FAULTS} == {n for names in APPLIES_AT.values() for n in names}
+    assert {f.name for f in FAULTS} == {n for names in fault.places().values() for n in names}
+    assert all(f.at and f.apply for f in FAULTS)  # each a record: where it applies and what it does
     assert all(f.component == "mdm" and f.description and f.symptom for f in FAULTS)
     tested = {"challenge-missing", "challenge-malformed", "challenge-missing-parameter", "challenge-unknown-method",
               "callback-302", "callback-wrong-host", "token-endpoint-down", "refresh-rejected",

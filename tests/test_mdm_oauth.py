@@ -188,11 +188,26 @@ def _s256(verifier: str) -> str:
 
 
 @pytest.mark.parametrize("method, challenge_of", [("S256", _s256), ("plain", lambda v: v)])
-def test_pkce_is_accepted_when_sent(client, method, challenge_of):
-    verifier = "v" * 50
-    code = code_for(client, code_challenge=challenge_of(verifier), code_challenge_method=method)
-    assert token(client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT,
-                 code_verifier=verifier).status_code == 200
+def test_pkce_is_accepted_when_sent(tmp_path, signer, method, challenge_of):
+    # plain only where the scenario allows it (mdm.pkce_plain); the default refuses it, see below
+    mdm = make_state(tmp_path / "pkce", signer, Clock(), auth="oauth2", pkce_methods=("S256", "plain"))
+    try:
+        client = client_of(mdm)
+        verifier = "v" * 50
+        code = code_for(client, code_challenge=challenge_of(verifier), code_challenge_method=method)
+        assert token(client, grant_type="authorization_code", code=code, redirect_uri=REDIRECT,
+                     code_verifier=verifier).status_code == 200
+    finally:
+        mdm.close()
+
+
+@pytest.mark.parametrize("extra", [{"code_challenge": "v" * 50, "code_challenge_method": "plain"},
+                                   {"code_challenge": "v" * 50}])  # no method means plain (RFC 7636 4.3)
+def test_pkce_plain_is_refused_by_default(client, extra):
+    response = client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query(**extra)), base_url=ORIGIN)
+    assert response.status_code == 302
+    assert location_query(response)["error"] == "invalid_request"
+    assert "plain is not allowed" in location_query(response)["error_description"]
 
 
 @pytest.mark.parametrize("verifier", [None, "w" * 50])

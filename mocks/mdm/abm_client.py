@@ -50,6 +50,13 @@ class DEPClient:
         if response.status_code != 200:
             raise RegistrationError(f"POST {PROFILE_PATH} answered {response.status_code}: {response.text[:200]}")
 
+    def account(self) -> dict:
+        """AccountDetail (GET /account): the server's server_uuid, org name, ..."""
+        response = self.call("GET", "/account")
+        if response.status_code != 200:
+            raise RegistrationError(f"GET /account answered {response.status_code}: {response.text[:200]}")
+        return response.json()
+
     def discovery_url(self) -> str | None:
         response = self.call("GET", PROFILE_PATH)
         if response.status_code == 404:

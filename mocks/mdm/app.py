@@ -2,7 +2,7 @@
 from flask import jsonify
 
 from lab import flaskapp
-from mocks.mdm.errors import UnrecognizedDevice
+from mocks.mdm.errors import AppleError
 from mocks.mdm.routes import (ADDE_ENROLL_PATH, AUTH_PATH, AUTHORIZE_PATH, CHECKIN_PATH, DISCOVERY_PATH, ENROLL_PATH,
                               ESSO_PATH, FEDERATED_CALLBACK_PATH, SERVER_PATH, TOKEN_PATH, bp)
 from mocks.mdm.state import MDMState
@@ -22,11 +22,14 @@ def create_app(state: MDMState):
     app.config["STATE"] = state
     app.register_blueprint(bp)
 
-    @app.errorhandler(UnrecognizedDevice)
-    def _unrecognized(exc: UnrecognizedDevice):
-        """ErrorUnrecognizedDevice: {"code": "com.apple.unrecognized.device"} (dev:errorunrecognizeddevice)."""
+    @app.errorhandler(AppleError)
+    def _apple_error(exc: AppleError):
+        """Apple's error body, e.g. {"code": "com.apple.unrecognized.device", "description": ...}."""
         flaskapp.label(summary=f"403 {exc.code}: {exc.message}")
-        response = jsonify({"code": exc.code, "description": exc.message})
+        body = {"code": exc.code, "description": exc.message}
+        if exc.user_message:
+            body["message"] = exc.user_message
+        response = jsonify(body)
         response.status_code = exc.status
         return response
 

@@ -3,7 +3,11 @@ MessageType, and the command poll on ServerURL (reports in, the next command out
 plist parser that refuses what it cannot bound (lab.plists) with a 400 that says why."""
 from __future__ import annotations
 
+import plistlib
+from dataclasses import dataclass
+
 from lab import plists
+from mocks.mdm import maid, validation
 from mocks.mdm.commands import REPORT_STATUSES, CommandQueue
 from mocks.mdm.errors import BadCheckIn, BadReport, TokenBoundElsewhere, UnknownEnrollment, UnrecognizedDevice
 from mocks.mdm.tokens import TokenInfo, bearer_of
@@ -37,20 +41,38 @@ def parse_report(body: bytes) -> dict:
     return report
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One check-in or poll, done: what the timeline records and the reply to send."""
+    enrollment_id: str
+    user: str
+    kind: str | None  # the MessageType, or the RequestType a report answered (None: Idle)
+    summary: str
+    reply: bytes = b""
+
+
+def _quiet(**facts) -> None:
+    pass
+
+
 class Channel:
-    def __init__(self, setup, store, tokens, signin, commands: CommandQueue, clock):
+    def __init__(self, setup, store, tokens, signin, commands: CommandQueue, signer: maid.MAIDSigner, clock):
         self.setup, self.store, self.tokens, self.signin = setup, store, tokens, signin
-        self.commands, self.clock = commands, clock
+        self.commands, self.maid, self.clock = commands, signer, clock
+        self.checker = None  # the schema check (tests hand in their own); None: lab.schema's
+        self.server_uuid = ""  # ABM's server_uuid, learnt when the MDM registers (AccountDetail)
 
     def enrollment(self, enrollment_id: str) -> dict | None:
         row = self.store.one("SELECT enrollment_id, user, mode, topic, status, push_magic, created, updated,"
-                             " enrollment_user_id, last_seen FROM enrollments WHERE enrollment_id = ?",
+                             " enrollment_user_id, last_seen, product, os_version FROM enrollments"
+                             " WHERE enrollment_id = ?",
                              (enrollment_id,))
         return dict(row) if row else None
 
     # -- check-in (3.3, 4) -------------------------------------------------------------------------------------
-    def check_in(self, authorization: str | None, body: bytes) -> tuple[str, str]:
-        """Apply one check-in message; returns (enrollment id, summary). The token is checked first."""
+    def check_in(self, authorization: str | None, body: bytes, note=_quiet) -> Exchange:
+        """Apply one check-in message. The token is checked first; ``note(**facts)`` hears the account,
+        MessageType and EnrollmentID as soon as each is known, so a refusal is recorded with them too."""
         try:
             message, bad_body = parse_checkin_body(body), None
         except BadCheckIn as exc:
@@ -58,23 +80,31 @@ class Channel:
         # The device sends CheckOut once and cannot re-authenticate: accept its enrollment's expired token
         # (PROTOCOL.md 4.6); the binding to the same EnrollmentID/UDID is still checked below.
         token = self.signin.ongoing_token(authorization, allow_expired=message.get("MessageType") == "CheckOut")
+        note(device=token.user, user=token.user)
         if bad_body is not None:
             raise bad_body
         kind = message["MessageType"]
+        note(message_type=kind)
         handler = {"Authenticate": self._authenticate, "TokenUpdate": self._token_update,
-                   "CheckOut": self._check_out}.get(kind)
+                   "CheckOut": self._check_out, "GetToken": self._get_token}.get(kind)
         if handler is None:
             raise BadCheckIn(f"MessageType {kind!r} is not supported", code="unknown-message-type")
-        if message.get("Topic") != self.setup.topic:
+        if kind != "GetToken" and message.get("Topic") != self.setup.topic:
             raise BadCheckIn(f"Topic {message.get('Topic')!r} is not this MDM's topic {self.setup.topic!r}",
                              code="wrong-topic")
         enrollment_id, mode = self._enrollment_id(token, message)
+        note(enrollment=enrollment_id)
         with self.store.transaction():  # the message's effects and the token's binding, all or nothing
-            self._check_binding(token, enrollment_id, fresh=kind == "Authenticate")
-            summary = handler(token, enrollment_id, message, mode)
+            self._check_binding(token, enrollment_id, check_in=True)
+            known = self.enrollment(enrollment_id) if kind != "Authenticate" else None
+            facts = message if kind == "Authenticate" else {"ProductName": (known or {}).get("product"),
+                                                            "OSVersion": (known or {}).get("os_version")}
+            verdict = self._validate("checkin", kind, message, facts, mode, note, BadCheckIn)
+            summary, reply = handler(token, enrollment_id, message, mode)
+            summary += verdict
             if kind != "CheckOut":
                 self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
-        return enrollment_id, summary
+        return Exchange(enrollment_id, token.user, kind, summary, reply)
 
     def _enrollment_id(self, token: TokenInfo, message: dict) -> tuple[str, str]:
         """User Enrollment is known by EnrollmentID and must hide device identifiers; ADDE by UDID (PROTOCOL.md 3.4).
@@ -99,26 +129,58 @@ class Channel:
                              code="device-identifier-in-user-enrollment")
         return enrollment_id, mode
 
-    def _check_binding(self, token: TokenInfo, enrollment_id: str, *, fresh: bool = False) -> None:
-        """A token works for its own enrollment only, and for the enrollment's user only (PROTOCOL.md 4.4)."""
+    def _check_binding(self, token: TokenInfo, enrollment_id: str, *, check_in: bool = False) -> None:
+        """A token works for its own enrollment only, and for the enrollment's user only (PROTOCOL.md 4.4).
+
+        An enrollment belongs to the account that created it until it checks out: no other account's Authenticate
+        or TokenUpdate may take it over (ROBUSTNESS.md F5). The lab has no TLS client identity to tell devices
+        apart, so the account is the binding; Apple's answer to a device the server does not recognize is
+        ErrorUnrecognizedDevice.
+        """
         if token.enrollment_id not in (None, enrollment_id):
             raise TokenBoundElsewhere("this access token belongs to another enrollment")
         known = self.enrollment(enrollment_id)
-        if known and known["user"] != token.user and not (fresh or known["status"] == "checked-out"):
+        if known and known["user"] != token.user and known["status"] != "checked-out":
+            if check_in:
+                raise UnrecognizedDevice(f"enrollment {enrollment_id} belongs to another account; {token.user} "
+                                         "cannot take it over (it must check out first)")
             raise TokenBoundElsewhere(f"this access token belongs to {token.user}, the enrollment to {known['user']}",
                                       code="token-user-mismatch")
 
+    def _validate(self, kind: str, name: str | None, message: dict, facts: dict, mode: str, note, error) -> str:
+        """Hold ``message`` against Apple's schema (mocks/mdm/validation.py): refuse it (strict), or return a
+        note for the summary (warn); the problems go to the event's detail either way."""
+        if self.setup.schema_check == "off":
+            return ""
+        product, os_version = facts.get("ProductName"), facts.get("OSVersion")
+        device = validation.device_of(product if isinstance(product, str) else None,
+                                      os_version if isinstance(os_version, str) else None, mode, message)
+        found = validation.problems(kind, name, message, device, self.checker)
+        if not found:
+            return ""
+        note(detail={"schema_problems": found})
+        said = validation.summary_of(found)
+        if self.setup.schema_check == "strict":
+            raise error(f"the {name or 'Idle'} {'message' if kind == 'checkin' else 'report'} departs from "
+                        f"Apple's schema for {device.platform} {device.os_version}: {said}", code="schema-violation",
+                        problems=found)
+        return f"; {said}"
+
     def _authenticate(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
         now = self.clock()
+        product, os_version = message.get("ProductName"), message.get("OSVersion")
         with self.store.transaction() as db:
-            db.execute("INSERT INTO enrollments (enrollment_id, user, mode, topic, status, created, updated, last_seen)"
-                       " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(enrollment_id) DO UPDATE SET status = excluded.status,"
-                       " user = excluded.user, mode = excluded.mode, updated = excluded.updated,"
-                       " last_seen = excluded.last_seen, push_token = NULL, push_magic = NULL,"
-                       " enrollment_user_id = NULL",
-                       (enrollment_id, token.user, mode, message["Topic"], "authenticated", now, now, now))
+            db.execute("INSERT INTO enrollments (enrollment_id, user, mode, topic, status, created, updated, last_seen,"
+                       " product, os_version) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(enrollment_id) DO UPDATE SET"
+                       " status = excluded.status, user = excluded.user, mode = excluded.mode,"
+                       " updated = excluded.updated, last_seen = excluded.last_seen, push_token = NULL,"
+                       " push_magic = NULL, enrollment_user_id = NULL, product = excluded.product,"
+                       " os_version = excluded.os_version",
+                       (enrollment_id, token.user, mode, message["Topic"], "authenticated", now, now, now,
+                        product if isinstance(product, str) else None,
+                        os_version if isinstance(os_version, str) else None))
         self.commands.cancel(enrollment_id)  # a new Authenticate starts a new enrollment
-        return f"Authenticate {enrollment_id} for {token.user} ({mode})"
+        return f"Authenticate {enrollment_id} for {token.user} ({mode})", b""
 
     def _token_update(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
         push_token, push_magic = message.get("Token"), message.get("PushMagic")
@@ -135,7 +197,7 @@ class Channel:
                                   token.user)).rowcount
         if not updated:
             raise UnknownEnrollment(f"no Authenticate was received for enrollment {enrollment_id}")
-        return f"TokenUpdate {enrollment_id}: enrolled" + (f" (user channel {user_channel})" if user_channel else "")
+        return f"TokenUpdate {enrollment_id}: enrolled" + (f" (user channel {user_channel})" if user_channel else ""), b""
 
     def _check_out(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
         with self.store.transaction() as db:
@@ -143,14 +205,31 @@ class Channel:
                        (self.clock(), enrollment_id))
         self.tokens.revoke(enrollment_id=enrollment_id)
         cancelled = self.commands.cancel(enrollment_id)
-        return f"CheckOut {enrollment_id}" + (f"; {cancelled} pending command(s) cancelled" if cancelled else "")
+        return f"CheckOut {enrollment_id}" + (f"; {cancelled} pending command(s) cancelled" if cancelled else ""), b""
+
+    def _get_token(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> tuple[str, bytes]:
+        """GetToken (iOS 17, macOS 14): only com.apple.maid is a service this MDM knows; others are a 400."""
+        service = message.get("TokenServiceType")
+        if service != maid.SERVICE_TYPE:
+            raise BadCheckIn(f"TokenServiceType {service!r} is not a service this MDM issues tokens for "
+                             f"(it knows {maid.SERVICE_TYPE})", code="unknown-token-service")
+        known = self.enrollment(enrollment_id)
+        if known is None or known["status"] != "enrolled":
+            raise UnrecognizedDevice(f"enrollment {enrollment_id} is not enrolled with this MDM; no "
+                                     f"{maid.SERVICE_TYPE} token for it")
+        issuer = self.server_uuid or f"unregistered:{self.setup.host}"
+        jwt = self.maid.token(issuer, self.clock())
+        return (f"GetToken {maid.SERVICE_TYPE} for {token.user}: a token from {issuer}",
+                plistlib.dumps({"TokenData": jwt.encode()}))
 
     # -- command channel (ServerURL) ---------------------------------------------------------------------------
-    def poll(self, authorization: str | None, body: bytes) -> tuple[str, bytes, str]:
+    def poll(self, authorization: str | None, body: bytes, note=_quiet) -> Exchange:
         """A device's PUT to ServerURL: store its report, answer with the next command or an empty 200."""
         token = self.signin.ongoing_token(authorization)
+        note(device=token.user, user=token.user)
         report = parse_report(body)
         enrollment_id, mode = self._enrollment_id(token, report)
+        note(enrollment=enrollment_id)
         with self.store.transaction():  # the report, the binding and the next command, all or nothing
             self._check_binding(token, enrollment_id)
             known = self.enrollment(enrollment_id)
@@ -160,20 +239,28 @@ class Channel:
             self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
             with self.store.transaction() as db:
                 db.execute("UPDATE enrollments SET last_seen = ? WHERE enrollment_id = ?", (self.clock(), enrollment_id))
-            status = report["Status"]
+            status, answered = report["Status"], None
+            if status != "Idle":
+                answered = self.commands.request_type(enrollment_id, report["CommandUUID"])
+            verdict = self._validate("response", answered, report, {"ProductName": known["product"],
+                                                                    "OSVersion": known["os_version"]},
+                                     mode, note, BadReport)
             summary = "Idle"
             if status != "Idle":
                 recorded = self.commands.record(enrollment_id, report["CommandUUID"], status, body)
                 if recorded is None:
                     raise BadReport(f"CommandUUID {report['CommandUUID']} is no command of this enrollment",
                                     code="unknown-command")
-                summary = f"{recorded['request_type']} {status}" + _chain_summary(report)
+                answered = recorded["request_type"]
+                note(message_type=answered)
+                summary = f"{answered} {status}" + _chain_summary(report)
+            summary += verdict
             if status == "NotNow":
-                return enrollment_id, b"", summary + "; nothing more on this connection"
+                return Exchange(enrollment_id, token.user, answered, summary + "; nothing more on this connection")
             upcoming = self.commands.next(enrollment_id)
             if upcoming is None:
-                return enrollment_id, b"", summary + "; queue empty"
-            return enrollment_id, upcoming[2], summary + f"; sends {upcoming[1]}"
+                return Exchange(enrollment_id, token.user, answered, summary + "; queue empty")
+            return Exchange(enrollment_id, token.user, answered, summary + f"; sends {upcoming[1]}", upcoming[2])
 
 
 def _chain_summary(report: dict) -> str:

@@ -64,6 +64,12 @@ class CommandQueue:
                            (status, self.clock(), report, command_uuid))
         return {"request_type": row["request_type"], "previous": row["status"]}
 
+    def request_type(self, enrollment_id: str, command_uuid: str) -> str | None:
+        """The RequestType of one of the enrollment's commands, or None."""
+        row = self.store.one("SELECT request_type FROM commands WHERE command_uuid = ? AND enrollment_id = ?",
+                             (command_uuid, enrollment_id))
+        return row["request_type"] if row else None
+
     def cancel(self, enrollment_id: str) -> int:
         """Drop what is still pending for an enrollment that checked out."""
         with self.store.transaction() as db:

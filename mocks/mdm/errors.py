@@ -54,10 +54,30 @@ class BadAuthorizationRequest(LabError):
     code = "bad-authorization-request"
 
 
-class UnrecognizedDevice(LabError):
-    """ErrorUnrecognizedDevice (iOS 17, macOS 14): the MDM no longer knows this enrollment (PROTOCOL.md 4.5)."""
+class AppleError(LabError):
+    """One of Apple's documented MDM error bodies (mdm/errors in Apple's schema): a 403 with JSON ``code``,
+    ``description`` (logged by the device) and, when set, ``user_message`` as ``message`` (may be shown)."""
     status = 403
-    code = "com.apple.unrecognized.device"  # rendered as {"code": ..., "description": ...} by the MDM's app
+
+    def __init__(self, message: str, *, user_message: str | None = None, **kwargs):
+        super().__init__(message, **kwargs)
+        self.user_message = user_message
+
+
+class UnrecognizedDevice(AppleError):
+    """ErrorUnrecognizedDevice (iOS 17, macOS 14): the MDM no longer knows this enrollment (PROTOCOL.md 4.5)."""
+    code = "com.apple.unrecognized.device"
+
+
+class WellKnownFailed(AppleError):
+    """ErrorWellKnownFailed (iOS 17.5, macOS 14.5): the MDM refuses a service-discovery request (PROTOCOL.md 1.5)."""
+    code = "com.apple.well-known.failed"
+
+
+class EnrollmentRefused(LabError):
+    """The MDM's policy refuses this device at the enrollment request (Apple documents no body for this step)."""
+    status = 403
+    code = "enrollment-refused"
 
 
 class BadReport(LabError):

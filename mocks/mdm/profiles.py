@@ -66,17 +66,13 @@ class Profiles:
             "ServerURL": self.setup.server_url, "CheckInURL": self.setup.checkin_url,
             "CheckOutWhenRemoved": True, "SignMessage": False,
             "EnrollmentMode": mode, "AssignedManagedAppleID": user,
-            "ServerCapabilities": [],
+            "ServerCapabilities": ["com.apple.mdm.token"],  # GetToken (com.apple.maid)
         }
         if mode == "ADDE":
             mdm_payload["AccessRights"] = 8191
-        fault = self.taps.take("profile")
-        if fault == "profile-access-rights":
-            mdm_payload["AccessRights"] = 8191
-        elif fault == "profile-missing-maa":
-            del mdm_payload["AssignedManagedAppleID"]
-        elif fault == "profile-mode-mismatch":
-            mdm_payload["EnrollmentMode"] = "BYOD" if mode == "ADDE" else "ADDE"
+        armed = self.taps.take("profile")
+        if armed is not None:
+            self.taps.apply(armed, mdm_payload, mode)
         profile = {
             "PayloadType": "Configuration", "PayloadVersion": 1, "PayloadUUID": profile_uuid,
             "PayloadIdentifier": self.enrollment_profile_id, "PayloadDisplayName": f"{org} Enrollment",
@@ -95,9 +91,9 @@ class Profiles:
 
     def esso_document(self) -> tuple[int, str, bytes]:
         """The EnrollmentSSODocument: the SSO app's iTunesStoreID and a profile configuring its extension."""
-        if self.taps.take("esso") == "esso-document-html":
-            page = b"<!doctype html><html><body><h1>Single sign-on</h1></body></html>"
-            return 200, "text/html; charset=utf-8", page
+        armed = self.taps.take("esso")
+        if armed is not None:
+            return self.taps.apply(armed)
         s = self.setup
         sso = {"PayloadType": "com.apple.extensiblesso", "PayloadVersion": 1,
                "PayloadUUID": str(uuid.uuid4()).upper(), "PayloadIdentifier": f"{self.base_id}.esso.extension",

@@ -5,8 +5,6 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from lab.events import mask
 from lab.flaskapp import label
-from mocks.mdm.checkin import BadCheckIn, parse_checkin_body
-from mocks.mdm.profiles import parse_enrollment_body
 from mocks.mdm.signin import SESSION_COOKIE, WebAnswer
 
 ENROLL_PATH = "/enroll"
@@ -32,16 +30,17 @@ def _state():
 @bp.post(ADDE_ENROLL_PATH, defaults={"mode": "ADDE"})
 def enroll(mode):
     label(stage="authentication")
-    info = parse_enrollment_body(request.get_data())
-    token, profile = _state().enroll(request.headers.get("Authorization"), mode)
-    label(stage="enrollment", device=token.user, summary=f"{mode} profile for {token.user} ({info['PRODUCT']})")
+    token, info, profile = _state().enroll(request.headers.get("Authorization"), request.get_data(),
+                                           request.content_type, mode)
+    label(stage="enrollment", device=token.user, user=token.user,
+          summary=f"{mode} profile for {token.user} ({info['PRODUCT']})")
     return Response(profile, content_type=PROFILE_TYPE)
 
 
 @bp.get(DISCOVERY_PATH)
 def service_discovery():
     identifier = request.args.get("user-identifier")
-    label(stage="discovery", device=identifier)
+    label(stage="discovery", device=identifier, user=identifier)
     document = _state().service_discovery(identifier, request.args.get("model-family"))
     label(summary=f"service discovery: {document['Servers'][0]['Version']} → {document['Servers'][0]['BaseURL']}")
     return Response(json.dumps(document), content_type="application/json")
@@ -49,7 +48,8 @@ def service_discovery():
 
 def _render(answer: WebAnswer, device: str | None = None) -> Response:
     """A sign-in step as HTTP: the page (200, or 401 after a wrong password), a 302 hop, or the callback."""
-    label(stage="authentication", device=device or answer.identifier or None, summary=answer.summary)
+    who = device or answer.identifier or None
+    label(stage="authentication", device=who, user=who, summary=answer.summary)
     if answer.location is not None:
         response = Response(b"", status=answer.status, headers={"Location": answer.location})
     else:
@@ -60,6 +60,8 @@ def _render(answer: WebAnswer, device: str | None = None) -> Response:
     if answer.session:
         response.set_cookie(SESSION_COOKIE, answer.session, secure=True, httponly=True, samesite="Lax",
                             max_age=8 * 3600)
+    if answer.retry_after:
+        response.headers["Retry-After"] = str(answer.retry_after)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -116,19 +118,14 @@ def esso_document():
 @bp.put(CHECKIN_PATH)
 def check_in():
     label(stage="check-in")
-    enrollment_id, summary = _state().channel.check_in(request.headers.get("Authorization"), request.get_data())
-    try:
-        kind = parse_checkin_body(request.get_data()).get("MessageType")
-    except BadCheckIn:
-        kind = None
-    label(device=enrollment_id, enrollment=enrollment_id, message_type=kind, summary=summary,
-          outcome="enrolled" if kind == "TokenUpdate" else None)
-    return Response(b"", status=200)
+    done = _state().channel.check_in(request.headers.get("Authorization"), request.get_data(), label)
+    label(summary=done.summary, outcome="enrolled" if done.kind == "TokenUpdate" else None)
+    return Response(done.reply, status=200, content_type="application/xml; charset=UTF-8" if done.reply else None)
 
 
 @bp.put(SERVER_PATH)
 def command_poll():
     label(stage="commands")
-    enrollment_id, reply, summary = _state().channel.poll(request.headers.get("Authorization"), request.get_data())
-    label(device=enrollment_id, summary=summary)
-    return Response(reply, status=200, content_type="application/xml; charset=UTF-8" if reply else None)
+    done = _state().channel.poll(request.headers.get("Authorization"), request.get_data(), label)
+    label(summary=done.summary)
+    return Response(done.reply, status=200, content_type="application/xml; charset=UTF-8" if done.reply else None)

@@ -7,12 +7,14 @@ import base64
 import hashlib
 import hmac
 import secrets
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from lab.protocol import CALLBACK_SCHEME
 from mocks.mdm import federation
-from mocks.mdm.errors import BadAuthorizationRequest, BadSignIn, NotAuthorized, OAuthError, ServiceUnavailable
+from mocks.mdm.errors import BadAuthorizationRequest, BadSignIn, NotAuthorized, OAuthError
 from mocks.mdm.tokens import TokenInfo, Tokens, bearer_of
 
 # Lab passwords are printed in the banner: salted hashing keeps them out of the database in clear, and a low
@@ -23,6 +25,11 @@ DEFAULT_CLIENT_ID = "8C1D4B2E-6D0F-4E55-9E1A-MDMLAB000001"
 AUTH_METHODS = {"simple": "apple-as-web", "oauth2": "apple-oauth2"}
 SESSION_COOKIE = "mdm_session"
 WRONG_PASSWORD = "The account or password is not correct."
+# Password guessing (ROBUSTNESS.md F21): after this many wrong passwords in a row for one account, each further
+# try waits THROTTLE_SECONDS (429 with Retry-After), the right password included.
+THROTTLE_AFTER = 5
+THROTTLE_SECONDS = 60
+THROTTLE_ACCOUNTS = 10_000  # the accounts remembered at once (the oldest are forgotten first)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,35 @@ class WebAnswer:
     error: str | None = None
     session: str | None = None
     summary: str = ""
+    retry_after: int | None = None  # 429: seconds until the next try
+
+
+class Throttle:
+    """Wrong passwords in a row per account; a correct one clears the count. Kept in memory: a restart forgets."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()  # identifier → (failures, locked until)
+        self._lock = threading.Lock()
+
+    def wait(self, identifier: str) -> int:
+        """Seconds the account must wait before its next try (0: go ahead)."""
+        with self._lock:
+            _, until = self._state.get(identifier.lower(), (0, 0.0))
+        return max(0, int(until - self.clock() + 0.999))
+
+    def failed(self, identifier: str) -> None:
+        key = identifier.lower()
+        with self._lock:
+            failures, _ = self._state.pop(key, (0, 0.0))
+            failures += 1
+            self._state[key] = (failures, self.clock() + THROTTLE_SECONDS if failures >= THROTTLE_AFTER else 0.0)
+            while len(self._state) > THROTTLE_ACCOUNTS:
+                self._state.popitem(last=False)
+
+    def succeeded(self, identifier: str) -> None:
+        with self._lock:
+            self._state.pop(identifier.lower(), None)
 
 
 def _hash_password(password: str, salt: bytes) -> bytes:
@@ -50,6 +86,7 @@ class SignIn:
     def __init__(self, setup, store, tokens: Tokens, taps, clock):
         self.setup, self.store, self.tokens, self.taps, self.clock = setup, store, tokens, taps, clock
         self.token_ttl = setup.token_ttl  # the console can change it at run time
+        self.throttle = Throttle(clock)
         self._seed_users()
 
     # -- users and passwords -----------------------------------------------------------------------------------
@@ -83,19 +120,13 @@ class SignIn:
         return params
 
     def challenge(self) -> str | None:
-        """The WWW-Authenticate value, as Apple writes it (``, `` between quoted parameters); None: no header."""
-        params = self.challenge_params()
-        fault = self.taps.take("challenge")
-        if fault == "challenge-missing":
-            return None
-        if fault == "challenge-unknown-method":
-            params["method"] = "oauth2"
-        if fault == "challenge-missing-parameter":
-            del params["url" if "url" in params else "token-url"]
-        if fault == "challenge-malformed":
-            first, second = list(params.items())[:2]
-            return f'Bearer {first[0]}="{first[1]} {second[0]}={second[1]}'
-        return "Bearer " + ", ".join(f'{k}="{v}"' for k, v in params.items())
+        """The WWW-Authenticate value: quoted parameters, between them ``, `` as Apple writes it (or the space some
+        servers write, as set up); None: no header."""
+        params, separator = self.challenge_params(), self.setup.challenge_separator
+        armed = self.taps.take("challenge")
+        if armed is not None:
+            return self.taps.apply(armed, params, separator)
+        return "Bearer " + separator.join(f'{k}="{v}"' for k, v in params.items())
 
     def not_authorized(self, message: str, code: str = "token-required", *, esso: bool = False) -> NotAuthorized:
         headers = {}
@@ -126,40 +157,32 @@ class SignIn:
     def ongoing_token(self, authorization: str | None, *, allow_expired: bool = False) -> TokenInfo:
         """Check-in and command polls (PROTOCOL.md 4.1-4.2), where the MDM may invalidate a token at any time."""
         info = self.check_token(authorization, allow_expired=allow_expired)
-        fault = None if allow_expired else self.taps.take("ongoing")
-        if fault == "reauth-loop":
-            raise self.not_authorized("the access token did not validate (fault reauth-loop)", "invalid-token")
-        if fault == "token-expired-early":
-            self.tokens.expire(grant_id=info.grant_id)
-            raise self.not_authorized("the access token has expired (fault token-expired-early)", "expired-token")
-        if fault == "token-revoked":
-            self.tokens.revoke(grant_id=info.grant_id)
-            raise self.not_authorized("the access token was revoked (fault token-revoked)", "revoked-token")
+        armed = None if allow_expired else self.taps.take("ongoing")
+        if armed is not None:
+            self.taps.apply(armed, self, info)
         return info
 
     # -- web sign-in: simple (2.3), OAuth 2 authorization endpoint (2.4), federation ------------------------------
     def _simple_callback(self, user: str, session: str | None, how: str) -> WebAnswer:
         token = self.tokens.issue(user, "simple", self.token_ttl, None).access_token
-        location, status = f"{CALLBACK_SCHEME}://authentication-results?access-token={token}", 308
-        fault = self.taps.take("callback")
-        if fault == "callback-302":
-            status = 302
-        elif fault == "callback-wrong-host":
-            location = location.replace("://authentication-results?", "://authentication-result?")
+        status, location, armed = self._callback(f"{CALLBACK_SCHEME}://authentication-results?access-token={token}")
         return WebAnswer(status, location, session=session,
-                         summary=f"{how} {user}; {status} to the device with an access token" + self.taps.note(fault))
+                         summary=self.taps.say(f"{how} {user}; {status} to the device with an access token", armed))
+
+    def _callback(self, location: str):
+        """The sign-in's last redirect: (status, location, the fault that changed them or None)."""
+        armed = self.taps.take("callback")
+        if armed is None:
+            return self.setup.callback_status, location, None
+        return (*self.taps.apply(armed, self.setup.callback_status, location), armed)
 
     def _oauth_callback(self, request, user: str, session: str | None, how: str) -> WebAnswer:
         code = self.tokens.new_code(request.request_id, user, self.setup.code_ttl)
-        location, status = _with_query(request.redirect_uri, {"code": code, "state": request.state}), 308
-        fault = self.taps.take("callback")
-        if fault == "callback-302":
-            status = 302
-        elif fault == "callback-wrong-host":
-            location = location.replace(f"{CALLBACK_SCHEME}:/", f"{CALLBACK_SCHEME}://", 1)
+        status, location, armed = self._callback(_with_query(request.redirect_uri,
+                                                             {"code": code, "state": request.state}))
         return WebAnswer(status, location, session=session,
-                         summary=f"{how} {user}; {status} to redirect-url with an authorization code"
-                                 + self.taps.note(fault))
+                         summary=self.taps.say(f"{how} {user}; {status} to redirect-url with an authorization code",
+                                               armed))
 
     def _to_idp(self, request_id: str, identifier: str) -> WebAnswer:
         location = _with_query(self.setup.idp_origin + "/authorize", {
@@ -178,12 +201,28 @@ class SignIn:
         return WebAnswer(200, identifier=identifier, action=urlsplit(self.setup.auth_url).path,
                          summary=f"sign-in page for {identifier or '?'}")
 
+    def _refusal(self, identifier: str, password: str, page: WebAnswer) -> WebAnswer | None:
+        """The sign-in page again (401 wrong password, 429 too many), or None when the password is right."""
+        wait = self.throttle.wait(identifier)
+        if wait:
+            return WebAnswer(429, identifier=identifier, action=page.action, request_id=page.request_id,
+                             error=f"Too many attempts. Try again in {wait} seconds.", retry_after=wait,
+                             summary=f"sign-in throttled for {identifier}: {THROTTLE_AFTER} wrong passwords in a row; "
+                                     f"429, retry after {wait} s")
+        if self.verify_password(identifier, password):
+            self.throttle.succeeded(identifier)
+            return None
+        self.throttle.failed(identifier)
+        return page
+
     def simple_submit(self, identifier: str, password: str) -> WebAnswer:
         if not identifier or not password:
             raise BadSignIn("both user-identifier and password are required", code="missing-credentials")
-        if not self.verify_password(identifier, password):
-            return WebAnswer(401, identifier=identifier, action=urlsplit(self.setup.auth_url).path,
-                             error=WRONG_PASSWORD, summary=f"sign-in refused for {identifier}")
+        refused = self._refusal(identifier, password, WebAnswer(
+            401, identifier=identifier, action=urlsplit(self.setup.auth_url).path, error=WRONG_PASSWORD,
+            summary=f"sign-in refused for {identifier}"))
+        if refused is not None:
+            return refused
         return self._simple_callback(identifier, self.tokens.new_session(identifier), "signed in")
 
     def authorize_page(self, args, session: str | None) -> WebAnswer:
@@ -207,8 +246,10 @@ class SignIn:
         if scope and not set(scope.split()) <= set((s.scope or "").split()):
             return refuse("invalid_scope", f"scope {scope!r} is not granted to this client")
         challenge, method = args.get("code_challenge"), args.get("code_challenge_method")
-        if method and not challenge or challenge and (method or "plain") not in ("plain", "S256"):
-            return refuse("invalid_request", "code_challenge_method must be S256 or plain, with a code_challenge")
+        if method and not challenge or challenge and (method or "plain") not in s.pkce_methods:
+            allowed = " or ".join(s.pkce_methods)
+            return refuse("invalid_request", f"code_challenge_method must be {allowed}, with a code_challenge"
+                                             + ("" if "plain" in s.pkce_methods else " (plain is not allowed)"))
         login_hint = args.get("login_hint", "")
         request_id = self.tokens.new_request("oauth2", login_hint, client_id=client_id, redirect_uri=redirect_uri,
                                              scope=scope, state=state, code_challenge=challenge,
@@ -235,10 +276,11 @@ class SignIn:
         if not identifier or not password:
             raise BadSignIn("both user-identifier and password are required", code="missing-credentials")
         request = self._pending(request_id)
-        if not self.verify_password(identifier, password):
-            return WebAnswer(401, identifier=identifier, action=urlsplit(self.setup.authorize_url).path,
-                             request_id=request.request_id, error=WRONG_PASSWORD,
-                             summary=f"sign-in refused for {identifier}")
+        refused = self._refusal(identifier, password, WebAnswer(
+            401, identifier=identifier, action=urlsplit(self.setup.authorize_url).path,
+            request_id=request.request_id, error=WRONG_PASSWORD, summary=f"sign-in refused for {identifier}"))
+        if refused is not None:
+            return refused
         self.tokens.finish_request(request.request_id)
         return self._oauth_callback(request, identifier, self.tokens.new_session(identifier), "signed in")
 
@@ -270,9 +312,9 @@ class SignIn:
     def token_endpoint(self, form) -> tuple[dict, str]:
         """The token reply for an authorization_code or refresh_token grant, and a summary for the timeline."""
         s = self.setup
-        if self.taps.take("token-endpoint") == "token-endpoint-down":
-            raise ServiceUnavailable("the token service is unavailable (fault token-endpoint-down)",
-                                     headers={"Retry-After": "120"})
+        armed = self.taps.take("token-endpoint")
+        if armed is not None:
+            self.taps.apply(armed)
         if s.auth != "oauth2":
             raise OAuthError("this MDM signs users in with simple authentication", code="unauthorized_client")
         if form.get("client_id") != s.client_id:
@@ -285,17 +327,16 @@ class SignIn:
         elif grant_type == "refresh_token":
             if not form.get("refresh_token"):
                 raise OAuthError("refresh_token is required")
-            fault = self.taps.take("refresh")
-            if fault == "refresh-rejected":
-                raise OAuthError("the refresh token was refused (fault refresh-rejected)", code="invalid_grant")
-            reason, issued = self.tokens.refresh(form["refresh_token"], self.token_ttl,
-                                                 None if fault == "refresh-drops-refresh-token" else refresh_ttl)
+            armed = self.taps.take("refresh")
+            if armed is not None:
+                refresh_ttl = self.taps.apply(armed, refresh_ttl)
+            reason, issued = self.tokens.refresh(form["refresh_token"], self.token_ttl, refresh_ttl)
             if issued is None:
                 raise OAuthError(f"the refresh token is {reason}" + (
                     "; the grant is revoked because a used refresh token came back" if reason == "reused" else ""),
                     code="invalid_grant")
-            summary = "refreshed" + (" without a new refresh token (fault refresh-drops-refresh-token)"
-                                     if fault else "")
+            summary = self.taps.say("refreshed" + ("" if issued.refresh_token else " without a new refresh token"),
+                                    armed)
         else:
             raise OAuthError(f"grant_type {grant_type!r} is not supported", code="unsupported_grant_type")
         reply = {"token_type": "Bearer", "access_token": issued.access_token, "expires_in": issued.expires_in}
@@ -327,4 +368,6 @@ class SignIn:
         elif verifier:
             raise OAuthError("code_verifier sent, but the authorization request had no code_challenge",
                              code="invalid_grant")
-        return self.tokens.issue(row["user"], "oauth2", self.token_ttl, refresh_ttl), row["user"]
+        issued = self.tokens.issue(row["user"], "oauth2", self.token_ttl, refresh_ttl)
+        self.tokens.link_code(form["code"], issued.grant_id)
+        return issued, row["user"]

@@ -11,21 +11,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.protocol import discovery_server
+from lab.protocol import MODEL_FAMILIES, discovery_server
 from lab.store import Store
 from mocks.mdm.abm_client import DEPClient
 from mocks.mdm.checkin import Channel
 from mocks.mdm.commands import SCHEMA as COMMANDS_SCHEMA
 from mocks.mdm.commands import CommandQueue
-from mocks.mdm.errors import BadDiscoveryRequest, CommandRefused, UnknownEnrollment
+from mocks.mdm.errors import (BadDiscoveryRequest, BadEnrollmentRequest, CommandRefused, EnrollmentRefused,
+                              UnknownEnrollment, WellKnownFailed)
 from mocks.mdm.faults import Taps
 from mocks.mdm.identity import IdentityCA
-from mocks.mdm.profiles import ESSO_APP_ID, Profiles
+from mocks.mdm.maid import MAIDSigner
+from mocks.mdm.profiles import ESSO_APP_ID, Profiles, parse_enrollment_body
 from mocks.mdm.signin import AUTH_METHODS, DEFAULT_CLIENT_ID, REDIRECT_URL, SignIn
 from mocks.mdm.tokens import SCHEMA as TOKENS_SCHEMA
 from mocks.mdm.tokens import TokenInfo, Tokens, bearer_of
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -34,7 +36,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS enrollments (
     enrollment_id TEXT PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, topic TEXT NOT NULL,
     status TEXT NOT NULL, push_token BLOB, push_magic TEXT, created REAL NOT NULL, updated REAL NOT NULL,
-    enrollment_user_id TEXT, last_seen REAL
+    enrollment_user_id TEXT, last_seen REAL, product TEXT, os_version TEXT
 );
 CREATE TABLE IF NOT EXISTS profiles (
     profile_uuid TEXT PRIMARY KEY, user TEXT NOT NULL, mode TEXT NOT NULL, identity_serial TEXT NOT NULL,
@@ -69,10 +71,22 @@ class MDMSetup:
     refresh_tokens: bool = True  # OAuth 2: issue refresh tokens
     refresh_ttl: int = 30 * 86400
     code_ttl: int = 60  # authorization codes are single-use and short-lived
+    pkce_methods: tuple = ("S256",)  # RFC 7636 4.2: plain only where a scenario allows it
+    callback_status: int = 308  # the sign-in's callback redirect (Apple: 308; a real device also takes 303)
+    challenge_separator: str = ", "  # Apple writes ", "; Fleet and Zentral a space (PROTOCOL.md 6.12)
+    parse_by_content_type: bool = False  # the enrollment request is parsed by its Content-Type (PROTOCOL.md 6.7)
+    refused_families: tuple = ()  # model families this MDM does not enroll
+    personal_devices: bool = True  # False: no User Enrollment (mdm-byod), only organization-owned devices
+    schema_check: str = "warn"  # check-ins and reports against Apple's schema: warn, strict (400) or off
     idp_origin: str = ""  # set: sign-in is federated to the organization's IdP at this origin
     federation_secret: bytes = b""
     esso: bool = False  # the 401 of the enrollment request carries X-Apple-MDM-ESSO
     esso_app_id: int = ESSO_APP_ID
+
+
+def family_of(product: str) -> str | None:
+    """The model family of a PRODUCT such as iPhone17,2, iPad16,3, Mac16,1 or RealityDevice14,1."""
+    return next((f for f in MODEL_FAMILIES if product.startswith(f)), None)
 
 
 class MDMState:
@@ -88,19 +102,24 @@ class MDMState:
         taps = Taps(faults, setup.host)
         self.signin = SignIn(setup, self.store, self.tokens, taps, clock)
         self.profiles = Profiles(setup, self.store, self.identity_ca, profile_signer, taps, clock)
-        self.channel = Channel(setup, self.store, self.tokens, self.signin, self.commands, clock)
+        self.channel = Channel(setup, self.store, self.tokens, self.signin, self.commands,
+                               MAIDSigner(self.directory), clock)
         self.enrollment_profile_id = self.profiles.enrollment_profile_id
         self.signer = profile_signer  # lab.pki.Leaf
 
     def _migrate(self) -> None:
-        """State dirs from before OAuth 2 kept one ``tokens`` table: move its rows into grants."""
+        """Older state dirs: columns added since, and the single ``tokens`` table of before OAuth 2 moved into
+        grants."""
         with self.store.transaction() as db:
             if db.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
                 return
-            columns = {r[1] for r in db.execute("PRAGMA table_info(enrollments)")}
-            for column in ("enrollment_user_id TEXT", "last_seen REAL"):
-                if column.split()[0] not in columns:
-                    db.execute(f"ALTER TABLE enrollments ADD COLUMN {column}")
+            for table, added in (("enrollments", ("enrollment_user_id TEXT", "last_seen REAL", "product TEXT",
+                                                  "os_version TEXT")),
+                                 ("codes", ("grant_id TEXT",))):
+                columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                for column in added:
+                    if column.split()[0] not in columns:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'tokens'").fetchone():
                 db.execute("INSERT OR IGNORE INTO grants SELECT 'legacy-' || substr(token_hash, 1, 16), user,"
                            " 'simple', created, revoked, enrollment_id, mode FROM tokens")
@@ -116,12 +135,28 @@ class MDMState:
     def enrollment(self, enrollment_id: str) -> dict | None:
         return self.channel.enrollment(enrollment_id)
 
-    def enroll(self, authorization: str | None, mode: str = "BYOD") -> tuple[TokenInfo, bytes]:
-        """The second enrollment request (PROTOCOL.md 2.5): the token's user and the profile made for them."""
+    def enroll(self, authorization: str | None, body: bytes, content_type: str | None,
+               mode: str = "BYOD") -> tuple[TokenInfo, dict, bytes]:
+        """An enrollment request (PROTOCOL.md 2.1-2.5): the device's facts checked against this MDM's policy, then
+        the token's user and the profile made for them (a 401 with the challenge while there is no token)."""
+        media_type = (content_type or "").split(";")[0].strip().lower()
+        if self.setup.parse_by_content_type and media_type == "application/x-www-form-urlencoded":
+            raise BadEnrollmentRequest(
+                "the enrollment request was parsed as a form because its Content-Type is "
+                "application/x-www-form-urlencoded (iOS 15's label for its signed request); a server must read "
+                "the body whatever its label (PROTOCOL.md 2.1, 6.7)", code="body-parsed-as-form")
+        info = parse_enrollment_body(body)
+        family = family_of(info["PRODUCT"])
+        if family in self.setup.refused_families:
+            raise EnrollmentRefused(f"this MDM does not enroll {family} devices ({info['PRODUCT']})",
+                                    code="device-type-refused")
+        if mode == "BYOD" and not self.setup.personal_devices:
+            raise EnrollmentRefused("this MDM does not enroll personal devices (User Enrollment)",
+                                    code="personal-devices-refused")
         token = self.signin.check_token(authorization, esso=True)
         profile = self.profiles.enrollment_profile(token.user, mode)
         self.tokens.set_mode(bearer_of(authorization), mode)
-        return token, profile
+        return token, info, profile
 
     def service_discovery(self, identifier: str | None, model_family: str | None) -> dict:
         """The well-known document this MDM serves at its registered discovery URL (PROTOCOL.md 1.7-1.8)."""
@@ -129,13 +164,22 @@ class MDMState:
             raise BadDiscoveryRequest("user-identifier is missing or malformed; the discovery URL routes by user",
                                       code="malformed-identifier")
         s = self.setup
-        return {"Servers": [discovery_server(identifier, model_family, version=s.version, versions=s.versions,
-                                             base_url=s.base_url, adde_base_url=s.adde_base_url)]}
+        server = discovery_server(identifier, model_family, version=s.version, versions=s.versions,
+                                  base_url=s.base_url, adde_base_url=s.adde_base_url)
+        if model_family in s.refused_families:
+            raise WellKnownFailed(f"this MDM does not enroll {model_family} devices",
+                                  user_message=f"{s.organization} does not manage this kind of device.")
+        if server["Version"] == "mdm-byod" and not s.personal_devices:
+            raise WellKnownFailed("this MDM does not enroll personal devices (User Enrollment, mdm-byod)",
+                                  user_message=f"{s.organization} manages only devices it owns.")
+        return {"Servers": [server]}
 
     def register_with_abm(self, origin: str, token: dict, session) -> None:
         """Register this MDM's discovery URL with ABM's Device Assignment API at ``origin``, with the server
         token an admin downloaded from ABM (PROTOCOL.md 1.8); RegistrationError when ABM refuses."""
-        DEPClient(origin, token, session).register_discovery_url(self.setup.discovery_url)
+        client = DEPClient(origin, token, session)
+        client.register_discovery_url(self.setup.discovery_url)
+        self.channel.server_uuid = client.account()["server_uuid"]  # the iss of its com.apple.maid tokens
 
     # -- console controls --------------------------------------------------------------------------------------
     def _live_enrollment(self, enrollment_id: str) -> dict:

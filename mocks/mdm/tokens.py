@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS auth_requests (
 );
 CREATE TABLE IF NOT EXISTS codes (
     code_hash TEXT PRIMARY KEY, request_id TEXT NOT NULL REFERENCES auth_requests(request_id),
-    user TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, used REAL
+    user TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL, used REAL, grant_id TEXT
 );
 CREATE TABLE IF NOT EXISTS sessions (
     session_hash TEXT PRIMARY KEY, user TEXT NOT NULL, created REAL NOT NULL, expires REAL NOT NULL
@@ -219,19 +219,29 @@ class Tokens:
         return code
 
     def redeem_code(self, code: str) -> tuple[str, dict | None]:
-        """Use an authorization code once: ("ok", row with its request) or (reason, None)."""
+        """Use an authorization code once: ("ok", row with its request) or (reason, None).
+
+        A code presented again revokes the grant it issued (RFC 6749 4.1.2: the code has probably leaked).
+        """
         now = self.clock()
         with self.store.transaction() as db:
-            row = db.execute("SELECT c.user, c.expires, c.used, r.* FROM codes c JOIN auth_requests r"
+            row = db.execute("SELECT c.user, c.expires, c.used, c.grant_id, r.* FROM codes c JOIN auth_requests r"
                              " USING (request_id) WHERE c.code_hash = ?", (digest(code),)).fetchone()
             if row is None:
                 return "unknown", None
             if row["used"] is not None:
+                if row["grant_id"] and self.revoke(grant_id=row["grant_id"]):
+                    return "used; the tokens it was exchanged for are revoked", None
                 return "used", None
             db.execute("UPDATE codes SET used = ? WHERE code_hash = ?", (now, digest(code)))
         if row["expires"] <= now:
             return "expired", None
         return "ok", dict(row)
+
+    def link_code(self, code: str, grant_id: str) -> None:
+        """Remember which grant a code was exchanged for, so that a replay can revoke it."""
+        with self.store.transaction() as db:
+            db.execute("UPDATE codes SET grant_id = ? WHERE code_hash = ?", (grant_id, digest(code)))
 
     def new_session(self, user: str) -> str:
         session, now = secrets.token_urlsafe(24), self.clock()

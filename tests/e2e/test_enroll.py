@@ -27,7 +27,7 @@ def test_iphone_enrolls_with_simple_authentication(lab, device):
         ("mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in"),
     ]
     enrollment_id = phone.enrollment.enrollment_id
-    assert http[-1]["device"] == enrollment_id
+    assert http[-1]["enrollment"] == enrollment_id and http[-1]["device"] == http[-1]["user"] == IDENTIFIER
     assert lab.mdm.enrollment(enrollment_id)["status"] == "enrolled"
     dns = [e for e in lab.events.query(after=after) if e["kind"] == "dns"]
     assert {e["host"] for e in dns} >= {"betterbag.test", "mdm.lab.test"}

@@ -214,7 +214,7 @@ def test_adde_enrollment_of_a_mac_checks_in_by_udid_and_takes_the_wider_command_
         mac = env.enrolled(model_family="Mac", os_version="15.2")
         assert mac.enrollment.mode == "ADDE" and mac.enrollment.enrollment_id == mac.udid
         checkins = [e for e in env.lab.events.query(after=after, limit=5000) if e["path"] == "/mdm/checkin"]
-        assert {e["device"] for e in checkins} == {mac.udid}
+        assert {e["enrollment"] for e in checkins} == {mac.udid}
         assert env.lab.mdm.enrollment(mac.udid)["mode"] == "ADDE"
         sent = {rt: env.queue(mac, rt, **params) for rt, params in (
             ("DeviceInformation", {"Queries": ["UDID", "SerialNumber"]}), ("InstalledApplicationList", {}),
