@@ -12,29 +12,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from lab import cms
-from lab.pki import CertificateAuthority
-from tests.mdm_support import (DEVICE_INFO, IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, TOPIC, Clock, bearer,
-                               check_in, client_of, enrolled, location_query, make_state, poll)
+from tests.mdm_support import (DEVICE_INFO, IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, TOPIC, Clock,
+                               bearer, check_in, enrolled, location_query, poll)
 from tests.test_plists import binary, bomb
 
 EID = "ENROLLMENT-0001"
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
-
-
-@pytest.fixture
-def state(tmp_path, signer):
-    mdm = make_state(tmp_path / "mdm", signer, Clock())
-    yield mdm
-    mdm.close()
-
-
-@pytest.fixture
-def client(state):
-    return client_of(state)
 
 
 def sign_in(client, identifier: str = IDENTIFIER, password: str = PASSWORD) -> str:

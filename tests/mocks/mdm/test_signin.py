@@ -6,21 +6,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from lab.pki import CertificateAuthority
 from mocks.mdm.signin import THROTTLE_AFTER, THROTTLE_SECONDS
-from tests.mdm_support import (IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, REDIRECT, Clock,
+from tests.mdm_support import (IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, REDIRECT,
                                authorize_query, client_of, code_for, enroll, location_query, make_state,
                                request_id_of, token)
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture(params=["simple", "oauth2"])

@@ -6,13 +6,7 @@ import plistlib
 
 import pytest
 
-from lab.pki import CertificateAuthority
 from tests.mdm_support import DEVICE_INFO, IDENTIFIER, ORIGIN, PATH, URLS, Clock, client_of, make_state
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
 
 
 def test_service_discovery_routes_by_user_then_family_and_falls_back_like_the_org_domain(tmp_path, signer):

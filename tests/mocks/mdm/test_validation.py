@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
-
-from lab.pki import CertificateAuthority
 from mocks.mdm.validation import device_of, problems
 from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, TOPIC, Clock, check_in, client_of, enroll,
                                location_query, make_state, poll)
@@ -35,11 +32,6 @@ class Checker:
         found = [Problem("Colour", "unknown-key", "Apple defines no such key")] \
             if "Colour" in message.get("QueryResponses", message) else []
         return found + [Problem("", "note", "only a warning", "warning")]
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
 
 
 def _enrolled(tmp_path, signer, **setup):
