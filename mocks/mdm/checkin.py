@@ -197,7 +197,8 @@ class Channel:
                                   token.user)).rowcount
         if not updated:
             raise UnknownEnrollment(f"no Authenticate was received for enrollment {enrollment_id}")
-        return f"TokenUpdate {enrollment_id}: enrolled" + (f" (user channel {user_channel})" if user_channel else ""), b""
+        channel = f" (user channel {user_channel})" if user_channel else ""
+        return f"TokenUpdate {enrollment_id}: enrolled{channel}", b""
 
     def _check_out(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
         with self.store.transaction() as db:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from lab.protocol import WELL_KNOWN_PATH
+from lab.protocol import WELL_KNOWN_PATH, discovery_server
 from mocks.org_domain import faults as catalogue
 from mocks.org_domain.errors import NoSuchPath, UnknownDomain
 from mocks.well_known import check_model_family, identifier_parts
@@ -31,13 +31,9 @@ class DomainSetup:
     final: tuple[str, str] | None = None  # (host, path) serving the answer; default the well-known itself
     adde_base_url: str | None = None
 
-    def version_for(self, identifier: str, model_family: str | None) -> str:
-        return self.versions.get(identifier) or self.versions.get(model_family or "") or self.version
-
     def document(self, identifier: str, model_family: str | None) -> dict:
-        version = self.version_for(identifier, model_family)
-        base_url = self.adde_base_url if version == "mdm-adde" and self.adde_base_url else self.base_url
-        return {"Servers": [{"Version": version, "BaseURL": base_url}]}
+        return {"Servers": [discovery_server(identifier, model_family, version=self.version, versions=self.versions,
+                                             base_url=self.base_url, adde_base_url=self.adde_base_url)]}
 
 
 @dataclass(frozen=True)

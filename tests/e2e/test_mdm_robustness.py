@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from lab.device.transport import LabResolver, lab_session
+from lab.net import LabResolver, lab_session
 from lab.launcher import Lab
 from lab.scenario import load
 from mocks.mdm.signin import THROTTLE_AFTER
@@ -239,6 +239,11 @@ def test_schema_problems_reach_the_timeline_events_detail(lab, http):
 
 
 def test_get_token_for_managed_apple_account_sign_in(lab, http):
+    """The MDM registers with ABM as an admin would hand it the server token; its com.apple.maid tokens then name
+    ABM's server_uuid."""
+    server = next(s for s in lab.abm.snapshot()["servers"] if s["lab_mdm"])
+    lab.mdm.register_with_abm(f"https://{lab.scenario.abm_hosts['api']}:{lab.https_port}",
+                              lab.abm.server_token(server["name"]), http)
     token = access_token(lab, http, ELIZA, ELIZA_PASSWORD)
     eid = enroll(lab, http, token)
     answer = put(lab, http, "checkin_url", plistlib.dumps({"MessageType": "GetToken", "TokenServiceType":
@@ -250,6 +255,7 @@ def test_get_token_for_managed_apple_account_sign_in(lab, http):
     key.verify(encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")),
                jwt.rsplit(".", 1)[0].encode(), ec.ECDSA(hashes.SHA256()))
     assert json.loads(claims)["service_type"] == "com.apple.maid" and json.loads(header)["alg"] == "ES256"
+    assert json.loads(claims)["iss"] == server["server_uuid"]
     watch = put(lab, http, "checkin_url", plistlib.dumps({"MessageType": "GetToken", "TokenServiceType":
                                                           "com.apple.watch.pairing", "EnrollmentID": eid}), token)
     assert watch.status_code == 400 and watch.json()["error"] == "unknown-token-service"
