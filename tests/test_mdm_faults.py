@@ -324,3 +324,26 @@ def test_mdm_refuses_an_assertion_signed_with_another_secret(make, idp):
     page = _to_idp(client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query()), base_url=ORIGIN), idp)
     response = _back_to_mdm(_idp_sign_in(page, idp), client)
     assert response.status_code == 401 and "signature" in response.get_json()["message"]
+
+
+# -- every word about a fault comes from the board ---------------------------------------------------------------
+@pytest.mark.parametrize("concealed", [False, True])
+def test_fault_messages_name_the_fault_unless_the_board_conceals_it(make, board, concealed):
+    board.concealed = concealed
+    _, client = make(auth="oauth2")
+    body = tokens_for(client)
+    said = []
+    for name, request in (
+            ("refresh-rejected", lambda: token(client, grant_type="refresh_token",
+                                                refresh_token=body["refresh_token"])),
+            ("token-endpoint-down", lambda: token(client, grant_type="refresh_token",
+                                                   refresh_token=body["refresh_token"])),
+            ("reauth-loop", lambda: check_in(client, {"MessageType": "Authenticate", "Topic": TOPIC, **EID},
+                                             body["access_token"]))):
+        board.set(name, times=1)
+        response = request()
+        assert response.status_code in (400, 401, 503)
+        said.append((name, response.get_json().get("error_description") or response.get_json()["message"]))
+    for name, message in said:
+        assert (name in message) is not concealed, message
+        assert "fault" not in message or not concealed
