@@ -41,6 +41,14 @@ def create_app(import_name: str, component: str) -> Flask:
     app = Flask(import_name)
     app.config["MDMLAB_COMPONENT"] = component
 
+    @app.after_request
+    def _never_framed(response):
+        # no page of the lab (a sign-in form, an admin site) may be framed by another site's page (clickjacking)
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+            response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
     @app.errorhandler(LabError)
     def _lab_error(exc: LabError):
         label(summary=f"{exc.status} {exc.code}: {exc.message}")

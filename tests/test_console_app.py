@@ -15,7 +15,7 @@ from werkzeug.test import Client
 
 from lab import runner
 from lab.console import openapi
-from lab.console.auth import COOKIE
+from lab.console.auth import COOKIE, CSRF_COOKIE, CSRF_HEADER
 from tests.conftest import IDENTIFIER, PASSWORD
 
 BASE = "https://localhost"
@@ -222,7 +222,8 @@ def test_a_browser_without_the_token_gets_a_form_then_a_cookie(client, admin_tok
     assert get(client, "/api/events?last=1").status_code == 200
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "null", "https://localhost.evil.example:443"])
+@pytest.mark.parametrize("origin", ["https://evil.example", "null", "https://localhost.evil.example:443",
+                                    "http://localhost", "https://localhost:1", "http://localhost:443"])
 def test_changes_from_another_origin_are_refused(client, lab, origin):
     response = client.post("/api/faults", base_url=BASE, json={"name": "well-known-404"},
                            headers={"Origin": origin})
@@ -233,11 +234,40 @@ def test_changes_from_another_origin_are_refused(client, lab, origin):
     assert get(client, "/api/faults", headers={"Origin": origin}).status_code == 200
 
 
+def csrf_of(client, base=BASE) -> str:
+    """The CSRF token the dashboard's page was served with (its meta tag and its cookie agree)."""
+    page = client.get("/", base_url=base)
+    token = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.get_data(as_text=True)).group(1)
+    cookie = page.headers.getlist("Set-Cookie")
+    assert any(c.startswith(f"{CSRF_COOKIE}={token};") and "SameSite=Strict" in c for c in cookie)
+    return token
+
+
 def test_changes_from_the_dashboard_itself_are_allowed(client, lab):
-    response = client.post("/api/faults", base_url=f"https://localhost:{lab.https_port}",
-                           json={"name": "well-known-404"}, headers={"Origin": f"https://localhost:{lab.https_port}"})
+    own = f"https://localhost:{lab.https_port}"
+    token = csrf_of(client, own)
+    response = client.post("/api/faults", base_url=own, json={"name": "well-known-404"},
+                           headers={"Origin": own, CSRF_HEADER: token})
     assert response.status_code == 201
     assert client.delete("/api/faults", base_url=BASE).get_json()["cleared"] == 1
+
+
+def test_a_page_of_this_origin_still_needs_the_csrf_token(client, lab):
+    own = f"https://localhost:{lab.https_port}"
+    token = csrf_of(client, own)
+    for headers in ({"Origin": own}, {"Origin": own, CSRF_HEADER: "forged"}, {"Sec-Fetch-Site": "same-origin"}):
+        response = client.post("/api/faults", base_url=own, json={"name": "well-known-404"}, headers=headers)
+        assert response.status_code == 403 and response.get_json()["error"] == "csrf-token-required"
+    assert client.post("/api/faults", base_url=own, json={"name": "x"},
+                       headers={"Sec-Fetch-Site": "cross-site", CSRF_HEADER: token}).status_code == 403
+    assert lab.faults.armed() == []
+
+
+def test_admin_pages_cannot_be_framed_or_cached(client):
+    page = get(client, "/")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Cache-Control"] == "no-store"
+    assert get(client, "/api/health").headers["Cache-Control"] == "no-store"
 
 
 # -- reset -----------------------------------------------------------------------------------------------------------

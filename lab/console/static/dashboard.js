@@ -17,8 +17,11 @@
     notice.timer = setTimeout(() => { box.hidden = true; }, isError ? 12000 : 5000);
   }
 
+  const csrfToken = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
   async function api(method, path, body) {
     const options = { method, headers: { Accept: "application/json" }, credentials: "same-origin" };
+    if (method !== "GET") options.headers["X-MDMLab-CSRF"] = csrfToken;
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
