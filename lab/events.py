@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import plistlib
 import re
 import threading
 import time
@@ -142,6 +143,59 @@ def _redact_text(text: str) -> str:
     return _QUERY_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
 
 
+PROFILE_LIMIT = 16384  # an unwrapped profile, its data blobs described: a few KB
+SIGNED_TYPES = frozenset({"application/x-apple-aspen-config", "application/pkcs7-signature",
+                          "application/pkcs7-mime"})
+# keys of a profile or device-info plist whose values are secrets whatever their type
+PLIST_SECRETS = frozenset({"password", "payloadcontent", "challenge", "unlocktoken", "token", "pushmagic",
+                           "accesstoken", "refreshtoken", "bootstraptoken", "clientsecret"})
+
+
+def _redact_plist(value, key: str = ""):
+    if isinstance(value, dict):
+        return {k: _redact_plist(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_plist(v, key) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return f"[{len(value)} bytes of data{', redacted' if key.lower() in PLIST_SECRETS else ''}]"
+    if isinstance(value, str) and key.lower() in PLIST_SECRETS:
+        return mask(value)
+    return value
+
+
+def readable_plist(body: bytes) -> str | None:
+    """A property list as a person reads it (XML), CMS envelope opened, data blobs described, secrets masked.
+
+    The signature is not checked here (the device's trace says whether it verified); None when the body is no
+    plist, signed or not.
+    """
+    from lab import cms  # plumbing; imported here so the event log stays light to import
+
+    note = ""
+    if cms.looks_like_cms(body):
+        try:
+            from asn1crypto import cms as asn1_cms
+            signed = asn1_cms.ContentInfo.load(body)["content"]
+            content = signed["encap_content_info"]["content"].native
+            certs = [c.chosen for c in signed["certificates"] or []]
+            signer = certs[0].subject.human_friendly if len(certs) == 1 else f"{len(certs)} certificates"
+        except Exception:  # asn1crypto raises many types on garbage
+            return None
+        if not isinstance(content, bytes):
+            return None
+        note, body = f"<!-- CMS SignedData ({signer}), opened by mdmlab: data described, secrets redacted -->\n", \
+            content
+    if not body.lstrip().startswith((b"<?xml", b"<plist", b"bplist00")):
+        return None
+    try:
+        value = plistlib.loads(body)
+        text = plistlib.dumps(_redact_plist(value), sort_keys=False).decode()
+        text = text[text.index("<plist"):].replace("\t", "  ")  # the XML declaration and DOCTYPE are noise here
+    except Exception:  # a malformed plist stays described
+        return None
+    return (note + text)[:PROFILE_LIMIT]  # redacted by structure: its secrets' keys are known
+
+
 def redact_body(body: bytes, content_type: str | None) -> str:
     """A printable, redacted excerpt of a body; binary bodies are described, never stored.
 
@@ -153,6 +207,10 @@ def redact_body(body: bytes, content_type: str | None) -> str:
         return ""
     if ctype in ("application/x-www-form-urlencoded",):
         return redact_query(_redact_text(body.decode("latin-1")))[:EXCERPT_LIMIT]
+    if ctype in SIGNED_TYPES or body.startswith(b"bplist00"):
+        readable = readable_plist(body)
+        if readable is not None:
+            return readable
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -204,11 +262,16 @@ def device_trace_events(identifier: str, trace: dict, who: str | None = None, *,
                     detail={**{k: step.get(k) for k in ("verdict", "code", "explanation")}, **extra})
               for step in steps]
     events.append(Event(component="device", kind="device-outcome", stage=steps[-1]["stage"] if steps else None,
-                        device=identifier, summary=f"{outcome}: {cut(trace.get('explanation'), 500)}",
+                        device=identifier, summary=_said_once(str(outcome), cut(trace.get("explanation"), 500)),
                         user=identifier, enrollment=enrollment,
                         outcome=cut(outcome, 40) if isinstance(outcome, str) and outcome else None,
                         detail={**{k: trace.get(k) for k in ("outcome", "diagnosis", "path")}, **extra}))
     return events
+
+
+def _said_once(outcome: str, explanation: str) -> str:
+    """``outcome: explanation``, unless the explanation already starts with the outcome ("enrolled with …")."""
+    return explanation if explanation.lower().startswith(outcome.lower()) else f"{outcome}: {explanation}"
 
 
 COALESCE_SECONDS = 0.02

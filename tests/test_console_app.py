@@ -451,3 +451,22 @@ def test_devices_render_whatever_the_lab_reports(lab, client, monkeypatch):
     assert get(client, "/api/state/devices").get_json()["devices"][0]["device_id"] == "LAB0001"
     monkeypatch.setattr(lab, "snapshot", real)
     assert "No device has reported" in get(client, "/fragments/devices").text
+
+
+def test_times_are_local_and_readable_whatever_their_form():
+    import datetime as dt
+
+    from lab.console.dashboard import _is_time_key, when
+    moment = dt.datetime(2026, 11, 30, 0, 52, 45, tzinfo=dt.timezone.utc)
+    local = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    assert when(moment.timestamp()) == local and when("2026-11-30T00:52:45Z") == local
+    assert when("not a time") == "not a time"
+    assert all(_is_time_key(k) for k in ("last_checked", "token_expiry", "last_updated_timestamp", "enrolled_at"))
+    assert not _is_time_key("last_check")
+
+
+def test_in_an_exercise_health_names_no_scenario(client, lab, monkeypatch):
+    monkeypatch.setattr(lab, "conceal_faults", True, raising=False)
+    health = get(client, "/api/health").get_json()
+    assert health["scenario"] == "exercise" and "betterbag" not in json.dumps({"s": health["scenario"]})
+    assert "<title>mdmlab · exercise</title>" in get(client, "/").text

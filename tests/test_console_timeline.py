@@ -250,3 +250,27 @@ def test_newest_finds_the_last_matching_events_oldest_first(n, count, every):
     filters = {"component": "dns"} if every > 1 else {}
     expected = [e for e in log.events if not filters or e["component"] == "dns"][-count:] if count else []
     assert timeline.newest(log, count, **filters) == expected
+
+
+def test_an_answer_the_device_refused_is_red_even_when_the_server_said_200():
+    """Issue 11 §4: the POST /enroll → 200 that delivered a refused profile was green "ok"."""
+    ev = Events()
+    ev.http("mdm", "mdm.lab.test", "POST", "/enroll", 200, "enrollment", ELIZA)
+    ev.step("enrollment", "POST https://mdm.lab.test:8443/enroll → 200")
+    ev.step("enrollment", "verify the profile signature")
+    ev.step("enrollment", "check the enrollment profile", "fail", explanation="AssignedManagedAppleID is missing",
+            code="profile-missing-maa")
+    ev.outcome("failed", "profile-missing-maa")
+    [attempt] = timeline.enrollments(ev.items, now=ev.ts + 100)
+    [enroll] = [s for s in attempt["steps"] if s["kind"] == "http"]
+    assert enroll["tone"] == "bad" and enroll["refused"] and enroll["result"] == "200 · refused"
+    assert enroll["explanation"] == "AssignedManagedAppleID is missing"
+    assert enroll["device_event"] == ev.items[3]["id"]  # its detail shows the refusal, not the ok of the POST
+
+
+def test_check_in_arrows_name_their_message_type():
+    ev = Events()
+    enrollment_exchanges(ev)
+    [attempt] = timeline.enrollments(ev.items, now=ev.ts + 100)
+    labels = [s["label"] for s in attempt["steps"] if s["stage"] == "check-in" and s["kind"] == "http"]
+    assert labels == ["PUT mdm.lab.test/mdm/checkin Authenticate", "PUT mdm.lab.test/mdm/checkin TokenUpdate"]

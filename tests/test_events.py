@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import plistlib
 import threading
 import time
 
@@ -9,7 +10,8 @@ import pytest
 from werkzeug.test import Client
 
 from lab.dispatch import Dispatcher
-from lab.events import Event, EventLog, mask, redact_body, redact_headers, redact_query, redact_url
+from lab.events import (Event, EventLog, device_trace_events, mask, redact_body, redact_headers, redact_query,
+                        redact_url)
 
 SECRET = "s3cr3t-Token-0123456789abcdef"  # long enough that mask() keeps a prefix
 SHORT = "pw123"
@@ -334,3 +336,31 @@ def test_label_keywords_reach_the_event(events):
     [row] = events.query()
     assert {k: row[k] for k in ("enrollment", "user", "message_type", "outcome")} == {
         "enrollment": "E1", "user": "eliza@betterbag.test", "message_type": "TokenUpdate", "outcome": "enrolled"}
+
+
+def test_the_outcome_is_said_once():
+    trace = {"steps": [], "outcome": "enrolled", "explanation": "enrolled with account-driven User Enrollment"}
+    [outcome] = device_trace_events("eliza@betterbag.test", trace)
+    assert outcome.summary == "enrolled with account-driven User Enrollment" and outcome.outcome == "enrolled"
+    [failed] = device_trace_events("eliza@betterbag.test", {**trace, "outcome": "failed", "explanation": "no MDM"})
+    assert failed.summary == "failed: no MDM"
+
+
+def test_a_signed_profile_is_stored_opened_readable_and_without_its_secrets():
+    from lab import cms
+    from lab.pki import self_signed
+
+    p12 = b"\x30\x82PKCS12-" + SECRET.encode()
+    profile = {"PayloadType": "Configuration", "PayloadContent": [
+        {"PayloadType": "com.apple.security.pkcs12", "Password": SECRET, "PayloadContent": p12},
+        {"PayloadType": "com.apple.mdm", "AccessRights": 8191, "Topic": "com.apple.mgmt.x"}]}
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed("Profile Signer", key)
+    body = cms.sign(plistlib.dumps(profile), cert, key)
+    shown = redact_body(body, "application/x-apple-aspen-config")
+    assert shown.startswith("<!-- CMS SignedData (Common Name: Profile Signer)")
+    assert "<key>AccessRights</key>" in shown and "<integer>8191</integer>" in shown
+    assert f"[{len(p12)} bytes of data, redacted]" in shown
+    assert SECRET not in shown and "PKCS12" not in shown
+    assert redact_body(b"\x30\x82garbage", "application/x-apple-aspen-config") == "<9 bytes application/x-apple-aspen-config>"

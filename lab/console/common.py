@@ -10,6 +10,19 @@ def lab():
     return current_app.config["LAB"]
 
 
+def concealed(lab) -> bool:
+    """An exercise: nothing the trainee sees may name the scenario or the fault they have to find."""
+    return bool(getattr(lab, "exercise", None) or getattr(lab, "conceal_faults", False))
+
+
+def described(lab) -> dict:
+    """``lab.describe()`` as the console shows it: in an exercise the scenario's name gives way to a neutral one."""
+    description = lab.describe()
+    if concealed(lab):
+        description["scenario"] = getattr(lab, "title", None) or "exercise"
+    return description
+
+
 MAX_ID = 2**53  # beyond any event id, and within SQLite's integers and JSON's exact ones
 
 

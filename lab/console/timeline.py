@@ -178,7 +178,8 @@ def step(event: dict) -> dict:
         label, result = f"{event['method']} {event['host']}", rcode
     elif event["kind"] == "http":
         query = detail.get("query")
-        label = f"{event['method']} {event['host']}{event['path']}" + (f"?{query}" if query else "")
+        label = f"{event['method']} {event['host']}{event['path']}" + (f"?{query}" if query else "") + \
+            (f" {event['message_type']}" if event.get("message_type") else "")
         result = str(event["status"])
     else:
         label, result = event["summary"], detail.get("verdict") or detail.get("outcome") or ""
@@ -246,6 +247,12 @@ def sequence(events: list[dict]) -> list[dict]:
             steps[found] = _merge(steps[found], event)
             position = found
         else:
+            if event["kind"] == "device" and wanted is None and position >= 0 and \
+                    (event["detail"] or {}).get("verdict") == "fail" and steps[position]["kind"] == "http":
+                # the device refused what this exchange answered (a profile, a challenge): the answer was bad,
+                # whatever the server's status said
+                steps[position] = {**_merge(steps[position], event), "refused": True,
+                                   "result": f"{steps[position]['result']} · refused"}
             after.setdefault(position, []).append(step(event))
     ordered = after.get(-1, [])
     for i, item in enumerate(steps):

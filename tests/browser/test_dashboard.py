@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import socket
 import ssl
 import threading
@@ -184,6 +185,41 @@ def test_reset_from_the_dashboard(page, lab):
     expect(page.locator("#event-rows")).to_contain_text("lab reset to scenario betterbag")
     expect(page.locator(".attempt")).to_have_count(2)  # the history stays whole though the MDM forgot it
     screenshot(page, "07-after-reset")
+
+
+def test_a_refused_profile_is_red_and_the_key_the_device_refused_is_marked(page, lab, device):
+    """Issue 11 §4: the 200 that delivered a refused profile is red; the profile shows as the device saw it."""
+    lab.faults.set("profile-access-rights", times=1)
+    enroll_in_background(lab, device).join(30)
+    attempt = page.locator(".attempt").first
+    expect(attempt).to_have_attribute("data-status", "failed")
+    delivered = attempt.locator("details.step", has_text="ENROLLMENT POST mdm.lab.test/enroll").first
+    expect(delivered).to_have_class(re.compile(r"\btone-bad\b"))
+    expect(delivered.locator(".result")).to_have_text("200 · refused")
+    delivered.locator("summary").click()
+    detail = delivered.locator(".event-detail")
+    expect(detail).to_contain_text("The device: fail")
+    expect(detail).to_contain_text("CMS SignedData")
+    expect(detail.locator("mark.refused-key")).to_have_text("<key>AccessRights</key>")
+    text = detail.inner_text()
+    assert "bytes application/x-apple-aspen-config" not in text and "bytes of data, redacted" in text
+    detail.locator("mark.refused-key").scroll_into_view_if_needed()
+    screenshot(delivered, "08-refused-profile")
+
+
+def test_the_sequence_and_the_events_read_at_a_glance(page, lab):
+    enrolled = page.locator('.attempt[data-status="enrolled"]').first
+    expect(enrolled.locator("details.step", has_text="mdm/checkin TokenUpdate")).to_have_count(1)
+    expect(enrolled.locator("details.step", has_text="mdm/checkin Authenticate")).to_have_count(1)
+    assert "enrolled: enrolled" not in page.locator("#timeline").inner_text()
+    expect(page.locator("#event-rows tr.component-dns td:nth-child(6)").first).to_have_text(re.compile("^NOERROR$"))
+    heights = [h for h in page.eval_on_selector_all("#event-rows tr", "rows => rows.map(r => "
+                                                    "r.getBoundingClientRect().height)") if h]  # shown rows
+    assert heights and max(heights) < 1.5 * min(heights), "an Events row wraps"
+    assert not re.search(r"\b1[0-9]{9}(\.[0-9]+)?\b", page.locator("body").inner_text()), "a raw epoch time"
+    expect(page.locator("#mdm")).to_contain_text("none: apple-as-web signs in again")
+    screenshot(page.locator("#events"), "09-events-table")
+    screenshot(page.locator("#mdm"), "10-mdm-panel")
 
 
 def test_the_page_broke_no_rule(page):

@@ -93,10 +93,22 @@
   }
 
   // -- the event list --------------------------------------------------------------------------------------------
-  function cell(row, text) {
+  function cell(row, text, className) {
     const td = document.createElement("td");
     td.textContent = text === null || text === undefined ? "" : String(text);
+    if (className) {
+      td.className = className;
+      td.title = td.textContent;
+    }
     row.appendChild(td);
+  }
+
+  const RCODES = { 0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED" };
+
+  function statusText(e) {
+    if (e.kind !== "dns") return e.status;
+    if (e.status === null || e.status === undefined) return "no answer";
+    return RCODES[e.status] || String(e.status);
   }
 
   function clock(ts) {
@@ -121,10 +133,10 @@
     cell(row, clock(e.ts));
     cell(row, e.component);
     cell(row, e.stage);
-    cell(row, `${e.method || ""} ${e.host || ""}${e.path || ""}`);
-    cell(row, e.status);
-    cell(row, e.device);
-    cell(row, e.summary);
+    cell(row, `${e.method || ""} ${e.host || ""}${e.path || ""}`, "clip");
+    cell(row, statusText(e));
+    cell(row, e.device, "clip");
+    cell(row, e.summary, "clip wide");
     body.prepend(row);
     while (body.rows.length > MAX_EVENT_ROWS) body.deleteRow(body.rows.length - 1);
   }
