@@ -31,6 +31,7 @@ import requests
 from lab import config
 from lab.device import Device
 from lab.device.device import FAMILIES
+from lab.device.model import Client
 from lab.net import LabResolver, Network, lab_session
 
 STAGES = ("discovery", "authentication", "enrollment", "check-in", "commands")
@@ -401,7 +402,7 @@ def recheck(target: Target, records: list[dict], concurrency: int = 8) -> Rechec
         session = lab_session(resolver, target.network.ca_cert)
         failures = []
         try:
-            headers = {"Authorization": f"Bearer {record['access_token']}", "User-Agent": Device.user_agent_mdm}
+            headers = {"Authorization": f"Bearer {record['access_token']}", "User-Agent": Client.user_agent_mdm}
             keys = _identity_keys(record)
             for name, url, ctype, message in (
                     ("TokenUpdate", record["checkin_url"], CHECKIN_TYPE,

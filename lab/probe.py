@@ -8,7 +8,6 @@ from __future__ import annotations
 import plistlib
 import socket
 import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -16,10 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lab import cms
 from lab.device import authentication, discovery
 from lab.device.errors import transport_failure
+from lab.device.model import Client
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
 from lab.net import DNSFailure, LabResolver, lab_session
 from lab.pki import self_signed
 
+APPLE_HOST = "axm-adm-enroll.apple.com"
 REQUIRED = {"apple-as-web": ("url",),
             "apple-oauth2": ("authorization-url", "token-url", "redirect-url", "client-id")}
 
@@ -35,28 +36,6 @@ class SystemResolver:
             raise DNSFailure(host, code, f"cannot resolve {host}: {exc.strerror}") from None
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
         return infos[0][4][0]
-
-
-@dataclass
-class _ProbeNetwork:
-    apple_host: str = "axm-adm-enroll.apple.com"
-
-
-@dataclass
-class ProbeDevice:
-    """The attributes stage 1 reads from a device."""
-    model_family: str = "iPhone"
-    discovery_timeout: float = 30.0
-    network: _ProbeNetwork = field(default_factory=_ProbeNetwork)
-    user_agent_discovery = "RemoteManagementAgent/1.0"
-    user_agent_enroll = "DeviceManagementClient/1.0"
-
-    @property
-    def model_family_param(self) -> str:
-        return "RealityDevice" if self.model_family == "Vision" else self.model_family
-
-    def unsupported_version_reason(self, version: str) -> None:
-        return None
 
 
 def _probe_signer():
@@ -79,7 +58,7 @@ def probe(identifier: str, *, dns: tuple[str, int] | None = None, ca: str | None
     trust = ca or system_trust()
     self_built = lab_session(resolver, trust, {443: port} if port != 443 else None)
     session = lab_session(resolver, trust)
-    device = ProbeDevice(model_family=model_family)
+    client = Client(model_family, apple_host=APPLE_HOST, discovery_timeout=30.0)
     try:
         _, domain = discovery.split_identifier(identifier)
         trace.add("identifier", f"identifier {identifier}", OK, f"domain {domain}")
@@ -90,12 +69,12 @@ def probe(identifier: str, *, dns: tuple[str, int] | None = None, ca: str | None
             failure = transport_failure("discovery", f"https://{domain}/", exc, "the organization's domain")
             trace.add("discovery", f"resolve {domain}", FAIL, failure.explanation, code=failure.code)
             raise failure from None
-        service = discovery.discover(device, self_built, domain, identifier, trace)
+        service = discovery.discover(client, self_built, domain, identifier, trace)
         for check in ("TLS certificate verified for every host on the way", "status 200",
                       "Content-Type application/json", "valid JSON with a non-empty Servers array",
                       f"Version {service.version}", f"BaseURL {service.base_url} is https"):
             trace.add("discovery", check, OK, "passed")
-        _first_enrollment_request(device, session, service, trace)
+        _first_enrollment_request(client, session, service, trace)
         trace.succeed(f"discovery works and {service.base_url} challenges the device correctly")
     except DeviceFailure as failure:
         trace.fail(failure)
@@ -105,14 +84,14 @@ def probe(identifier: str, *, dns: tuple[str, int] | None = None, ca: str | None
     return trace
 
 
-def _first_enrollment_request(device, session, service, trace: Trace) -> None:
+def _first_enrollment_request(client: Client, session, service, trace: Trace) -> None:
     cert, key = _probe_signer()
     body = cms.sign(plistlib.dumps({"LANGUAGE": "en-US", "PRODUCT": "iPhone17,2", "VERSION": "23B85"}), cert, key)
     url = service.base_url
     try:
         response = session.post(url, data=body, timeout=30, allow_redirects=False,
                                 headers={"Content-Type": "application/pkcs7-signature",
-                                         "User-Agent": device.user_agent_enroll})
+                                         "User-Agent": client.user_agent_enroll})
     except Exception as exc:
         failure = transport_failure("authentication", url, exc, "the MDM enrollment endpoint")
         trace.add("authentication", f"POST {url}", FAIL, failure.explanation, code=failure.code)

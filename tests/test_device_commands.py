@@ -45,7 +45,7 @@ def make(ca):
 
 
 def run(device, request_type, **keys):
-    return execute(device, {"CommandUUID": "C1", "Command": {"RequestType": request_type, **keys}})
+    return device.run_command({"CommandUUID": "C1", "Command": {"RequestType": request_type, **keys}})
 
 
 def refused_with_12021(outcome, request_type):
@@ -108,12 +108,12 @@ def test_a_mac_in_device_enrollment_runs_what_user_enrollment_forbids(make, requ
 
 def test_unknown_request_types_are_invalid_everywhere(make):
     assert refused_with_12021(run(make(), "Shout"), "Shout")
-    assert refusal(make("Mac"), "EnableLostMode") == "macOS has no command EnableLostMode"
+    assert refusal(make("Mac").command_context(), "EnableLostMode") == "macOS has no command EnableLostMode"
 
 
 @pytest.mark.parametrize("command", [{}, {"RequestType": 7}])
 def test_commands_without_a_request_type_are_format_errors(make, command):
-    assert execute(make(), {"CommandUUID": "C", "Command": command}).status == "CommandFormatError"
+    assert execute(make().command_context(), {"CommandUUID": "C", "Command": command}).status == "CommandFormatError"
 
 
 @pytest.mark.parametrize("request_type", ["DeviceInformation", "RemoveProfile", "RemoveApplication",

@@ -112,7 +112,7 @@ def enrolled_device(ca) -> Device:
     device.contents.create_volume("E1")
     device.contents.add_work_account("BetterBag", MAA)
     from lab.device.authentication import Credentials
-    device._set_credentials(Credentials("apple-oauth2", MAA, "ACCESS-TOKEN-0123456789", {"token-url": "x"},
+    device.set_credentials(Credentials("apple-oauth2", MAA, "ACCESS-TOKEN-0123456789", {"token-url": "x"},
                                         "REFRESH-TOKEN-0123456789", 1.0e9))
     return device
 

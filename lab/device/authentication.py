@@ -13,11 +13,12 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 from lab.device.errors import exchange
-from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
+from lab.device.trace import OK, WARN, Trace
 from lab.protocol import CALLBACK_SCHEME
 
 STAGE = "authentication"
 MAX_WEB_HOPS = 20
+ACTION = "sign in"
 SIMPLE, OAUTH2 = "apple-as-web", "apple-oauth2"
 OAUTH2_REQUIRED = ("authorization-url", "token-url", "redirect-url", "client-id")
 
@@ -87,43 +88,45 @@ def read_challenge(response, trace: Trace, *, strict: bool, stage: str = STAGE) 
     """The challenge of a 401, checked for its method's parameters (PROTOCOL.md 2.2); fails with a diagnosis."""
     header = response.headers.get("WWW-Authenticate")
     if not header:
-        _fail(trace, "challenge-missing", "the MDM answered 401 without WWW-Authenticate, so the device cannot tell "
-              'how to sign in; send WWW-Authenticate: Bearer method="apple-as-web", url="https://..." (or the '
-              "apple-oauth2 parameters) with every 401", stage=stage)
+        trace.stop(stage, "challenge-missing",
+                   "the MDM answered 401 without WWW-Authenticate, so the device cannot tell "
+                   'how to sign in; send WWW-Authenticate: Bearer method="apple-as-web", url="https://..." (or the '
+                   "apple-oauth2 parameters) with every 401", ACTION)
     try:
         challenge = parse_challenge(header, strict=strict)
     except ValueError as exc:
-        _fail(trace, "challenge-malformed", f"the 401 challenge is unusable: {exc}. Send WWW-Authenticate: Bearer "
-              'method="apple-as-web", url="https://..."', stage=stage)
+        trace.stop(stage, "challenge-malformed",
+                   f"the 401 challenge is unusable: {exc}. Send WWW-Authenticate: Bearer "
+                   'method="apple-as-web", url="https://..."', ACTION)
     if challenge.separator_warning:
         trace.add(stage, "parse the challenge", WARN, challenge.separator_warning, code="challenge-separator")
     params = challenge.params
     if challenge.method == SIMPLE:
         if not params.get("url"):
-            _fail(trace, "challenge-missing-url", "the apple-as-web challenge has no url parameter; add "
-                  'url="https://<mdm>/<sign-in path>"', stage=stage)
+            trace.stop(stage, "challenge-missing-url", "the apple-as-web challenge has no url parameter; add "
+                       'url="https://<mdm>/<sign-in path>"', ACTION)
         if urlsplit(params["url"]).scheme not in ("http", "https"):
-            _fail(trace, "challenge-bad-url", f"the challenge url {params['url']!r} is not an http(s) URL", stage=stage)
+            trace.stop(stage, "challenge-bad-url", f"the challenge url {params['url']!r} is not an http(s) URL", ACTION)
         trace.add(stage, "parse the challenge", OK, f"simple authentication: sign in on {params['url']}")
         return challenge
     if challenge.method != OAUTH2:
-        _fail(trace, "challenge-method-unknown", f"the challenge method {challenge.method!r} is unknown; use "
-              "apple-as-web (simple) or apple-oauth2", stage=stage)
+        trace.stop(stage, "challenge-method-unknown", f"the challenge method {challenge.method!r} is unknown; use "
+                   "apple-as-web (simple) or apple-oauth2", ACTION)
     missing = [p for p in OAUTH2_REQUIRED if not params.get(p)]
     if missing:
-        _fail(trace, f"challenge-missing-{missing[0]}", f"the apple-oauth2 challenge lacks {', '.join(missing)}; "
-              "authorization-url, token-url, redirect-url, client-id and scope are all required", stage=stage)
+        trace.stop(stage, f"challenge-missing-{missing[0]}", f"the apple-oauth2 challenge lacks {', '.join(missing)}; "
+                   "authorization-url, token-url, redirect-url, client-id and scope are all required", ACTION)
     for key in ("authorization-url", "token-url"):
         if urlsplit(params[key]).scheme != "https":
-            _fail(trace, "challenge-bad-url", f"{key} {params[key]!r} must be an https URL", stage=stage)
+            trace.stop(stage, "challenge-bad-url", f"{key} {params[key]!r} must be an https URL", ACTION)
     if urlsplit(params["redirect-url"]).scheme != CALLBACK_SCHEME:
-        _fail(trace, "challenge-bad-redirect-url", f"redirect-url {params['redirect-url']!r} must use the scheme "
-              f"{CALLBACK_SCHEME} (e.g. {CALLBACK_SCHEME}:/oauth2/redirection)", stage=stage)
+        trace.stop(stage, "challenge-bad-redirect-url", f"redirect-url {params['redirect-url']!r} must use the scheme "
+                   f"{CALLBACK_SCHEME} (e.g. {CALLBACK_SCHEME}:/oauth2/redirection)", ACTION)
     if "scope" not in params:
         explanation = ("the challenge has no scope: Apple's documentation requires it, the iOS client was seen to "
                        "forward it only when present")
         if strict:
-            _fail(trace, "challenge-missing-scope", explanation, stage=stage)
+            trace.stop(stage, "challenge-missing-scope", explanation, ACTION)
         trace.add(stage, "parse the challenge", WARN, explanation, code="challenge-missing-scope")
     trace.add(stage, "parse the challenge", OK, f"OAuth 2: authorize at {params['authorization-url']}, tokens from "
               f"{params['token-url']}")
@@ -171,13 +174,13 @@ class Callback:
     elapsed: float
 
 
-def browse(device, browser, url: str, identifier: str, password: str | None, trace: Trace, *,
+def browse(client, browser, url: str, identifier: str, password: str | None, trace: Trace, *,
            stage: str = STAGE) -> Callback:
     """Load ``url`` and sign in until a redirect to the callback scheme; fail with a diagnosis otherwise."""
     method, data, submitted = "GET", None, False
     for _ in range(MAX_WEB_HOPS):
         response, request, elapsed = exchange(browser, method, url, trace, stage=stage, what="the sign-in page",
-                                              headers={"User-Agent": device.user_agent_web}, data=data, timeout=30)
+                                              headers={"User-Agent": client.user_agent_web}, data=data, timeout=30)
         action = f"{method} {url} → {response.status_code}"
         location = response.headers.get("Location", "")
         if response.is_redirect or 300 <= response.status_code < 400 and location:
@@ -197,18 +200,18 @@ def browse(device, browser, url: str, identifier: str, password: str | None, tra
             code = "sign-in-refused" if submitted else f"sign-in-page-http-{response.status_code}"
             explanation = (f"the sign-in was refused: {shown} (check the account name and password)"
                            if submitted else f"the sign-in page answered {response.status_code}: {shown}")
-            _fail(trace, code, explanation, action, request, response, elapsed, stage=stage)
+            trace.stop(stage, code, explanation, action, request=request, response=response, elapsed=elapsed)
         form = _password_form(response.text)
         if submitted and form is None:
-            _fail(trace, "sign-in-no-callback", "after the form was submitted the server answered "
-                  f"{response.status_code} without redirecting to {CALLBACK_SCHEME}:; end a successful sign-in "
-                  "with 308 to the callback", action, request, response, elapsed, stage=stage)
+            trace.stop(stage, "sign-in-no-callback", "after the form was submitted the server answered "
+                       f"{response.status_code} without redirecting to {CALLBACK_SCHEME}:; end a successful sign-in "
+                       "with 308 to the callback", action, request=request, response=response, elapsed=elapsed)
         if form is None:
-            _fail(trace, "sign-in-no-form", "the sign-in page has no form with a password field; the user has "
-                  "nothing to fill in", action, request, response, elapsed, stage=stage)
+            trace.stop(stage, "sign-in-no-form", "the sign-in page has no form with a password field; the user has "
+                       "nothing to fill in", action, request=request, response=response, elapsed=elapsed)
         if password is None:
-            _fail(trace, "password-needed", "the sign-in page asks for a password and none was given "
-                  "(pass --password)", action, request, response, elapsed, stage=stage)
+            trace.stop(stage, "password-needed", "the sign-in page asks for a password and none was given "
+                       "(pass --password)", action, request=request, response=response, elapsed=elapsed)
         trace.add(stage, action, OK, "sign-in page shown; the user types the password", request=request,
                   response=response, elapsed=elapsed)
         fields = {}
@@ -221,7 +224,7 @@ def browse(device, browser, url: str, identifier: str, password: str | None, tra
                 identifier if "user" in name or kind == "email" else "")
         url, method, data = urljoin(url, form["action"] or url), form["method"].upper(), fields
         submitted = True
-    _fail(trace, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in", stage=stage)
+    trace.stop(stage, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in", ACTION)
 
 
 def _password_form(html: str) -> dict | None:
@@ -239,13 +242,14 @@ def judge_callback_status(callback: Callback, trace: Trace, *, strict: bool, sta
     explanation = (f"the sign-in ended with {status} instead of 308 Permanent Redirect; a device was seen "
                    "accepting 308, other codes are only inferred")
     if strict:
-        _fail(trace, "callback-not-308", f"the sign-in ended with {status}; strict mode accepts only 308 Permanent "
-              "Redirect", callback.action, callback.request, callback.response, callback.elapsed, stage=stage)
+        trace.stop(stage, "callback-not-308",
+                   f"the sign-in ended with {status}; strict mode accepts only 308 Permanent " "Redirect",
+                   callback.action, request=callback.request, response=callback.response, elapsed=callback.elapsed)
     trace.add(stage, callback.action, WARN, explanation, code="callback-not-308", request=callback.request,
               response=callback.response, elapsed=callback.elapsed)
 
 
-def simple_sign_in(device, browser, challenge: Challenge, identifier: str, password: str | None, trace: Trace, *,
+def simple_sign_in(client, browser, challenge: Challenge, identifier: str, password: str | None, trace: Trace, *,
                    stage: str = STAGE) -> Credentials:
     """apple-as-web: open url?user-identifier=..., sign in, take access-token from the callback (2.3)."""
     start = challenge.params["url"]
@@ -256,28 +260,25 @@ def simple_sign_in(device, browser, challenge: Challenge, identifier: str, passw
         trace.add(stage, "check sign-in URL", WARN,
                   f"the sign-in url carries a query ({urlsplit(start).query}); the device replaces it with "
                   "user-identifier, so keep server state in the path", code="auth-url-query")
-    callback = browse(device, browser, sign_in_url(start, identifier), identifier, password, trace, stage=stage)
+    callback = browse(client, browser, sign_in_url(start, identifier), identifier, password, trace, stage=stage)
     query = parse_qs(urlsplit(callback.location).query)
     token = (query.get("access-token") or [None])[0]
     if not token:
-        _fail(trace, "callback-without-token", f"the callback {callback.location.split('?')[0]} has no access-token "
-              "query item; end the sign-in with ...://authentication-results?access-token=<token>",
-              callback.action, callback.request, callback.response, callback.elapsed, stage=stage)
+        trace.stop(stage, "callback-without-token",
+                   f"the callback {callback.location.split('?')[0]} has no access-token "
+                   "query item; end the sign-in with ...://authentication-results?access-token=<token>",
+                   callback.action, request=callback.request, response=callback.response, elapsed=callback.elapsed)
     if urlsplit(callback.location).netloc != "authentication-results":
         explanation = ("the callback host is not authentication-results; the device only checks the scheme and "
                        "access-token, but Apple documents that host")
-        if device.strict:
-            _fail(trace, "callback-host", explanation, callback.action, callback.request, callback.response,
-                  callback.elapsed, stage=stage)
+        if client.strict:
+            trace.stop(stage, "callback-host", explanation, callback.action, request=callback.request,
+                       response=callback.response, elapsed=callback.elapsed)
         trace.add(stage, callback.action, WARN, explanation, code="callback-host", request=callback.request,
                   response=callback.response, elapsed=callback.elapsed)
-    judge_callback_status(callback, trace, strict=device.strict, stage=stage)
+    judge_callback_status(callback, trace, strict=client.strict, stage=stage)
     if callback.response.status_code == 308:
         trace.add(stage, callback.action, OK, "signed in; the MDM handed the device an access token",
                   request=callback.request, response=callback.response, elapsed=callback.elapsed)
     return Credentials(SIMPLE, identifier, token, dict(challenge.params))
 
-
-def _fail(trace, code, explanation, action="sign in", request=None, response=None, elapsed=None, *, stage=STAGE):
-    trace.add(stage, action, FAIL, explanation, code=code, request=request, response=response, elapsed=elapsed)
-    raise DeviceFailure(stage, code, explanation)

@@ -14,9 +14,13 @@ import plistlib
 import uuid
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lab import cms
+from lab.device import payloads as effects_of
+from lab.device.contents import Contents
+from lab.device.model import Client
 from lab.device.separation import APP_STORE, STORE_IDS, Profile
 
 ERROR_DOMAIN = "MCMDMErrorDomain"
@@ -83,22 +87,48 @@ def error(code: int, text: str, domain: str = ERROR_DOMAIN) -> dict:
     return {"ErrorCode": code, "ErrorDomain": domain, "LocalizedDescription": text, "USEnglishDescription": text}
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the device knows about itself and its enrollment when a command arrives."""
+    client: Client
+    udid: str
+    serial: str
+    owner_name: str
+    mode: str  # EnrollmentMode: BYOD (User Enrollment) or ADDE (Device Enrollment)
+    account: str  # the Managed Apple Account of the enrollment
+    profile_identifier: str
+    identity: x509.Certificate | None = None
+    locked: bool = False
+
+    @property
+    def user_enrollment(self) -> bool:
+        return self.mode == "BYOD"
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What a command may read (facts) and change (contents)."""
+    contents: Contents
+    facts: Facts
+
+
 @dataclass
 class Outcome:
     status: str  # Acknowledged, Error, CommandFormatError, NotNow
     response: dict
     explanation: str
     after: str | None = None  # "unenroll" or "erase": done once the result is reported
+    lock: bool = False  # the device locks (DeviceLock, restart: until the first unlock)
 
 
 def _error(explanation: str, *chain: dict, **response) -> Outcome:
     return Outcome("Error", {**response, "ErrorChain": list(chain)}, explanation)
 
 
-def refusal(device, request_type: str) -> str | None:
+def refusal(context: CommandContext, request_type: str) -> str | None:
     """Why this device's enrollment may not run ``request_type``, or None when it may."""
-    rule, os_name = RULES.get(request_type), device.os_name
-    user_enrollment = device.enrollment.mode == "BYOD"
+    rule, os_name = RULES.get(request_type), context.facts.client.os_name
+    user_enrollment = context.facts.user_enrollment
     if rule is None or os_name not in rule.platforms:
         return f"{os_name} has no command {request_type}"
     if user_enrollment and os_name in rule.forbidden_ue:
@@ -110,17 +140,17 @@ def refusal(device, request_type: str) -> str | None:
     return None
 
 
-def execute(device, envelope: dict) -> Outcome:
+def execute(context: CommandContext, envelope: dict) -> Outcome:
     command = envelope.get("Command")
     if not isinstance(command, dict) or not isinstance(command.get("RequestType"), str):
         return Outcome("CommandFormatError", {}, "the command has no Command dictionary with a RequestType")
     request_type = command["RequestType"]
-    why = refusal(device, request_type)
+    why = refusal(context, request_type)
     if why is not None:
         return _error(f"refused: {why}", error(INVALID_REQUEST_TYPE, f"“{request_type}” is not a valid request type."))
-    if device.locked and request_type not in NEVER_NOT_NOW:
+    if context.facts.locked and request_type not in NEVER_NOT_NOW:
         return Outcome("NotNow", {}, f"{request_type} waits: the device is locked (unlock it, then sync again)")
-    return _HANDLERS[request_type](device, command)
+    return _HANDLERS[request_type](context, command)
 
 
 def _missing(command: dict, key: str, kind) -> Outcome | None:
@@ -130,43 +160,44 @@ def _missing(command: dict, key: str, kind) -> Outcome | None:
 
 
 # -- queries -------------------------------------------------------------------------------------------------------
-def _device_information(device, command):
+def _device_information(context, command):
     bad = _missing(command, "Queries", list)
     if bad:
         return bad
-    facts = {"DeviceName": f"{device.model_family} of {device.owner_name}", "OSVersion": device.os_version,
-             "BuildVersion": device.build, "ModelName": device.model_family, "Model": device.product,
-             "ProductName": device.product, "UDID": device.udid, "SerialNumber": device.serial,
+    device, client = context.facts, context.facts.client
+    facts = {"DeviceName": f"{client.model_family} of {device.owner_name}", "OSVersion": client.os_version,
+             "BuildVersion": client.build, "ModelName": client.model_family, "Model": client.product,
+             "ProductName": client.product, "UDID": device.udid, "SerialNumber": device.serial,
              "DeviceCapacity": 128.0, "AvailableDeviceCapacity": 61.5, "IsSupervised": False,
              "IsMultiUser": False, "IsCloudBackupEnabled": True, "IsActivationLockEnabled": False,
              "EASDeviceIdentifier": device.serial[::-1]}
-    hidden = UE_HIDDEN_QUERIES if device.enrollment.mode == "BYOD" else ()
+    hidden = UE_HIDDEN_QUERIES if device.user_enrollment else ()
     answers = {q: facts[q] for q in command["Queries"] if q in facts and q not in hidden}
     left_out = [q for q in command["Queries"] if q in hidden]
     note = f"; a User Enrollment leaves out {', '.join(left_out)}" if left_out else ""
     return Outcome("Acknowledged", {"QueryResponses": answers}, f"answered {len(answers)} queries{note}")
 
 
-def _security_info(device, command):
+def _security_info(context, command):
     info = {"HardwareEncryptionCaps": 3, "PasscodePresent": True, "PasscodeCompliant": True,
             "PasscodeCompliantWithProfiles": True}
-    if device.enrollment.mode != "BYOD":
+    if not context.facts.user_enrollment:
         info["ManagementStatus"] = {"EnrolledViaDEP": False, "IsUserEnrollment": False}
     return Outcome("Acknowledged", {"SecurityInfo": info}, "security information")
 
 
-def _certificate_list(device, command):
+def _certificate_list(context, command):
     items = []
-    if device.identity is not None:
-        cert = device.identity[1]
+    if context.facts.identity is not None:
+        cert = context.facts.identity
         items.append({"CommonName": cert.subject.rfc4514_string(), "IsIdentity": True,
                       "Data": cert.public_bytes(serialization.Encoding.DER)})
     return Outcome("Acknowledged", {"CertificateList": items}, f"{len(items)} managed certificate(s)")
 
 
-def _profile_list(device, command):
-    user_enrollment = device.enrollment.mode == "BYOD"
-    listed = [p for p in device.contents.profiles.values() if p.managed or not user_enrollment]
+def _profile_list(context, command):
+    user_enrollment = context.facts.user_enrollment
+    listed = [p for p in context.contents.profiles.values() if p.managed or not user_enrollment]
     items = [{"PayloadIdentifier": p.identifier, "PayloadUUID": p.uuid, "PayloadVersion": 1,
               "PayloadDisplayName": p.display_name, "PayloadOrganization": p.organization, "IsManaged": p.managed,
               "PayloadContent": [{"PayloadType": t, "PayloadVersion": 1, "PayloadIdentifier": f"{p.identifier}.{i}"}
@@ -180,9 +211,9 @@ def _app_items(apps) -> list[dict]:
              "Installing": False, **({"ExternalVersionIdentifier": a.store_id} if a.store_id else {})} for a in apps]
 
 
-def _installed_application_list(device, command):
-    apps = list(device.contents.apps.values())
-    if device.enrollment.mode == "BYOD" or command.get("ManagedAppsOnly"):
+def _installed_application_list(context, command):
+    apps = list(context.contents.apps.values())
+    if context.facts.user_enrollment or command.get("ManagedAppsOnly"):
         apps = [a for a in apps if a.managed]  # User Enrollment: managed apps only (PROTOCOL.md 3.4)
     wanted = command.get("Identifiers")
     if isinstance(wanted, list):
@@ -190,15 +221,15 @@ def _installed_application_list(device, command):
     return Outcome("Acknowledged", {"InstalledApplicationList": _app_items(apps)}, f"{len(apps)} app(s)")
 
 
-def _managed_application_list(device, command):
+def _managed_application_list(context, command):
     listed = {a.bundle_id: {"Status": "Managed", "ManagementFlags": a.management_flags, "HasConfiguration": False,
                             "HasFeedback": False, "IsValidated": True, "ExternalVersionIdentifier": a.store_id or 0}
-              for a in device.contents.managed_apps()}
+              for a in context.contents.managed_apps()}
     return Outcome("Acknowledged", {"ManagedApplicationList": listed}, f"{len(listed)} managed app(s)")
 
 
 # -- profiles --------------------------------------------------------------------------------------------------------
-def _install_profile(device, command):
+def _install_profile(context, command):
     bad = _missing(command, "Payload", bytes)
     if bad:
         return bad
@@ -220,38 +251,38 @@ def _install_profile(device, command):
     if "com.apple.mdm" in types:
         return _error("a second MDM payload cannot be installed", error(12001, "Multiple MDM instances"))
     identifier = profile["PayloadIdentifier"]
-    if identifier in device.contents.profiles and not device.contents.profiles[identifier].managed:
+    if identifier in context.contents.profiles and not context.contents.profiles[identifier].managed:
         return _error(f"{identifier} was installed by the person; the MDM cannot replace it",
                       error(PROFILE_NOT_MANAGED, "Profile not managed"))
-    device.contents.install_profile(Profile(identifier, str(profile.get("PayloadUUID") or uuid.uuid4()).upper(),
+    context.contents.install_profile(Profile(identifier, str(profile.get("PayloadUUID") or uuid.uuid4()).upper(),
                                             str(profile.get("PayloadDisplayName", identifier)), "mdm", types,
                                             str(profile.get("PayloadOrganization", ""))))
-    effects = device.apply_payloads(identifier, types)
+    effects = effects_of.apply(context.contents, identifier, types, context.facts.account)
     return Outcome("Acknowledged", {}, f"installed {identifier} ({', '.join(types)})"
                    + (f", signed by {signed_by}" if signed_by else ", unsigned") + (f"; {effects}" if effects else ""))
 
 
-def _remove_profile(device, command):
+def _remove_profile(context, command):
     bad = _missing(command, "Identifier", str)
     if bad:
         return bad
     identifier = command["Identifier"]
-    if identifier == device.enrollment.profile_identifier:
+    if identifier == context.facts.profile_identifier:
         return Outcome("Acknowledged", {}, "the MDM removes the enrollment profile: the device unenrolls",
                        after="unenroll")
-    profile = device.contents.profiles.get(identifier)
+    profile = context.contents.profiles.get(identifier)
     if profile is None:
         return _error(f"no profile {identifier}", error(PROFILE_NOT_INSTALLED, "Specified profile not installed"))
     if not profile.managed:
         return _error(f"{identifier} was installed by the person, not by this MDM",
                       error(PROFILE_NOT_MANAGED, "Profile not managed"))
-    device.contents.profiles.pop(identifier)
-    effects = device.remove_payloads(identifier, profile.payload_types)
+    context.contents.profiles.pop(identifier)
+    effects = effects_of.remove(context.contents, identifier, profile.payload_types)
     return Outcome("Acknowledged", {}, f"removed {identifier}" + (f"; {effects}" if effects else ""))
 
 
 # -- apps --------------------------------------------------------------------------------------------------------------
-def _install_application(device, command):
+def _install_application(context, command):
     store_id, bundle = command.get("iTunesStoreID"), command.get("Identifier")
     if store_id is None and bundle is None and command.get("ManifestURL") is None:
         return Outcome("CommandFormatError", {}, "InstallApplication needs iTunesStoreID, Identifier or ManifestURL")
@@ -262,7 +293,7 @@ def _install_application(device, command):
                           RejectionReason="CouldNotVerifyAppID")
         bundle, name = APP_STORE[store_id]
         options = command.get("Options") if isinstance(command.get("Options"), dict) else {}
-        if device.enrollment.mode == "BYOD" and device.os_name != "macOS" and options.get("PurchaseMethod") != 1:
+        if context.facts.user_enrollment and context.facts.client.os_name != "macOS" and options.get("PurchaseMethod") != 1:
             # Schema: "Set [PurchaseMethod] to 1 ... to install an iOS app with user enrollment."
             return _error("a User Enrollment installs App Store apps only with a VPP license (PurchaseMethod 1)",
                           error(APP_CANNOT_BE_PURCHASED, "App cannot be purchased"),
@@ -270,7 +301,7 @@ def _install_application(device, command):
     else:
         bundle = bundle or str(command["ManifestURL"]).rstrip("/").rsplit("/", 1)[-1].removesuffix(".plist")
         store_id, name = STORE_IDS.get(bundle), bundle.rsplit(".", 1)[-1].title()
-    existing = device.contents.apps.get(bundle)
+    existing = context.contents.apps.get(bundle)
     if existing is not None and not existing.managed:
         asked = command.get("ChangeManagementState") == "Managed"
         reason = "ManagementChangeNotSupported" if asked else "AppAlreadyInstalled"
@@ -278,41 +309,40 @@ def _install_application(device, command):
                       "(delete it, then install it again from the MDM)",
                       error(APP_ALREADY_INSTALLED, "App already installed"), Identifier=bundle,
                       RejectionReason=reason)
-    device.contents.install_managed_app(bundle, name, store_id)
+    context.contents.install_managed_app(bundle, name, store_id)
     update = " (update)" if existing is not None else ""
     return Outcome("Acknowledged", {"Identifier": bundle, "State": "Managed"},
                    f"installed {bundle} as a managed app{update}; its container is on the data-separated volume")
 
 
-def _remove_application(device, command):
+def _remove_application(context, command):
     bad = _missing(command, "Identifier", str)
     if bad:
         return bad
-    app = device.contents.apps.get(command["Identifier"])
+    app = context.contents.apps.get(command["Identifier"])
     if app is None or not app.managed:
         return _error(f"{command['Identifier']} is not a managed app", error(APP_NOT_MANAGED, "App not managed"))
-    device.contents.remove_app(app.bundle_id)
+    context.contents.remove_app(app.bundle_id)
     return Outcome("Acknowledged", {}, f"removed {app.bundle_id} and its data")
 
 
 # -- device actions (Device Enrollment) --------------------------------------------------------------------------
-def _device_lock(device, command):
-    device.locked = True
+def _device_lock(context, command):
     return Outcome("Acknowledged", {"MessageResult": "Success"} if command.get("Message") else {},
-                   "locked: commands that need the person's data wait (NotNow) until it is unlocked")
+                   "locked: commands that need the person's data wait (NotNow) until it is unlocked", lock=True)
 
 
-def _erase_device(device, command):
+def _erase_device(context, command):
     return Outcome("Acknowledged", {}, "erasing all content and settings", after="erase")
 
 
-def _restart(device, command):
-    device.locked = True
-    return Outcome("Acknowledged", {}, f"{command['RequestType']}: the device restarts and waits for its first unlock")
+def _restart(context, command):
+    return Outcome("Acknowledged", {}, f"{command['RequestType']}: the device restarts and waits for its first unlock",
+                   lock=True)
 
 
 def _acknowledge(text: str, **response):
-    return lambda device, command: Outcome("Acknowledged", response, text)
+    return lambda context, command: Outcome("Acknowledged", response, text)
 
 
 _HANDLERS = {

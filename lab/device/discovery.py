@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import plistlib
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import quote, urljoin, urlsplit
 
 from lab.device.errors import exchange
-from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
+from lab.device.model import VERSIONS, Client
+from lab.device.trace import OK, WARN, DeviceFailure, Trace
 from lab.protocol import WELL_KNOWN_PATH
 
-VERSIONS = {"mdm-byod": "account-driven User Enrollment", "mdm-adde": "account-driven Device Enrollment"}
 MAX_HOPS = 10
 STAGE = "discovery"
 
@@ -74,52 +75,43 @@ def abm_url(apple_host: str, identifier: str, model_family: str) -> str:
             f"&model-family={quote(model_family)}")
 
 
-def discover(device, session, domain: str, identifier: str, trace: Trace, *, via_abm: bool = False) -> Service:
+def discover(client: Client, http, domain: str, identifier: str, trace: Trace, *, via_abm: bool = False) -> Service:
     """Fetch the well-known resource, following redirects without re-attaching the query."""
     if via_abm:
-        url = abm_url(device.network.apple_host, identifier, device.model_family_param)
+        url = abm_url(client.apple_host, identifier, client.model_family_param)
     else:
-        url = well_known_url(domain, identifier, device.model_family_param)
-    context = {"domain": domain, "identifier": identifier, "family": device.model_family_param,
+        url = well_known_url(domain, identifier, client.model_family_param)
+    context = {"domain": domain, "identifier": identifier, "family": client.model_family_param,
                "via_abm": via_abm}
     visited: list[str] = []
     for _hop in range(MAX_HOPS + 1):
-        headers = {"User-Agent": device.user_agent_discovery, "Accept": "application/json"}
-        response, request, elapsed = exchange(session, "GET", url, trace, stage=STAGE, headers=headers,
+        headers = {"User-Agent": client.user_agent_discovery, "Accept": "application/json"}
+        response, request, elapsed = exchange(http, "GET", url, trace, stage=STAGE, headers=headers,
                                               what="the organization's well-known resource",
-                                              timeout=device.discovery_timeout)
+                                              timeout=client.discovery_timeout)
         visited.append(url)
         if response.is_redirect or response.status_code in (301, 302, 303, 307, 308):
             url = _next_hop(url, response, visited, trace, request, elapsed)
             continue
-        return _judge(url, response, trace, request, elapsed, device, context)
-    explanation = (f"more than {MAX_HOPS} redirects from the org domain; the device gives up. "
-                   "Point the domain straight at the final well-known URL (one redirect at most)")
-    trace.add(STAGE, "follow redirects", FAIL, explanation, code="redirect-limit")
-    raise DeviceFailure(STAGE, "redirect-limit", explanation)
+        return _judge(url, response, trace, request, elapsed, client, context)
+    trace.stop(STAGE, "redirect-limit", f"more than {MAX_HOPS} redirects from the org domain; the device gives up. "
+               "Point the domain straight at the final well-known URL (one redirect at most)", "follow redirects")
 
 
 def _next_hop(url, response, visited, trace, request, elapsed) -> str:
     location = response.headers.get("Location")
+    exchanged = dict(action=f"GET {url} → {response.status_code}", request=request, response=response,
+                     elapsed=elapsed)
     if not location:
-        explanation = (f"{response.status_code} redirect without a Location header at {url}; "
-                       "fix the redirect rule on the org web server")
-        trace.add(STAGE, f"GET {url} → {response.status_code}", FAIL, explanation, code="redirect-without-location",
-                  request=request, response=response, elapsed=elapsed)
-        raise DeviceFailure(STAGE, "redirect-without-location", explanation)
+        trace.stop(STAGE, "redirect-without-location", f"{response.status_code} redirect without a Location header "
+                   f"at {url}; fix the redirect rule on the org web server", **exchanged)
     target = urljoin(url, location)
     if urlsplit(target).scheme != "https":
-        explanation = (f"the org domain redirects to {target}, which is not https; the device only follows "
-                       "https redirects. Make the redirect target https")
-        trace.add(STAGE, f"GET {url} → {response.status_code}", FAIL, explanation, code="redirect-to-http",
-                  request=request, response=response, elapsed=elapsed)
-        raise DeviceFailure(STAGE, "redirect-to-http", explanation)
+        trace.stop(STAGE, "redirect-to-http", f"the org domain redirects to {target}, which is not https; the device "
+                   "only follows https redirects. Make the redirect target https", **exchanged)
     if target in visited:
-        explanation = (f"redirect loop: {target} was already visited. Check the redirect rules of the org "
-                       "web server (and any CDN in front of it)")
-        trace.add(STAGE, f"GET {url} → {response.status_code}", FAIL, explanation, code="redirect-loop",
-                  request=request, response=response, elapsed=elapsed)
-        raise DeviceFailure(STAGE, "redirect-loop", explanation)
+        trace.stop(STAGE, "redirect-loop", f"redirect loop: {target} was already visited. Check the redirect rules "
+                   "of the org web server (and any CDN in front of it)", **exchanged)
     note = ("redirect followed; the device does not carry the query over, so the target only sees the "
             "parameters the redirect itself put in Location")
     verdict = OK
@@ -133,16 +125,14 @@ def _next_hop(url, response, visited, trace, request, elapsed) -> str:
     return target
 
 
-def _judge(url, response, trace, request, elapsed, device, context) -> Service:
+def _judge(url, response, trace, request, elapsed, client: Client, context) -> Service:
     action = f"GET {url} → {response.status_code}"
 
-    def fail(code: str, explanation: str):
-        trace.add(STAGE, action, FAIL, explanation, code=code, request=request, response=response, elapsed=elapsed)
-        raise DeviceFailure(STAGE, code, explanation)
+    fail = partial(trace.stop, STAGE, action=action, request=request, response=response, elapsed=elapsed)
 
     status = response.status_code
     media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if context["via_abm"] and urlsplit(url).hostname == device.network.apple_host and status == 404:
+    if context["via_abm"] and urlsplit(url).hostname == client.apple_host and status == 404:
         reason = _abm_reason(response)
         template = ABM_REASONS.get(reason)
         if template:
@@ -191,7 +181,7 @@ def _judge(url, response, trace, request, elapsed, device, context) -> Service:
     if urlsplit(base_url).scheme != "https" or not urlsplit(base_url).hostname:
         fail("base-url-not-https", f"BaseURL {base_url!r} is not an https URL; the MDM enrollment endpoint must "
                                    "be served over https")
-    unsupported = device.unsupported_version_reason(version)
+    unsupported = client.unsupported_version_reason(version)
     if unsupported:
         fail("version-unsupported-on-device", unsupported)
     if len(servers) > 1:

@@ -9,11 +9,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from lab import cms
-from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
+from lab.device.trace import OK, WARN, Trace
 
 STAGE = "enrollment"
 PROFILE_TYPE = "application/x-apple-aspen-config"
 MODES = {"mdm-byod": "BYOD", "mdm-adde": "ADDE"}
+ACTION = "check the enrollment profile"
 IDENTITY_TYPES = ("com.apple.security.pkcs12", "com.apple.security.scep", "com.apple.security.acme")
 
 
@@ -34,23 +35,19 @@ class InstalledProfile:
         return self.mdm.get("CheckInURL") or self.mdm["ServerURL"]
 
 
-def _fail(trace: Trace, code: str, explanation: str, action: str = "check the enrollment profile"):
-    trace.add(STAGE, action, FAIL, explanation, code=code)
-    raise DeviceFailure(STAGE, code, explanation)
-
-
 def install(response, version: str, identifier: str, trusted_roots: list[x509.Certificate],
             trace: Trace) -> InstalledProfile:
     media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if media_type != PROFILE_TYPE:
-        _fail(trace, "profile-content-type", f"the enrollment profile came as {media_type or 'no type'}; the MDM "
-                                             f"must answer Content-Type: {PROFILE_TYPE}")
+        trace.stop(STAGE, "profile-content-type", f"the enrollment profile came as {media_type or 'no type'}; the MDM "
+                   f"must answer Content-Type: {PROFILE_TYPE}", ACTION)
     body, signed_by = response.content, None
     if cms.looks_like_cms(body):
         try:
             signed = cms.parse(body)
         except cms.CMSError as exc:
-            _fail(trace, "profile-signature-invalid", f"the profile's signature is broken: {exc}; re-sign it")
+            trace.stop(STAGE, "profile-signature-invalid", f"the profile's signature is broken: {exc}; re-sign it",
+                       ACTION)
         body = signed.content
         try:
             cms.verify_chain(signed.signer, trusted_roots)
@@ -65,33 +62,36 @@ def install(response, version: str, identifier: str, trusted_roots: list[x509.Ce
     try:
         profile = plistlib.loads(body)
     except Exception:
-        _fail(trace, "profile-malformed", "the enrollment profile is not a property list")
+        trace.stop(STAGE, "profile-malformed", "the enrollment profile is not a property list", ACTION)
     if not isinstance(profile, dict) or profile.get("PayloadType") != "Configuration" \
             or not isinstance(profile.get("PayloadContent"), list):
-        _fail(trace, "profile-malformed", "the profile is not a Configuration profile with a PayloadContent array")
+        trace.stop(STAGE, "profile-malformed", "the profile is not a Configuration profile with a PayloadContent array",
+                   ACTION)
     payloads = [p for p in profile["PayloadContent"] if isinstance(p, dict)]
     mdm_payloads = [p for p in payloads if p.get("PayloadType") == "com.apple.mdm"]
     if len(mdm_payloads) != 1:
-        _fail(trace, "profile-mdm-payload", f"the profile has {len(mdm_payloads)} com.apple.mdm payloads; exactly "
-                                            "one is needed")
+        trace.stop(STAGE, "profile-mdm-payload",
+                   f"the profile has {len(mdm_payloads)} com.apple.mdm payloads; exactly " "one is needed", ACTION)
     mdm = mdm_payloads[0]
     _check_mdm_payload(mdm, version, identifier, trace)
     identity = next((p for p in payloads if p.get("PayloadUUID") == mdm["IdentityCertificateUUID"]), None)
     if identity is None or identity.get("PayloadType") not in IDENTITY_TYPES:
-        _fail(trace, "profile-identity-missing", "IdentityCertificateUUID names no identity payload (pkcs12, scep "
-                                                 "or acme) in the profile; make it the identity payload's "
-                                                 "PayloadUUID")
+        trace.stop(STAGE, "profile-identity-missing",
+                   "IdentityCertificateUUID names no identity payload (pkcs12, scep "
+                   "or acme) in the profile; make it the identity payload's " "PayloadUUID", ACTION)
     if identity["PayloadType"] != "com.apple.security.pkcs12":
-        _fail(trace, "identity-type-unsupported", f"the simulated device cannot run {identity['PayloadType']} yet; "
-                                                  "deliver the identity as com.apple.security.pkcs12")
+        trace.stop(STAGE, "identity-type-unsupported",
+                   f"the simulated device cannot run {identity['PayloadType']} yet; "
+                   "deliver the identity as com.apple.security.pkcs12", ACTION)
     try:
         password = identity.get("Password")
         key, cert, _ = pkcs12.load_key_and_certificates(identity["PayloadContent"],
                                                         password.encode() if password else None)
     except Exception:
-        _fail(trace, "identity-unreadable", "the PKCS#12 identity cannot be opened with its Password; check both")
+        trace.stop(STAGE, "identity-unreadable", "the PKCS#12 identity cannot be opened with its Password; check both",
+                   ACTION)
     if cert is None or key is None:
-        _fail(trace, "identity-unreadable", "the PKCS#12 identity lacks its certificate or private key")
+        trace.stop(STAGE, "identity-unreadable", "the PKCS#12 identity lacks its certificate or private key", ACTION)
     trace.add(STAGE, "install the enrollment profile", OK,
               f"{MODES[version]} enrollment for {mdm['AssignedManagedAppleID']}; identity "
               f"{cert.subject.rfc4514_string()} installed; the data-separated volume is created")
@@ -105,26 +105,27 @@ def install(response, version: str, identifier: str, trusted_roots: list[x509.Ce
 def _check_mdm_payload(mdm: dict, version: str, identifier: str, trace: Trace) -> None:
     for key in ("IdentityCertificateUUID", "Topic", "ServerURL"):
         if not isinstance(mdm.get(key), str) or not mdm[key]:
-            _fail(trace, "profile-missing-key", f"the com.apple.mdm payload lacks {key}")
+            trace.stop(STAGE, "profile-missing-key", f"the com.apple.mdm payload lacks {key}", ACTION)
     if not mdm["Topic"].startswith("com.apple.mgmt."):
-        _fail(trace, "profile-bad-topic", f"Topic {mdm['Topic']!r} must start with com.apple.mgmt. (the APNs "
-                                          "certificate's topic)")
+        trace.stop(STAGE, "profile-bad-topic", f"Topic {mdm['Topic']!r} must start with com.apple.mgmt. (the APNs "
+                   "certificate's topic)", ACTION)
     for key in ("ServerURL", "CheckInURL"):
         if key in mdm and urlsplit(str(mdm[key])).scheme != "https":
-            _fail(trace, "profile-url-not-https", f"{key} {mdm[key]!r} must be an https URL")
+            trace.stop(STAGE, "profile-url-not-https", f"{key} {mdm[key]!r} must be an https URL", ACTION)
     mode = mdm.get("EnrollmentMode")
     if mode not in ("BYOD", "ADDE"):
-        _fail(trace, "profile-enrollment-mode", f"EnrollmentMode is {mode!r}; account-driven enrollment needs "
-                                                "BYOD or ADDE, and the device cancels otherwise")
+        trace.stop(STAGE, "profile-enrollment-mode", f"EnrollmentMode is {mode!r}; account-driven enrollment needs "
+                   "BYOD or ADDE, and the device cancels otherwise", ACTION)
     if mode != MODES[version]:
-        _fail(trace, "profile-enrollment-mode", f"EnrollmentMode {mode} does not match the discovered Version "
-                                                f"{version} (expects {MODES[version]}); make them agree")
+        trace.stop(STAGE, "profile-enrollment-mode", f"EnrollmentMode {mode} does not match the discovered Version "
+                   f"{version} (expects {MODES[version]}); make them agree", ACTION)
     if not isinstance(mdm.get("AssignedManagedAppleID"), str) or not mdm["AssignedManagedAppleID"]:
-        _fail(trace, "profile-missing-maa", "AssignedManagedAppleID is missing; account-driven enrollment needs the "
-                                            "user's Managed Apple Account in the MDM payload")
+        trace.stop(STAGE, "profile-missing-maa",
+                   "AssignedManagedAppleID is missing; account-driven enrollment needs the "
+                   "user's Managed Apple Account in the MDM payload", ACTION)
     if mode == "BYOD" and "AccessRights" in mdm:
-        _fail(trace, "profile-access-rights", "a BYOD (User Enrollment) profile must not carry AccessRights; "
-                                              "remove the key")
+        trace.stop(STAGE, "profile-access-rights", "a BYOD (User Enrollment) profile must not carry AccessRights; "
+                   "remove the key", ACTION)
     if "ManagedAppleID" in mdm:
         trace.add(STAGE, "check the MDM payload", WARN, "ManagedAppleID is the key of the removed profile-based "
                   "User Enrollment; use AssignedManagedAppleID only", code="profile-legacy-maid")

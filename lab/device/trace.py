@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import NoReturn
 
 from lab.events import redact_headers, redact_url
 
@@ -65,6 +66,11 @@ class Trace:
                     else response, round(elapsed * 1000, 2) if elapsed is not None else None)
         self.steps.append(step)
         return step
+
+    def stop(self, stage: str, code: str, explanation: str, action: str = "stop", **exchange) -> NoReturn:
+        """Trace a failed step (with its request, response, elapsed if given) and give up with that diagnosis."""
+        self.add(stage, action, FAIL, explanation, code=code, **exchange)
+        raise DeviceFailure(stage, code, explanation)
 
     def fail(self, failure: DeviceFailure) -> None:
         self.outcome, self.diagnosis, self.explanation = "failed", failure.code, failure.explanation
