@@ -120,7 +120,8 @@ def sample_profile(kind: str, organization: str, base_id: str, user: str) -> dic
         "mail": {"PayloadType": "com.apple.mail.managed", "EmailAccountType": "EmailTypeIMAP",
                  "EmailAddress": user, "IncomingMailServerHostName": "imap.example.invalid",
                  "OutgoingMailServerHostName": "smtp.example.invalid", "IncomingMailServerUsername": user,
-                 "IncomingMailServerAuthentication": "EmailAuthPassword"},
+                 "IncomingMailServerAuthentication": "EmailAuthPassword",
+                 "OutgoingMailServerAuthentication": "EmailAuthPassword"},  # required (Apple's schema)
         "calendar": {"PayloadType": "com.apple.caldav.account", "CalDAVHostName": "caldav.example.invalid",
                      "CalDAVUsername": user, "CalDAVUseSSL": True},
     }
