@@ -80,6 +80,8 @@ CASES = [
     ("needs-supervision", "command", "RestartDevice", {}, None, IPHONE_ADDE, "", "error"),
     ("needs-ade", "command", "DeviceConfigured", {}, None, dict(platform="macOS", os_version="14.0",
                                                                 enrollment="adde"), "", "error"),
+    ("needs-access-right", "command", "EraseDevice", {}, None, {**IPHONE_ADDE, "access_rights": 8191 - 8}, "",
+     "error"),
     ("deprecated", "response", "DeviceInformation", report(QueryResponses={"IMEI": "35 0000"}, EnrollmentID=None,
      UDID="D"), report(QueryResponses={}, EnrollmentID=None, UDID="D"), dict(platform="iOS", os_version="16.0",
                                                                               enrollment="adde"),
@@ -111,7 +113,8 @@ def test_each_code_fires_where_the_schema_says_and_not_on_the_right_message(code
     if right is not None:
         assert check(kind, name, _clean(right), **context) == [], "the corrected message must conform"
     else:  # a whole command: the context that allows it takes it
-        allowed = {**context, "enrollment": "ade"} if code in ("needs-supervision", "needs-ade") else None
+        allowed = {"needs-supervision": {**context, "enrollment": "ade"}, "needs-ade": {**context, "enrollment": "ade"},
+                   "needs-access-right": {**context, "access_rights": 8191}}.get(code)
         if allowed:
             assert supported(kind, name, **allowed) == []
 
@@ -185,6 +188,20 @@ def test_user_enrollment_identifies_by_enrollment_id_device_enrollment_by_udid()
     assert {(p.path, p.code) for p in check("checkin", "TokenUpdate", ue, **IPHONE_UE)} == {
         ("UDID", "forbidden-under-user-enrollment"), ("EnrollmentID", "missing-required")}
     assert check("checkin", "TokenUpdate", ue, **IPHONE_ADDE) == []
+
+
+def test_access_rights_limit_what_an_account_driven_device_enrollment_reports():
+    """AccessRights without 32 (network information): the device answers no network query and sends no UnlockToken
+    without 4; the MDM payload of the lab's ADDE profile grants all (8191)."""
+    rights = dict(IPHONE_ADDE, access_rights=8191 - 32 - 4)
+    answers = keys_for("response", "DeviceInformation", **rights)["QueryResponses"].keys
+    assert "OSVersion" in answers and not {"ICCID", "BluetoothMAC", "WiFiMAC"} & set(answers)
+    assert {"ICCID", "WiFiMAC"} <= set(keys_for("response", "DeviceInformation", **IPHONE_ADDE)["QueryResponses"].keys)
+    message = {"MessageType": "TokenUpdate", "Topic": TOPIC, "UDID": "D", "Token": b"t", "PushMagic": "M",
+               "UnlockToken": b"u"}
+    assert [(p.path, p.code) for p in check("checkin", "TokenUpdate", message, **rights)] == [
+        ("UnlockToken", "needs-access-right")]
+    assert check("checkin", "TokenUpdate", message, **IPHONE_ADDE) == []
 
 
 def test_bad_contexts_are_refused():

@@ -25,6 +25,14 @@ ENROLLMENTS = {"user": "account-driven User Enrollment", "profile-user": "profil
 # The lab's EnrollmentMode values and the discovery Versions name the same enrollment types.
 ENROLLMENT_ALIASES = {"BYOD": "user", "ADDE": "adde", "mdm-byod": "user", "mdm-adde": "adde"}
 CHANNELS = ("device", "user")
+# The bits of the com.apple.mdm payload's AccessRights, by the names the schema gives the right a command or key
+# needs ("None", "Special Case" and "n/a" need none).
+ACCESS_RIGHTS = {"AllowInspection": 1, "AllowInstallationRemoval": 2, "AllowPasscodeRemovalAndLock": 4,
+                 "DeviceLockAndRemovePasscode": 4, "AllowDeviceErase": 8, "AllowQueryDeviceInformation": 16,
+                 "AllowQueryNetworkInformation": 32, "AllowProvisioningInspection": 64,
+                 "AllowProvisioningInstallationRemoval": 128, "AllowQueryApplications": 256,
+                 "QueryInstalledApps": 256, "AllowQueryRestrictions": 512, "AllowQuerySecurity": 1024,
+                 "AllowSettings": 2048, "AllowAppInstallation": 4096}
 
 
 class UnknownName(LookupError):
@@ -127,6 +135,7 @@ class Context:
     channel: str = "device"
     supervised: bool | None = None  # None: as the enrollment type implies (only ADE supervises)
     shared_ipad: bool = False
+    access_rights: int | None = None  # the MDM payload's AccessRights; None: not limited (or not applicable)
 
     def __post_init__(self):
         if self.platform not in PLATFORMS:
@@ -138,6 +147,7 @@ class Context:
             raise ValueError(f"unknown channel {self.channel!r}; one of {', '.join(CHANNELS)}")
         if self.supervised is None:
             object.__setattr__(self, "supervised", self.enrollment == "ade")
+        object.__setattr__(self, "os_version", str(self.os_version))
         version(self.os_version)
 
     @property
@@ -157,6 +167,13 @@ class Context:
         if self.enrollment == "user" and "adue" in facts:
             return facts["adue"]
         return facts.get("ue", "allowed")
+
+    def lacks_right(self, facts: dict) -> str | None:
+        """The access right the facts need and the MDM payload did not grant, or None."""
+        bit = ACCESS_RIGHTS.get(facts.get("access_right", ""))
+        if self.access_rights is None or bit is None or self.access_rights & bit:
+            return None
+        return facts["access_right"]
 
     def label(self) -> str:
         return (f"{self.platform} {self.os_version}, {ENROLLMENTS[self.enrollment]}"

@@ -16,7 +16,8 @@ from lab.schema.facts import ENROLLMENTS, Context, Node, UnknownName, effective,
 CODES = ("unknown-name", "missing-required", "unknown-key", "wrong-type", "value-not-allowed", "out-of-range",
          "not-on-platform", "not-yet-introduced", "removed", "forbidden-under-user-enrollment",
          "only-under-user-enrollment", "forbidden-on-shared-ipad", "only-on-shared-ipad", "not-on-channel",
-         "needs-supervision", "needs-ade", "deprecated", "ignored-under-user-enrollment", "unknown-value")
+         "needs-supervision", "needs-ade", "needs-access-right", "deprecated", "ignored-under-user-enrollment",
+         "unknown-value")
 _PYTHON_TYPES = {"string": (str,), "integer": (int,), "real": (float, int), "boolean": (bool,),
                  "data": (bytes, bytearray), "date": (datetime.datetime,), "array": (list, tuple),
                  "dictionary": (dict,)}
@@ -74,6 +75,10 @@ def _gate(facts: dict | None, what: str, ctx: Context, own: dict | None) -> tupl
     allowed = facts.get(f"{prefix}{ctx.channel}_channel", ctx.channel == "device")
     if not allowed:
         return "not-on-channel", f"{what} is not sent on the {ctx.channel} channel on {platform}"
+    right = ctx.lacks_right(facts)
+    if right:
+        return "needs-access-right", (f"{what} needs the access right {right}, which the MDM payload's "
+                                      f"AccessRights ({ctx.access_rights}) does not grant")
     rules = facts if own is None else own
     if rules.get("supervised") and not ctx.supervised:
         return "needs-supervision", (f"{what} needs a supervised device; a {ENROLLMENTS[ctx.enrollment]} "
@@ -174,14 +179,10 @@ def _required(node: Node, facts: dict, ctx: Context) -> bool:
         or (ctx.shared_ipad and facts.get("shared_ipad") == "required")
 
 
-def _context(platform, os_version, enrollment, channel, supervised, shared_ipad) -> Context:
-    return Context(platform, str(os_version), enrollment, channel, supervised, shared_ipad)
-
-
-def supported(kind: str, name: str, *, platform: str, os_version: str, enrollment: str = "device",
-              channel: str = "device", supervised: bool | None = None, shared_ipad: bool = False) -> list[Problem]:
-    """Why this device cannot take or send ``name`` at all (empty when it can): the entry's own facts only."""
-    ctx = _context(platform, os_version, enrollment, channel, supervised, shared_ipad)
+def supported(kind: str, name: str, **context) -> list[Problem]:
+    """Why this device cannot take or send ``name`` at all (empty when it can): the entry's own facts only.
+    ``context``: the keywords of ``Context`` (platform, os_version, enrollment, channel, ...)."""
+    ctx = Context(**context)
     try:
         node = root(kind, name)
     except UnknownName as exc:
@@ -198,15 +199,15 @@ def _entry(kind: str, name: str | None, node: Node, ctx: Context) -> list[Proble
     return [Problem("", code, message, "warning") for code, message in _notes(facts, what, ctx)]
 
 
-def check(kind: str, name: str | None, message, *, platform: str, os_version: str, enrollment: str = "device",
-          channel: str = "device", supervised: bool | None = None, shared_ipad: bool = False) -> list[Problem]:
+def check(kind: str, name: str | None, message, **context) -> list[Problem]:
     """Every way ``message`` departs from Apple's schema for this device (empty: it conforms).
 
     kind: checkin (a check-in message, by MessageType), checkin-reply (the server's answer to GetToken or
     GetBootstrapToken), command (the Command dictionary, by RequestType), response (the device's whole report to
     that command, Status and identifiers included; name None for an Idle poll), payload (by PayloadType;
-    ``Configuration`` is a whole profile, its PayloadContent checked payload by payload), error (by code)."""
-    ctx = _context(platform, os_version, enrollment, channel, supervised, shared_ipad)
+    ``Configuration`` is a whole profile, its PayloadContent checked payload by payload), error (by code).
+    ``context``: the keywords of ``Context`` (platform, os_version, enrollment, channel, ...)."""
+    ctx = Context(**context)
     try:
         node = root(kind, name)
     except UnknownName as exc:
@@ -229,8 +230,7 @@ def check(kind: str, name: str | None, message, *, platform: str, os_version: st
             path = f"PayloadContent[{i}]"
             if not isinstance(payload, dict) or not isinstance(payload.get("PayloadType"), str):
                 continue  # the walk above already named what is wrong with it
-            for p in check("payload", payload["PayloadType"], payload, platform=platform, os_version=os_version,
-                           enrollment=enrollment, channel=channel, supervised=supervised, shared_ipad=shared_ipad):
+            for p in check("payload", payload["PayloadType"], payload, **context):
                 sub = f"{path}.{p.path}" if p.path else path
                 problems.append(Problem(sub, p.code, p.message if p.path else f"{path} ({payload['PayloadType']}): "
                                         f"{p.message}", p.severity))
@@ -280,11 +280,11 @@ def _available(node: Node, facts: dict, ctx: Context) -> dict[str, Key]:
     return out
 
 
-def keys_for(kind: str, name: str | None, *, platform: str, os_version: str, enrollment: str = "device",
-             channel: str = "device", supervised: bool | None = None, shared_ipad: bool = False) -> dict[str, Key]:
+def keys_for(kind: str, name: str | None, **context) -> dict[str, Key]:
     """The keys a message of ``kind``/``name`` may carry on this device, each with ``required``; empty when the
-    device cannot send or take it at all (see ``supported``). Raises UnknownName for a name the schema lacks."""
-    ctx = _context(platform, os_version, enrollment, channel, supervised, shared_ipad)
+    device cannot send or take it at all (see ``supported``). Raises UnknownName for a name the schema lacks.
+    ``context``: the keywords of ``Context`` (platform, os_version, enrollment, channel, ...)."""
+    ctx = Context(**context)
     node = root(kind, name)
     if any(p.severity == "error" for p in _entry(kind, name, node, ctx)):
         return {}
