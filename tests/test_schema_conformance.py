@@ -101,11 +101,11 @@ def test_sample_profiles_conform(kind):
 def test_the_enrollment_sso_profile_conforms(tmp_path, signer):
     state = make_state(tmp_path / "esso", signer, Clock(), auth="oauth2", esso=True)
     try:
-        status, _, body = state.esso_document()
+        response = client_of(state).get(PATH["esso_url"], base_url=ORIGIN)
     finally:
         state.close()
-    assert status == 200
-    document = json.loads(body)
+    assert response.status_code == 200
+    document = json.loads(response.get_data())
     profile = plistlib.loads(cms.parse(base64.b64decode(document["ConfigurationProfile"])).content)
     for platform, version in (("iOS", "17.0"), ("iPadOS", "18.1"), ("visionOS", "2.0")):
         assert problems(profile, platform, version, "user") == [], (platform, version)

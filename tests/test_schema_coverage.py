@@ -19,7 +19,7 @@ from tests.mdm_support import IDENTIFIER, ORIGIN, PASSWORD, PATH, TOPIC, Clock, 
 
 # The check-in messages the lab's device sends and its MDM takes. The MDM test below fails when the MDM starts taking
 # another MessageType, so this list (and the schema check on it) follows the code.
-LAB_MESSAGE_TYPES = ("Authenticate", "TokenUpdate", "CheckOut")
+LAB_MESSAGE_TYPES = ("Authenticate", "TokenUpdate", "CheckOut", "GetToken")
 # PayloadTypes the lab's servers send: the enrollment profile (identity, MDM), sample profiles, the Enrollment SSO
 # extension, and those the tests install; error codes its servers answer with.
 LAB_PAYLOAD_TYPES = ("Configuration", "com.apple.mdm", "com.apple.security.pkcs12", "com.apple.security.scep",
