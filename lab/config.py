@@ -1,6 +1,7 @@
 """Defaults and how commands find the running lab."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
@@ -49,3 +50,28 @@ def system_nameserver(resolv_conf: str = "/etc/resolv.conf") -> str | None:
         if len(parts) >= 2 and parts[0] == "nameserver" and not parts[1].startswith("127."):
             return parts[1]
     return None
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+def port_hint(port: int) -> str:
+    """Why a port could not be bound, most likely (for a one-line error)."""
+    if 0 < port < 1024 and os.geteuid() != 0:
+        return f" (port {port} needs root or CAP_NET_BIND_SERVICE)"
+    return f" (is another server using port {port}?)" if port else ""
+
+
+def check_listen(address: str) -> None:
+    """ValueError, in one line, unless ``address`` is one IP address devices can be told to use."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"--listen needs an IP address, got {address!r}") from None
+    if ip.is_unspecified:
+        raise ValueError("--listen needs the one address devices will use (the lab's DNS answers with it), "
+                         "not 0.0.0.0 or ::")

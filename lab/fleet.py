@@ -57,25 +57,33 @@ class Target:
 
     @classmethod
     def from_info(cls, info: dict, users: Iterable[tuple[str, str]] = (), *, ca_cert: str | None = None,
-                  dns_address: str | None = None) -> "Target":
+                  dns_address: str | None = None, admin_token: str | None = None) -> "Target":
         network = Network.from_lab_info(info, dns_address=dns_address, ca_cert=ca_cert)
-        users = tuple(users) or _scenario_users(info)
+        users = tuple(users) or _lab_accounts(network, info, admin_token)
         if not users:
             raise FleetError("no account to sign in with: the lab's scenario names none the fleet can use; "
                              "give --user IDENTIFIER:PASSWORD")
         return cls(network, users, info.get("console_url", ""))
 
 
-def _scenario_users(info: dict) -> tuple[tuple[str, str], ...]:
-    """The running lab's users with their passwords, from its scenario (lab.json names users, never passwords)."""
-    from lab.scenario import ScenarioError, load
-
-    try:
-        scenario = load(info.get("scenario") or "")
-    except (ScenarioError, OSError, ValueError):
+def _lab_accounts(network: Network, info: dict, admin_token: str | None) -> tuple[tuple[str, str], ...]:
+    """The running lab's test accounts with their passwords, from its control API (lab.json names users, never
+    passwords), through the lab's DNS and CA like every other request of the fleet."""
+    if not info.get("console_url"):
         return ()
-    listed = set(info.get("users") or [u.identifier for u in scenario.users])
-    return tuple((u.identifier, u.password) for u in scenario.users if u.identifier in listed)
+    session = lab_session(LabResolver(network.dns_server, network.dns_port), network.ca_cert)
+    if admin_token:
+        session.headers["Authorization"] = f"Bearer {admin_token}"
+    try:
+        response = session.get(info["console_url"].rstrip("/") + "/api/accounts", timeout=10)
+        response.raise_for_status()
+        accounts = response.json()["accounts"]
+    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        raise FleetError(f"cannot read the lab's test accounts from its console: {exc.__class__.__name__}; "
+                         "give --user IDENTIFIER:PASSWORD") from None
+    finally:
+        session.close()
+    return tuple((a["identifier"], a["password"]) for a in accounts)
 
 
 def target_from_state_dir(state_dir: Path, users: Iterable[tuple[str, str]] = ()) -> Target:
@@ -83,7 +91,9 @@ def target_from_state_dir(state_dir: Path, users: Iterable[tuple[str, str]] = ()
         info = config.read_lab_file(state_dir)
     except config.NoLabRunning as exc:
         raise FleetError(str(exc)) from None
-    return Target.from_info(info, users)
+    token_file = Path(state_dir) / config.ADMIN_TOKEN_FILE
+    token = token_file.read_text().strip() if token_file.exists() else None
+    return Target.from_info(info, users, admin_token=token)
 
 
 def target_from_url(url: str, ca_cert: str, users: Iterable[tuple[str, str]] = (),
@@ -108,7 +118,7 @@ def target_from_url(url: str, ca_cert: str, users: Iterable[tuple[str, str]] = (
     finally:
         session.close()
     address = info.get("dns_address") or parts.hostname
-    return Target.from_info(info, users, ca_cert=ca_cert, dns_address=address)
+    return Target.from_info(info, users, ca_cert=ca_cert, dns_address=address, admin_token=admin_token)
 
 
 # -- the mix of models -----------------------------------------------------------------------------------------

@@ -181,3 +181,9 @@ def lab_session(resolver: LabResolver, ca_cert: str, port_map: dict[int, int] | 
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def txt_records(name: str, server: str, port: int, *, timeout: float = 2.0) -> list[str]:
+    """The TXT strings of ``name`` at the DNS server ``server:port`` (e.g. ABM verifying a domain)."""
+    reply = query(name, "TXT", server, port, timeout=timeout)
+    return [b"".join(rr.rdata.data).decode("utf-8", "replace") for rr in reply.rr if QTYPE.get(rr.rtype) == "TXT"]

@@ -4,6 +4,11 @@ WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"  # stage 1, on the o
 CALLBACK_SCHEME = "apple-remotemanagement-user-login"  # stage 2, where sign-in hands the result to the device
 # stage 1: the model-family values of the well-known request (and ABM's device types), in ABM's order
 MODEL_FAMILIES = ("iPhone", "iPad", "Mac", "AppleTV", "RealityDevice", "Watch")
+# the stages of the flow, in order, each with the step of PROTOCOL.md it belongs to (1 discovery, 2 authentication,
+# 3 enrollment, 4 the enrolled life); the device's trace, the scenarios, the fleet and the timeline share them
+STAGES = {"identifier": 1, "discovery": 1, "authentication": 2, "enrollment": 3, "check-in": 3,
+          "ongoing-authentication": 4, "commands": 4, "unenrollment": 4}
+ENROLLMENT_STAGES = tuple(stage for stage, step in STAGES.items() if step <= 3)  # where an enrollment can stop
 ENROLLMENT_MODES = {"mdm-byod": "BYOD", "mdm-adde": "ADDE"}  # discovery's Version → the profile's EnrollmentMode
 
 

@@ -1,18 +1,20 @@
-"""Running scenarios: start a lab, let the scenario's device enroll, judge the outcome from the timeline."""
+"""Running scenarios: start a lab, let the scenario's device enroll, judge the outcome from the timeline.
+
+The launcher builds servers, not clients: the caller hands in the device to run (``lab.device.Device``, or any
+class with its constructor, ``enroll`` and ``close``), so this module never imports one.
+"""
 from __future__ import annotations
 
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from lab.device import Device
-from lab.device.trace import Trace
 from lab.events import EventLog, device_trace_events
 from lab.launcher import Lab
 from lab.protocol import WELL_KNOWN_PATH
 from lab.scenario import Scenario
-
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Result:
                 "trace": self.trace}
 
 
-def record_trace(events: EventLog, trace: Trace, device: Device, identifier: str) -> None:
+def record_trace(events: EventLog, trace, device, identifier: str) -> None:
     """The device's own account of the run, in the timeline."""
     who = f"{device.model_family} {device.os_version} {device.serial}"
     for event in device_trace_events(identifier, trace.to_dict(), who):
@@ -42,9 +44,9 @@ def record_trace(events: EventLog, trace: Trace, device: Device, identifier: str
 
 
 def observe(events: list[dict]) -> dict:
-    """What the timeline shows: the server side decides 'enrolled' and 'via ABM', the device tells the rest."""
-    enrolled = any(e["kind"] == "http" and e["component"] == "mdm" and e["status"] == 200
-                   and (e["summary"] or "").startswith("TokenUpdate") for e in events)
+    """What the timeline shows: the server side decides 'enrolled' (the MDM's event says so in its ``outcome``
+    field) and 'via ABM', the device tells the rest."""
+    enrolled = any(e["component"] == "mdm" and e.get("outcome") == "enrolled" for e in events)
     via_abm = any(e["kind"] == "http" and e["component"] == "abm" and e["path"] == WELL_KNOWN_PATH
                   for e in events)
     outcome = next((e for e in reversed(events) if e["kind"] == "device-outcome"), None)
@@ -53,17 +55,17 @@ def observe(events: list[dict]) -> dict:
             "diagnosis": None if outcome is None else outcome["detail"]["diagnosis"]}
 
 
-def device_for(scenario: Scenario, lab: Lab) -> tuple[Device, str, str | None]:
+def device_for(scenario: Scenario, lab: Lab, make_device: Callable) -> tuple[object, str, str | None]:
     setup = scenario.device
     identifier = setup.identifier or scenario.users[0].identifier
     user = scenario.user(identifier)
     password = setup.password or (user.password if user else None)
-    device = Device(lab.network(), model_family=setup.model_family, os_version=setup.os_version, strict=setup.strict,
+    device = make_device(lab.network(), model_family=setup.model_family, os_version=setup.os_version, strict=setup.strict,
                     discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on)
     return device, identifier, password
 
 
-def run(scenario: Scenario, state_root: Path | None = None) -> Result:
+def run(scenario: Scenario, make_device: Callable, state_root: Path | None = None) -> Result:
     if scenario.expect is None:
         raise ValueError(f"scenario {scenario.name} has no [expect] table; add one to run it")
     started = time.perf_counter()
@@ -71,7 +73,7 @@ def run(scenario: Scenario, state_root: Path | None = None) -> Result:
         root = Path(state_root or tmp)
         with Lab(scenario, root / scenario.name, fresh=True) as lab:
             after = lab.events.last_id()
-            device, identifier, password = device_for(scenario, lab)
+            device, identifier, password = device_for(scenario, lab, make_device)
             try:
                 trace = device.enroll(identifier, password)
             finally:

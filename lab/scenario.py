@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.protocol import MODEL_FAMILIES
+from lab.protocol import ENROLLMENT_STAGES, MODEL_FAMILIES
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 DEFAULT_SCENARIO = "betterbag"
@@ -174,7 +174,6 @@ _SCHEMA = {
 }
 DEVICE_FAMILIES = ("iPhone", "iPad", "Mac", "Vision")
 FALLBACK_TRIGGERS = ("http", "transport", "content")
-STAGES = ("identifier", "discovery", "authentication", "enrollment", "check-in")
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -316,7 +315,7 @@ def _expect(path: Path, e: dict) -> Expect:
     if "outcome" not in e:
         raise ScenarioError(f"{path}: [expect] needs outcome (enrolled or failed)")
     return Expect(_want(path, "expect.outcome", e["outcome"], str, choices=("enrolled", "failed")),
-                  e.get("stage") and _want(path, "expect.stage", e["stage"], str, choices=STAGES),
+                  e.get("stage") and _want(path, "expect.stage", e["stage"], str, choices=ENROLLMENT_STAGES),
                   e.get("path") and _want(path, "expect.path", e["path"], str, choices=("direct", "abm")),
                   e.get("diagnosis") and _want(path, "expect.diagnosis", e["diagnosis"], str))
 

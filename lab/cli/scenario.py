@@ -52,6 +52,7 @@ def scenario_list(as_json):
 def scenario_run(names, run_all, exercise, state_dir, https_port, dns_port, as_json):
     """Start a lab per scenario, run its device, check its [expect]; exit 0 only if all pass."""
     from lab import runner
+    from lab.device import Device
     from lab.launcher import LabError
     from lab.scenario import available
 
@@ -66,7 +67,7 @@ def scenario_run(names, run_all, exercise, state_dir, https_port, dns_port, as_j
     for name in (available() if run_all else names):
         try:
             sc = load(name)
-            results.append(runner.run(sc))
+            results.append(runner.run(sc, Device))
         except (ScenarioError, LabError, ValueError) as exc:
             fail(str(exc))
     if as_json:

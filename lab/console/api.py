@@ -24,6 +24,13 @@ def health():
     return jsonify({"status": "ok", "last_event_id": lab.events.last_id(), **described(lab)})
 
 
+@bp.get("/api/accounts")
+def accounts():
+    """The scenario's test accounts with their passwords, for the lab's own tools (the fleet signs in with them)."""
+    return jsonify({"accounts": [{"identifier": u.identifier, "password": u.password, "full_name": u.full_name}
+                                 for u in _lab().scenario.users]})
+
+
 @bp.get("/api/events")
 def events():
     """Events after ``after`` (oldest first), or with ``last``, the newest N."""
@@ -85,7 +92,7 @@ def reset():
         lab.reset()
     except Exception as exc:  # a scenario that cannot be rebuilt must say so, not hang the console
         raise LabError(f"reset failed: {exc}", code="reset-failed", status=500) from None
-    return jsonify({"reset": True, "scenario": lab.scenario.name, "last_event_id": lab.events.last_id()})
+    return jsonify({"reset": True, "scenario": lab.title, "last_event_id": lab.events.last_id()})
 
 
 def _fault_error(exc: FaultError) -> LabError:

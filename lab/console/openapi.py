@@ -273,6 +273,13 @@ def document(lab) -> dict:
             "responses": {"200": {"description": "an event stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                           "400": _error("a bad `after` or `Last-Event-ID`"), "401": UNAUTHORIZED}}},
+        "/api/accounts": {"get": {
+            "summary": "The scenario's test accounts with their passwords, for the lab's own tools (the fleet)",
+            "operationId": "listAccounts",
+            "responses": {"200": _json({"type": "object", "required": ["accounts"], "properties": {"accounts": {
+                "type": "array", "items": {"type": "object", "required": ["identifier", "password"], "properties": {
+                    "identifier": {"type": "string"}, "password": {"type": "string"},
+                    "full_name": {"type": "string"}}}}}}, "the accounts"), "401": UNAUTHORIZED}}},
         "/api/enrollments": {"get": {
             "summary": "Recent enrollment attempts, each as a sequence across device, DNS, org domain, ABM, MDM",
             "description": "Grouped from the timeline, newest first. `status` is what the device reported, or, "

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from lab import exercises, runner
+from lab.device import Device
 from lab.scenario import available, load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,7 +129,7 @@ def test_the_cli_parser_reads_the_exercise_and_its_briefing_hides_the_answer(nam
 @pytest.mark.parametrize("name", EXERCISES)
 def test_the_exercise_scenario_reaches_its_expected_state(name):
     scenario = load(EXERCISES[name]["scenario"])
-    result = runner.run(scenario)
+    result = runner.run(scenario, Device)
     assert result.passed, f"{name} ({scenario.name}): {result.mismatches}\n{result.trace}"
     if scenario.expect.outcome == "failed":
         assert result.observed["outcome"] == "failed" and result.observed["diagnosis"] == scenario.expect.diagnosis

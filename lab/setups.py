@@ -1,0 +1,36 @@
+"""What each mock is told, from the scenario and the lab's URLs: pure functions, so the launcher only builds.
+
+A setup is the mock's own configuration (``MDMSetup``, ``DomainSetup``, ``ABMSetup``); the scenario is the lab's.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from lab.scenario import Domain, Scenario
+from mocks import abm, mdm, org_domain
+
+
+def mdm_setup(sc: Scenario, urls: dict, idp_origin: str, federation_secret: bytes) -> mdm.MDMSetup:
+    first = sc.domains[0]
+    return mdm.MDMSetup(organization=sc.organization, host=sc.mdm.host, topic=sc.mdm.topic, users=sc.users,
+                        version=first.version, versions=dict(first.versions), idp_origin=idp_origin,
+                        federation_secret=federation_secret, **mdm.scenario_options(sc.mdm), **urls)
+
+
+def domain_setup(sc: Scenario, d: Domain, urls: dict, origin: Callable[[str], str]) -> org_domain.DomainSetup:
+    """The org domain's answer and its redirect chain; hop targets carry the lab's port (``origin``)."""
+    chain = [(d.name, org_domain.WELL_KNOWN_PATH)] + [(r.host, r.path) for r in d.redirects]
+    hops = tuple(org_domain.Hop(chain[i][0], chain[i][1], r.status, origin(r.host) + r.path, r.keep_query)
+                 for i, r in enumerate(d.redirects))
+    final = None if chain[-1][0] == sc.mdm.host else chain[-1]  # None: the MDM answers at its own discovery URL
+    return org_domain.DomainSetup(d.name, d.version, urls["base_url"], dict(d.versions), hops, final,
+                                  urls["adde_base_url"])
+
+
+def abm_setup(sc: Scenario) -> abm.ABMSetup:
+    """ABM/ASM's organization; its Managed Apple Accounts default to the users of the domains it owns."""
+    owned = {d.name for d in sc.domains}
+    accounts = sc.abm.accounts if sc.abm.accounts is not None else tuple(
+        u.identifier for u in sc.users if u.identifier.rsplit("@", 1)[1] in owned)
+    return abm.ABMSetup(organization=sc.organization, kind=sc.kind, domains=tuple(sorted(owned)), accounts=accounts,
+                        servers=sc.abm.servers, session_ttl=sc.abm.session_ttl, hosts=sc.abm_hosts)
