@@ -19,7 +19,8 @@ MAX_EXAMPLES = 50  # per operation and mode: about 10 s in all
 OPERATIONS = ["health", "openapi", "listEvents", "getEvent", "listEnrollments", "getState", "getStatePart", "reset",
               "listFaults", "setFault", "clearFaults", "clearFault", "listRecords", "addRecord", "removeRecord",
               "caPem", "caMobileconfig", "mdmEnrollments", "mdmRevoke", "mdmExpire", "mdmTokenLifetime",
-              "mdmSetTokenLifetime", "mdmCommands", "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace"]
+              "mdmSetTokenLifetime", "mdmCommands", "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace",
+              "listAccounts"]
 WITH_INPUT = ["listEvents", "getEvent", "listEnrollments", "getStatePart", "setFault", "clearFaults", "clearFault",
               "addRecord", "removeRecord", "mdmRevoke", "mdmExpire", "mdmSetTokenLifetime", "mdmCommands",
               "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace"]  # the rest take nothing to get wrong
