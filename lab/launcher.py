@@ -25,7 +25,7 @@ from lab.scenario import Scenario
 from lab.server import HostContexts, HTTPSServer, server_context
 from lab.statedir import StateDir, StateDirBusy
 from mocks import abm, mdm, org_domain
-from mocks.mdm.abm_client import DEPClient, RegistrationError
+from mocks.mdm.abm_client import RegistrationError
 
 
 def fault_catalogue() -> dict:
@@ -172,10 +172,9 @@ class Lab:
         mdm_server = next((s for s in sc.abm.servers if s.mdm), None)
         if mdm_server is None or not sc.abm.register_url:
             return
-        token = self.abm.server_token(mdm_server.name)
+        token = self.abm.server_token(mdm_server.name)  # what an admin downloads from ABM and gives the MDM
         with lab_session(LabResolver(self.listen, self.dns.port), str(self.pki.cert_path)) as session:
-            DEPClient(self.origin(sc.abm_hosts["api"]), token, session).register_discovery_url(
-                self.urls["mdm"]["discovery_url"])
+            self.mdm.register_with_abm(self.origin(sc.abm_hosts["api"]), token, session)
 
     def reset(self) -> None:
         """Back to the scenario by reconstruction, as at a fresh start: the mocks' states, apps and zone rebuilt,
