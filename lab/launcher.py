@@ -1,8 +1,6 @@
-"""Builds the whole lab from a scenario, in one place: PKI → events → listener → states → apps → DNS.
-
-The CLI and the tests both use ``Lab``; nothing is global, so two labs can run side by side on other ports. In an
-exercise (``exercise=N``) nothing the lab shows names its scenario or faults: ``title`` stands for the scenario.
-"""
+"""Builds the whole lab from a scenario, in one place: PKI → events → listener → states → apps → DNS. The CLI and
+the tests both use ``Lab``; nothing is global, so two labs can run side by side on other ports. In an exercise
+(``exercise=N``) nothing the lab shows names its scenario or faults: ``title`` stands for the scenario."""
 from __future__ import annotations
 
 import ipaddress
@@ -50,8 +48,6 @@ class Lab:
         self.upstream = upstream
         self.exercise = exercise
         self.conceal_faults = conceal_faults or exercise is not None
-        self.title = scenario.name if exercise is None else f"exercise {exercise}"  # what the lab shows for it
-        self.headline = f"scenario {scenario.name}" if exercise is None else self.title
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
         self._reset_lock = threading.Lock()
@@ -156,9 +152,8 @@ class Lab:
         for host in set(self.dispatcher.hosts) - {"localhost"}:
             self.zone.add(host, "AAAA" if ip_version == 6 else "A", self.listen)
         self.zone.add("localhost", "A", "127.0.0.1")
-        for d in self.scenario.domains:
-            for txt in d.txt:
-                self.zone.add(d.name, "TXT", txt)
+        for name, txt in ((d.name, txt) for d in self.scenario.domains for txt in d.txt):
+            self.zone.add(name, "TXT", txt)
         if self.abm is not None:  # ABM verifies domains the way Apple does: a real TXT query, here to the lab DNS
             for domain in self.scenario.abm.verified_domains:
                 self.zone.add(domain, "TXT", self.abm.verification_record(domain))
@@ -181,7 +176,9 @@ class Lab:
         the scenario's faults re-armed, ABM set up again. The CA, the listener and the timeline stay."""
         with self._reset_lock:
             self.faults.clear()
-            self._close_states()
+            self.mdm.close()
+            if self.abm is not None:
+                self.abm.close()
             self.home.wipe(("mdm", "abm", "org_domain"))  # the mocks' state; devices keep theirs, as real ones do
             for record in self.zone.listing():
                 self.zone.remove(record["name"], record["type"], record["value"])
@@ -195,7 +192,9 @@ class Lab:
         self.events.record(Event(component="lab", kind="lab", summary="lab stopped", outcome="lab-stopped"))
         self.dns.stop()
         self.https.stop()
-        self._close_states()
+        self.mdm.close()
+        if self.abm is not None:
+            self.abm.close()
         self.events.close()
         self.home.withdraw()
         self.started_at = None
@@ -207,15 +206,18 @@ class Lab:
         self.stop()
 
     # -- helpers -----------------------------------------------------------------------------------------------
-    def _close_states(self) -> None:
-        for state in (self.mdm, self.abm):
-            if state is not None:
-                state.close()
-
     def _mount(self, host: str, component: str, app) -> None:
         leaf = self.pki.issue_server(host)
         self.contexts.set(host, server_context(leaf.cert_path, leaf.key_path))
         self.dispatcher.mount(host, component, app)
+
+    @property
+    def title(self) -> str:  # what the lab shows for its scenario: its name, or in an exercise a neutral one
+        return self.scenario.name if not self.conceal_faults else f"exercise {self.exercise or ''}".strip()
+
+    @property
+    def headline(self) -> str:
+        return self.title if self.conceal_faults else f"scenario {self.scenario.name}"
 
     def origin(self, host: str) -> str:
         """How the lab writes a URL to one of its hosts: the port only when it is not 443."""
