@@ -3,7 +3,8 @@ to the organization's IdP), Enrollment SSO, profile, check-in, command queue."""
 from mocks.mdm.app import create_app, urls
 from mocks.mdm.faults import FAULTS
 from mocks.mdm.idp import IdPState, create_idp_app
-from mocks.mdm.state import MDMSetup, MDMState
+from mocks.mdm.setup import MDMSetup
+from mocks.mdm.state import MDMState
 
 __all__ = ["create_app", "urls", "FAULTS", "IdPState", "create_idp_app", "MDMSetup", "MDMState",
            "scenario_options"]

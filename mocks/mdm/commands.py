@@ -76,11 +76,15 @@ class CommandQueue:
             return db.execute("UPDATE commands SET status = 'Cancelled' WHERE enrollment_id = ? AND status IN"
                               " ('Queued', 'Sent', 'NotNow')", (enrollment_id,)).rowcount
 
-    def listing(self, enrollment_id: str | None = None) -> list[dict]:
-        sql = ("SELECT command_uuid, enrollment_id, request_type, status, queued, sent, answered, attempts, result"
-               " FROM commands")
-        rows = self.store.query(sql + (" WHERE enrollment_id = ?" if enrollment_id else "") + " ORDER BY seq",
+    def listing(self, enrollment_id: str | None = None, *, results: bool = True) -> list[dict]:
+        """The commands (of one enrollment), with the device's results read back unless ``results`` is False (the
+        state snapshot: it never reads the stored reports, so its cost does not grow with what devices sent)."""
+        columns = "command_uuid, enrollment_id, request_type, status, queued, sent, answered, attempts"
+        rows = self.store.query(f"SELECT {columns}{', result' if results else ''} FROM commands"
+                                + (" WHERE enrollment_id = ?" if enrollment_id else "") + " ORDER BY seq",
                                 (enrollment_id,) if enrollment_id else ())
+        if not results:
+            return [dict(row) for row in rows]
         out = []
         for row in rows:
             item = {k: row[k] for k in row.keys() if k != "result"}

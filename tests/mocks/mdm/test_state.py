@@ -74,3 +74,17 @@ def test_an_mdm_that_parses_by_content_type_breaks_on_ios_15s_form_label(tmp_pat
                                        content_type="application/x-www-form-urlencoded").status_code == 401
     finally:
         lenient.close()
+
+
+def test_the_snapshot_never_reads_stored_reports(state):
+    """Its cost does not grow with what devices sent (ROBUSTNESS.md F3): the reports stay unread, even unreadable."""
+    with state.store.transaction() as db:
+        db.execute("INSERT INTO enrollments (enrollment_id, user, mode, topic, status, created, updated)"
+                   " VALUES ('E1', ?, 'BYOD', 't', 'enrolled', 0, 0)", (IDENTIFIER,))
+    command = state.queue_command("E1", "DeviceInformation")
+    with state.store.transaction() as db:
+        db.execute("UPDATE commands SET status = 'Acknowledged', result = ? WHERE command_uuid = ?",
+                   (b"bplist00 not a plist at all", command))
+    listed = state.snapshot()["commands"]
+    assert [(c["command_uuid"], c["status"]) for c in listed] == [(command, "Acknowledged")]
+    assert "result" not in listed[0] and "error_chain" not in listed[0]
