@@ -18,8 +18,8 @@ from mocks.mdm.profiles import SAMPLE_PROFILES, sample_profile
 from mocks.org_domain import FAULTS as ORG_FAULTS
 from mocks.org_domain import DomainSetup, OrgDomainState
 from mocks.org_domain import create_app as org_app
-from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, Clock, client_of, enroll, fault_board,
-                               location_query, make_state, poll)
+from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, Clock, check_in, client_of, enroll, enrolled,
+                               fault_board, location_query, make_state, poll)
 
 MODES = {"base_url": ("user", ADUE_MINIMUM), "adde_base_url": ("adde", ADDE_MINIMUM)}
 
@@ -106,9 +106,26 @@ def test_the_enrollment_sso_profile_conforms(tmp_path, signer):
         state.close()
     assert response.status_code == 200
     document = json.loads(response.get_data())
+    assert schema.check("document", "EnrollmentSSODocument", document, platform="iOS", os_version="17.0",
+                        enrollment="user") == []
     profile = plistlib.loads(cms.parse(base64.b64decode(document["ConfigurationProfile"])).content)
     for platform, version in (("iOS", "17.0"), ("iPadOS", "18.1"), ("visionOS", "2.0")):
         assert problems(profile, platform, version, "user") == [], (platform, version)
+
+
+def test_the_get_token_reply_conforms(mdm):
+    _, client, _ = mdm
+    access = sign_in(client)
+    enrolled(client, access, {"EnrollmentID": "E-1"})
+    message = {"MessageType": "GetToken", "TokenServiceType": "com.apple.maid", "EnrollmentID": "E-1"}
+    context = dict(platform="iOS", os_version="17.0", enrollment="user")
+    assert schema.check("checkin", "GetToken", message, **context) == []
+    response = check_in(client, message, access)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    reply = plistlib.loads(response.get_data())
+    assert schema.check("checkin-reply", "GetToken", reply, **context) == []
+    assert [p.code for p in schema.check("checkin-reply", "GetToken", {"TokenData": "text"}, **context)] == [
+        "wrong-type"]
 
 
 def test_the_unrecognized_device_body_conforms(mdm):

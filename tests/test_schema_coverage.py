@@ -74,8 +74,9 @@ def test_the_mdm_takes_no_message_type_beyond_the_lab_s_list(mdm):
 
 def test_the_data_covers_apple_s_areas_and_names_its_source():
     counts = {kind: len(schema.names(kind)) for kind in schema.KINDS}
-    assert counts == {"checkin": 8, "checkin-reply": 2, "command": 66, "response": 66, "payload": 121, "error": 4}
-    for area in ("checkin", "commands", "payloads", "errors"):
+    assert counts == {"checkin": 8, "checkin-reply": 2, "command": 66, "response": 66, "payload": 121, "error": 4,
+                      "document": 2}
+    for area in ("checkin", "commands", "payloads", "errors", "documents"):
         data = json.loads(resources.files("lab.schema").joinpath("data", f"{area}.json").read_text())
         assert data["origin"]["repository"] == "apple/device-management" and len(data["origin"]["commit"]) == 40
 
@@ -95,9 +96,10 @@ def test_the_data_holds_facts_only():
         for child in node.get("keys", []) + ([node["item"]] if "item" in node else []):
             walk(child)
 
-    for area in ("checkin", "commands", "payloads", "errors"):
+    for area in ("checkin", "commands", "payloads", "errors", "documents"):
         data = json.loads(resources.files("lab.schema").joinpath("data", f"{area}.json").read_text())
         for entry in data["items"].values():
+            assert set(entry) <= {"os", "keys", "reply", "request", "response", "json"}
             for part in ("keys", "reply", "request", "response"):
                 for key in entry.get(part, []):
                     walk(key)

@@ -204,6 +204,25 @@ def test_access_rights_limit_what_an_account_driven_device_enrollment_reports():
     assert check("checkin", "TokenUpdate", message, **IPHONE_ADDE) == []
 
 
+def test_documents_of_the_enrollment_flow():
+    """MachineInfo, the device's enrollment request body: device identifiers for Device Enrollment only, OS_VERSION
+    from iOS 17. The Enrollment SSO document is JSON: its profile travels as base64."""
+    body = {"PRODUCT": "iPhone17,2", "VERSION": "21E236", "OS_VERSION": "17.4", "LANGUAGE": "en-US"}
+    assert check("document", "MachineInfo", body, **IPHONE_UE) == []
+    assert {(p.path, p.code) for p in check("document", "MachineInfo", body, **IPHONE_ADDE)} == {
+        ("UDID", "missing-required"), ("SERIAL", "missing-required")}
+    assert [(p.path, p.code) for p in check("document", "MachineInfo", {**body, "UDID": "D"}, **IPHONE_UE)] == [
+        ("UDID", "forbidden-under-user-enrollment")]
+    assert [p.code for p in check("document", "MachineInfo", {k: v for k, v in body.items() if k != "OS_VERSION"},
+                                  **IPHONE_UE)] == ["missing-required"]
+    document = {"iTunesStoreID": 1, "ConfigurationProfile": "cHJvZmlsZQ=="}
+    assert check("document", "EnrollmentSSODocument", document, **IPHONE_UE) == []
+    broken = check("document", "EnrollmentSSODocument", {**document, "ConfigurationProfile": "not base64!"},
+                   **IPHONE_UE)
+    assert [(p.path, p.code) for p in broken] == [("ConfigurationProfile", "wrong-type")]
+    assert [p.code for p in supported("document", "EnrollmentSSODocument", **MAC_UE)] == ["not-on-platform"]
+
+
 def test_bad_contexts_are_refused():
     for bad in (dict(platform="Android"), dict(enrollment="byod-ish"), dict(channel="both")):
         with pytest.raises(ValueError):

@@ -15,7 +15,8 @@ from importlib import resources
 
 # Our areas: which data file, and which part of an entry, each kind reads.
 KINDS = {"checkin": ("checkin", "keys"), "checkin-reply": ("checkin", "reply"), "command": ("commands", "request"),
-         "response": ("commands", "response"), "payload": ("payloads", "keys"), "error": ("errors", "keys")}
+         "response": ("commands", "response"), "payload": ("payloads", "keys"), "error": ("errors", "keys"),
+         "document": ("documents", "keys")}
 PLATFORMS = ("iOS", "iPadOS", "macOS", "tvOS", "visionOS", "watchOS")
 # The schema writes iPadOS facts under iOS.
 SCHEMA_PLATFORM = {"iPadOS": "iOS"}
@@ -52,6 +53,7 @@ class Node:
     keys: list["Node"] = field(default_factory=list)
     item: "Node | None" = None
     choices: list[dict] | None = None  # a string's possible values, each with its own per-OS facts
+    json: bool = False
 
     def __repr__(self) -> str:
         return f"Node({self.name!r}, {self.type})"
@@ -113,7 +115,9 @@ def root(kind: str, name: str | None) -> Node:
     elif kind == "payload" and name != "Configuration":
         mine = {k["name"] for k in own}
         own = [k for k in data["common_keys"] if k["name"] not in mine] + own
-    return build({"name": name or "report", "type": "dictionary", "os": entry["os"], "keys": own})
+    node = build({"name": name or "report", "type": "dictionary", "os": entry["os"], "keys": own})
+    node.json = bool(entry.get("json"))  # a JSON document: its data values travel as base64 strings
+    return node
 
 
 def version(text: str) -> tuple[int, ...]:

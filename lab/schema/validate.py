@@ -7,6 +7,7 @@ real device would never send or a server must not send, ``warning`` for what is 
 """
 from __future__ import annotations
 
+import base64
 import datetime
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,7 +25,7 @@ _PYTHON_TYPES = {"string": (str,), "integer": (int,), "real": (float, int), "boo
 _ARTICLE = {"integer": "an integer", "array": "an array"}
 _WHAT = {"checkin": "the check-in message", "checkin-reply": "the reply to the check-in message",
          "command": "the command", "response": "the report of the command", "payload": "the payload",
-         "error": "the error body"}
+         "error": "the error body", "document": "the document"}
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ _KEY_WARNINGS = ("needs-supervision", "needs-ade")
 
 
 class _Walk:
-    def __init__(self, ctx: Context, problems: list[Problem]):
-        self.ctx, self.problems = ctx, problems
+    def __init__(self, ctx: Context, problems: list[Problem], json_body: bool = False):
+        self.ctx, self.problems, self.json_body = ctx, problems, json_body
 
     def add(self, path: str, code: str, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(path, code, message, severity))
@@ -150,6 +151,13 @@ class _Walk:
 
     def value(self, node: Node, facts: dict, value, path: str) -> None:
         expected = _PYTHON_TYPES.get(node.type)
+        if node.type == "data" and self.json_body:
+            expected = (str,)
+            try:
+                base64.b64decode(value, validate=True) if isinstance(value, str) else None
+            except ValueError:
+                self.add(path, "wrong-type", f"{path} must be base64 data, not a plain string")
+                return
         if expected and (not isinstance(value, expected) or (isinstance(value, bool) and node.type != "boolean")):
             article = _ARTICLE.get(node.type, f"a {node.type}")
             self.add(path, "wrong-type", f"{path} must be {article}, not {_type_name(value)}")
@@ -182,12 +190,15 @@ def _required(node: Node, facts: dict, ctx: Context) -> bool:
 def supported(kind: str, name: str, **context) -> list[Problem]:
     """Why this device cannot take or send ``name`` at all (empty when it can): the entry's own facts only.
     ``context``: the keywords of ``Context`` (platform, os_version, enrollment, channel, ...)."""
-    ctx = Context(**context)
+    ctx, (node, unknown) = Context(**context), _lookup(kind, name)
+    return [unknown] if unknown else _entry(kind, name, node, ctx)
+
+
+def _lookup(kind: str, name: str | None) -> tuple[Node | None, Problem | None]:
     try:
-        node = root(kind, name)
+        return root(kind, name), None
     except UnknownName as exc:
-        return [Problem("", "unknown-name", str(exc))]
-    return _entry(kind, name, node, ctx)
+        return None, Problem("", "unknown-name", str(exc))
 
 
 def _entry(kind: str, name: str | None, node: Node, ctx: Context) -> list[Problem]:
@@ -205,20 +216,19 @@ def check(kind: str, name: str | None, message, **context) -> list[Problem]:
     kind: checkin (a check-in message, by MessageType), checkin-reply (the server's answer to GetToken or
     GetBootstrapToken), command (the Command dictionary, by RequestType), response (the device's whole report to
     that command, Status and identifiers included; name None for an Idle poll), payload (by PayloadType;
-    ``Configuration`` is a whole profile, its PayloadContent checked payload by payload), error (by code).
+    ``Configuration`` is a whole profile, its PayloadContent checked payload by payload), error (by code),
+    document (MachineInfo: the device's enrollment request; EnrollmentSSODocument).
     ``context``: the keywords of ``Context`` (platform, os_version, enrollment, channel, ...)."""
-    ctx = Context(**context)
-    try:
-        node = root(kind, name)
-    except UnknownName as exc:
-        return [Problem("", "unknown-name", str(exc))]
+    ctx, (node, unknown) = Context(**context), _lookup(kind, name)
+    if unknown:
+        return [unknown]
     problems = _entry(kind, name, node, ctx)
     if any(p.severity == "error" for p in problems):
         return problems
     if not isinstance(message, dict):
         return problems + [Problem("", "wrong-type", f"{_WHAT[kind]} must be a dictionary, not "
                                    f"{_type_name(message)}")]
-    walk, optional, needed = _Walk(ctx, problems), frozenset(), frozenset()
+    walk, optional, needed = _Walk(ctx, problems, node.json), frozenset(), frozenset()
     if kind == "response":
         status = message.get("Status")
         own = frozenset(k.name for k in node.keys[len(root("response", None).keys):])
