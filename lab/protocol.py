@@ -1,4 +1,5 @@
 """Names Apple's protocol fixes, shared by the mocks, the device and the lab's observers (PROTOCOL.md)."""
+import re
 
 WELL_KNOWN_PATH = "/.well-known/com.apple.remotemanagement"  # stage 1, on the org domain and Apple's fallback
 CALLBACK_SCHEME = "apple-remotemanagement-user-login"  # stage 2, where sign-in hands the result to the device
@@ -19,3 +20,7 @@ def discovery_server(identifier: str | None, model_family: str | None, *, versio
     chosen = versions.get(identifier or "") or versions.get(model_family or "") or version
     url = adde_base_url if chosen == "mdm-adde" and adde_base_url else base_url
     return {"Version": chosen, "BaseURL": url}
+
+
+# An app's bundle identifier, as a scenario or the CLI names the apps a person installed before enrolling.
+BUNDLE_ID = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")

@@ -60,8 +60,10 @@ def device_for(scenario: Scenario, lab: Lab, make_device: Callable) -> tuple[obj
     identifier = setup.identifier or scenario.users[0].identifier
     user = scenario.user(identifier)
     password = setup.password or (user.password if user else None)
-    device = make_device(lab.network(), model_family=setup.model_family, os_version=setup.os_version, strict=setup.strict,
-                    discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on)
+    device = make_device(lab.network(), model_family=setup.model_family, os_version=setup.os_version,
+                         strict=setup.strict, discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on,
+                         managed_by=setup.managed_by,
+                         **({} if setup.personal_apps is None else {"personal_apps": setup.personal_apps}))
     return device, identifier, password
 
 

@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.protocol import ENROLLMENT_STAGES, MODEL_FAMILIES
+from lab.protocol import BUNDLE_ID, ENROLLMENT_STAGES, MODEL_FAMILIES
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 DEFAULT_SCENARIO = "betterbag"
@@ -80,6 +80,8 @@ class DeviceSetup:
     strict: bool = False
     discovery_timeout: float = 90.0
     fallback_on: tuple[str, ...] = ("http", "transport", "content")
+    personal_apps: tuple[str, ...] | None = None  # bundle ids the person installed before enrolling (None: default)
+    managed_by: str | None = None  # another MDM already manages the device
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ _SCHEMA = {
     "servers": {"name", "default_for", "mdm"},
     "faults": {"name", "host", "times", "seconds"},
     "device": {"identifier", "password", "model_family", "os_version", "strict", "discovery_timeout",
-               "fallback_on"},
+               "fallback_on", "personal_apps", "managed_by"},
     "expect": {"outcome", "stage", "path", "diagnosis"},
 }
 DEVICE_FAMILIES = ("iPhone", "iPad", "Mac", "Vision")
@@ -308,7 +310,18 @@ def _device(path: Path, d: dict) -> DeviceSetup:
         strict=_want(path, "device.strict", d.get("strict", False), bool),
         discovery_timeout=float(timeout),
         fallback_on=_strings(path, "device.fallback_on", d.get("fallback_on", list(FALLBACK_TRIGGERS)),
-                             choices=FALLBACK_TRIGGERS))
+                             choices=FALLBACK_TRIGGERS),
+        personal_apps=None if "personal_apps" not in d else _bundle_ids(path, d["personal_apps"]),
+        managed_by=d.get("managed_by") and _want(path, "device.managed_by", d["managed_by"], str))
+
+
+def _bundle_ids(path: Path, value) -> tuple[str, ...]:
+    apps = _strings(path, "device.personal_apps", value)
+    bad = [a for a in apps if not BUNDLE_ID.fullmatch(a)]
+    if bad:
+        raise ScenarioError(f"{path}: device.personal_apps: {bad[0]!r} is not a bundle identifier "
+                            "(reverse-DNS, e.g. com.example.chat)")
+    return apps
 
 
 def _expect(path: Path, e: dict) -> Expect:

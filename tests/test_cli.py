@@ -107,3 +107,17 @@ def test_scenario_list_names_every_scenario(cli):
 
     rows = json.loads(cli("scenario", "list", "--json").output)
     assert [r["name"] for r in rows] == list(available())
+
+
+def test_enroll_brings_apps_the_person_installed_and_knows_another_mdm(cli, lab):
+    state = str(lab.state_dir)
+    out = cli("enroll", IDENTIFIER, "--password", PASSWORD, "--app", "com.example.notes", "--app", "test.mdmlab.chat",
+              "--state-dir", state).output
+    device_id = re.search(r"device id: (LAB[0-9A-F]{8})", out).group(1)
+    shown = json.loads(cli("device", "show", device_id, "--json", "--state-dir", state).output)
+    assert {"com.example.notes", "test.mdmlab.chat"} <= {a["bundle_id"] for a in shown["apps"] if not a["managed"]}
+    managed = cli("enroll", IDENTIFIER, "--password", PASSWORD, "--managed-by", "Old MDM", "--state-dir", state,
+                  code=1).output
+    assert "already-managed" in managed and "Old MDM" in managed
+    refused = cli("enroll", IDENTIFIER, "--app", "notes", "--state-dir", state, code=2).output
+    assert "--app" in refused and "bundle identifier" in refused

@@ -98,12 +98,17 @@ def test_an_iphone_in_device_enrollment_is_unsupervised(make, request_type):
 
 
 @pytest.mark.parametrize("request_type", ["RestartDevice", "ShutDownDevice", "EraseDevice", "DeviceLock",
-                                          "ScheduleOSUpdate", "RemoveApplication", "InstalledApplicationList"])
+                                          "RemoveApplication", "InstalledApplicationList"])
 def test_a_mac_in_device_enrollment_runs_what_user_enrollment_forbids(make, request_type):
     mac = make("Mac", "ADDE", "15.2")
     mac.contents.install_managed_app("test.mdmlab.work-notes", "Work Notes", 1_660_000_002)
     outcome = run(mac, request_type, Identifier="test.mdmlab.work-notes")
     assert outcome.status == "Acknowledged", outcome
+
+
+def test_a_mac_in_device_enrollment_is_unsupervised_for_os_updates(make):
+    # Apple's schema: ScheduleOSUpdate is supervised-only on macOS too (it ran before the schema facts were used)
+    assert refused_with_12021(run(make("Mac", "ADDE", "15.2"), "ScheduleOSUpdate", Updates=[]), "ScheduleOSUpdate")
 
 
 def test_unknown_request_types_are_invalid_everywhere(make):

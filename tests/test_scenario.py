@@ -202,3 +202,10 @@ def test_missing_scenario_path_names_the_path(tmp_path):
 
 def test_scenario_error_is_a_value_error():
     assert issubclass(ScenarioError, ValueError)
+
+
+def test_the_device_can_bring_apps_installed_before_enrolling_and_another_mdm(tmp_path):
+    loaded = load(write(tmp_path, BASE + '[device]\npersonal_apps = ["com.example.chat"]\nmanaged_by = "Old MDM"\n'))
+    assert (loaded.device.personal_apps, loaded.device.managed_by) == (("com.example.chat",), "Old MDM")
+    assert load(write(tmp_path, BASE)).device.personal_apps is None  # the device's own default
+    assert "device.personal_apps" in load_error(write(tmp_path, BASE + '[device]\npersonal_apps = ["chat"]\n'))

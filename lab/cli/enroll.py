@@ -9,6 +9,7 @@ import click
 from lab import config
 from lab.cli.common import lab_info, model_family_option, network, state_dir_option
 from lab.cli.device import save_enrolled
+from lab.protocol import BUNDLE_ID
 
 TRIGGERS = ("http", "transport", "content")
 
@@ -21,9 +22,14 @@ TRIGGERS = ("http", "transport", "content")
 @click.option("--strict", is_flag=True, help="Reject what a real device was only seen or inferred to tolerate.")
 @click.option("--fallback-on", default=",".join(TRIGGERS), show_default=True,
               help="Which org-domain failures send an 18.2+ device to ABM/ASM (comma-separated).")
+@click.option("--app", "apps", multiple=True, metavar="BUNDLE_ID",
+              help="An app the person installed before enrolling (repeatable) [default: test.mdmlab.chat].")
+@click.option("--managed-by", default=None, metavar="MDM",
+              help="Another MDM already manages the device (Settings then offers no work-account sign-in).")
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
-def enroll(identifier, model_family, os_version, password, strict, fallback_on, state_dir, as_json):
+def enroll(identifier, model_family, os_version, password, strict, fallback_on, apps, managed_by, state_dir,
+           as_json):
     """Enroll a simulated device as IDENTIFIER through the running lab; exit 0 only when enrolled."""
     from lab.device import Device
     from lab.device.device import parse_version
@@ -39,10 +45,14 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
     if unknown:
         raise click.BadParameter(f"unknown trigger {unknown[0]!r}; use {', '.join(TRIGGERS)}",
                                  param_hint="--fallback-on")
+    bad = next((a for a in apps if not BUNDLE_ID.fullmatch(a)), None)
+    if bad is not None:
+        raise click.BadParameter(f"{bad!r} is not a bundle identifier; use reverse-DNS, e.g. com.example.chat",
+                                 param_hint="--app")
     if password is None and sys.stdin.isatty() and not as_json:
         password = click.prompt(f"Password for {identifier}", hide_input=True, default="", show_default=False) or None
     device = Device(network(info), model_family=model_family, os_version=os_version or "", strict=strict,
-                    fallback_on=triggers)
+                    fallback_on=triggers, managed_by=managed_by, **({"personal_apps": apps} if apps else {}))
     try:
         trace = device.enroll(identifier, password)
         saved = {"device_id": save_enrolled(device, state_dir)} if trace.outcome == "enrolled" else {}

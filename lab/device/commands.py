@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 
 from lab import cms
 from lab.device import payloads as effects_of
+from lab.device import renewal
+from lab.device.rules import FORBIDDEN_UE, RULES, Rule, refusal  # noqa: F401 (re-exported)
 from lab.device.contents import Contents
 from lab.device.model import Client
 from lab.device.separation import APP_STORE, STORE_IDS, Profile
@@ -31,48 +33,9 @@ APP_ALREADY_INSTALLED = 12025  # "App already installed"
 APP_NOT_MANAGED = 12029  # "App not managed"
 APP_CANNOT_BE_PURCHASED = 12035  # "App cannot be purchased"
 PROFILE_NOT_INSTALLED = 12075  # "Specified profile not installed"
+MDM_UPDATE_REFUSED = 12004  # Apple's table: "Cannot replace MDM"; devices add what differs (renewal.py)
 PROFILE_ERROR_DOMAIN, MALFORMED_PROFILE = "MCProfileErrorDomain", 1000
 
-_ALL = ("iOS", "iPadOS", "macOS", "visionOS")
-_MOBILE = ("iOS", "iPadOS")
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Where a command exists, and where an account-driven enrollment may not run it (Apple's schema)."""
-    platforms: tuple[str, ...]
-    forbidden_ue: tuple[str, ...] = ()  # userenrollment: forbidden
-    supervised: tuple[str, ...] = ()  # supervised: true (account-driven enrollments are unsupervised)
-    never_account_driven: bool = False  # requiresdep, Shared iPad only, or "does not work with ADDE"
-
-
-RULES = {
-    "DeviceInformation": Rule(_ALL),
-    "SecurityInfo": Rule(_ALL),
-    "CertificateList": Rule(_ALL),
-    "ProfileList": Rule(_ALL),
-    "InstallProfile": Rule(_ALL),
-    "RemoveProfile": Rule(_ALL),
-    "InstallApplication": Rule(_ALL),
-    "ManagedApplicationList": Rule(_ALL),
-    "RemoveApplication": Rule(_ALL, forbidden_ue=("macOS",)),
-    "InstalledApplicationList": Rule(_ALL, forbidden_ue=("macOS",)),
-    "DeviceLock": Rule(_ALL, forbidden_ue=("macOS",)),
-    "EraseDevice": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL),
-    "RestartDevice": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL, supervised=_MOBILE),
-    "ShutDownDevice": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL, supervised=_MOBILE),
-    "ClearPasscode": Rule(("iOS", "iPadOS", "visionOS"), forbidden_ue=_ALL),
-    "Restrictions": Rule(("iOS", "iPadOS", "visionOS"), forbidden_ue=_ALL),
-    "EnableLostMode": Rule(_MOBILE, forbidden_ue=_ALL, supervised=_MOBILE),
-    "DeviceLocation": Rule(_MOBILE, forbidden_ue=_ALL, supervised=_MOBILE),
-    "ScheduleOSUpdate": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL, supervised=_MOBILE),
-    "ActivationLockBypassCode": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL, supervised=_ALL),
-    "UserList": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL, supervised=("macOS",),
-                     never_account_driven=True),  # iOS: Shared iPad only
-    "DeviceConfigured": Rule(_ALL, forbidden_ue=_ALL, never_account_driven=True),  # requiresdep
-    "InviteToProgram": Rule(("iOS", "iPadOS", "macOS"), forbidden_ue=_ALL, never_account_driven=True),
-}
-FORBIDDEN_UE = {os: sorted(rt for rt, r in RULES.items() if os in r.forbidden_ue) for os in _ALL}
 # Commands an iOS device never answers NotNow to (dev:handling-notnow-status-responses).
 NEVER_NOT_NOW = ("DeviceInformation", "ProfileList", "DeviceLock", "EraseDevice", "ClearPasscode",
                  "InstalledApplicationList", "Restrictions")
@@ -93,12 +56,13 @@ class Facts:
     client: Client
     udid: str
     serial: str
-    owner_name: str
+    name: str  # DeviceName: what the person called the device
     mode: str  # EnrollmentMode: BYOD (User Enrollment) or ADDE (Device Enrollment)
     account: str  # the Managed Apple Account of the enrollment
     profile_identifier: str
     identity: x509.Certificate | None = None
     locked: bool = False
+    mdm_payload: dict | None = None  # the installed com.apple.mdm payload
 
     @property
     def user_enrollment(self) -> bool:
@@ -119,25 +83,11 @@ class Outcome:
     explanation: str
     after: str | None = None  # "unenroll" or "erase": done once the result is reported
     lock: bool = False  # the device locks (DeviceLock, restart: until the first unlock)
+    renewal: renewal.Renewal | None = None  # the enrollment profile renewed: the device applies it
 
 
 def _error(explanation: str, *chain: dict, **response) -> Outcome:
     return Outcome("Error", {**response, "ErrorChain": list(chain)}, explanation)
-
-
-def refusal(context: CommandContext, request_type: str) -> str | None:
-    """Why this device's enrollment may not run ``request_type``, or None when it may."""
-    rule, os_name = RULES.get(request_type), context.facts.client.os_name
-    user_enrollment = context.facts.user_enrollment
-    if rule is None or os_name not in rule.platforms:
-        return f"{os_name} has no command {request_type}"
-    if user_enrollment and os_name in rule.forbidden_ue:
-        return f"User Enrollment forbids {request_type} on {os_name}"
-    if rule.never_account_driven:
-        return f"{request_type} needs Automated Device Enrollment or a Shared iPad, not account-driven enrollment"
-    if os_name in rule.supervised:
-        return f"{request_type} needs a supervised device; account-driven Device Enrollment is unsupervised"
-    return None
 
 
 def execute(context: CommandContext, envelope: dict) -> Outcome:
@@ -147,7 +97,8 @@ def execute(context: CommandContext, envelope: dict) -> Outcome:
     request_type = command["RequestType"]
     why = refusal(context, request_type)
     if why is not None:
-        return _error(f"refused: {why}", error(INVALID_REQUEST_TYPE, f"“{request_type}” is not a valid request type."))
+        return _error(f"refused: {why}",
+                      error(INVALID_REQUEST_TYPE, f"“{request_type}” is not a valid request type."))
     if context.facts.locked and request_type not in NEVER_NOT_NOW:
         return Outcome("NotNow", {}, f"{request_type} waits: the device is locked (unlock it, then sync again)")
     return _HANDLERS[request_type](context, command)
@@ -165,7 +116,7 @@ def _device_information(context, command):
     if bad:
         return bad
     device, client = context.facts, context.facts.client
-    facts = {"DeviceName": f"{client.model_family} of {device.owner_name}", "OSVersion": client.os_version,
+    facts = {"DeviceName": device.name, "OSVersion": client.os_version,
              "BuildVersion": client.build, "ModelName": client.model_family, "Model": client.product,
              "ProductName": client.product, "UDID": device.udid, "SerialNumber": device.serial,
              "DeviceCapacity": 128.0, "AvailableDeviceCapacity": 61.5, "IsSupervised": False,
@@ -200,10 +151,15 @@ def _profile_list(context, command):
     listed = [p for p in context.contents.profiles.values() if p.managed or not user_enrollment]
     items = [{"PayloadIdentifier": p.identifier, "PayloadUUID": p.uuid, "PayloadVersion": 1,
               "PayloadDisplayName": p.display_name, "PayloadOrganization": p.organization, "IsManaged": p.managed,
-              "PayloadContent": [{"PayloadType": t, "PayloadVersion": 1, "PayloadIdentifier": f"{p.identifier}.{i}"}
-                                 for i, t in enumerate(p.payload_types)]} for p in listed]
+              "PayloadContent": [{"PayloadType": t, "PayloadVersion": 1, "PayloadIdentifier": f"{p.identifier}.{i}",
+                                  "PayloadUUID": _payload_uuid(p, i)} for i, t in enumerate(p.payload_types)]}
+             for p in listed]
     note = " (a User Enrollment lists managed profiles only)" if user_enrollment else ""
     return Outcome("Acknowledged", {"ProfileList": items}, f"{len(items)} profile(s){note}")
+
+
+def _payload_uuid(profile: Profile, index: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{profile.uuid}/{profile.identifier}/{index}")).upper()
 
 
 def _app_items(apps) -> list[dict]:
@@ -222,7 +178,8 @@ def _installed_application_list(context, command):
 
 
 def _managed_application_list(context, command):
-    listed = {a.bundle_id: {"Status": "Managed", "ManagementFlags": a.management_flags, "HasConfiguration": False,
+    listed = {a.bundle_id: {"Status": "Managed", "ManagementFlags": a.management_flags, "UnusedRedemptionCode": "",
+                            "HasConfiguration": False,
                             "HasFeedback": False, "IsValidated": True, "ExternalVersionIdentifier": a.store_id or 0}
               for a in context.contents.managed_apps()}
     return Outcome("Acknowledged", {"ManagedApplicationList": listed}, f"{len(listed)} managed app(s)")
@@ -248,9 +205,15 @@ def _install_profile(context, command):
         return _error("not a Configuration profile with PayloadIdentifier and PayloadContent",
                       error(MALFORMED_PROFILE, "The profile is malformed.", PROFILE_ERROR_DOMAIN))
     types = tuple(p.get("PayloadType", "?") for p in payloads if isinstance(p, dict))
-    if "com.apple.mdm" in types:
-        return _error("a second MDM payload cannot be installed", error(12001, "Multiple MDM instances"))
     identifier = profile["PayloadIdentifier"]
+    if "com.apple.mdm" in types:
+        if identifier != context.facts.profile_identifier:
+            return _error("a second MDM payload cannot be installed", error(12001, "Multiple MDM instances"))
+        renewed = renewal.prepare(context.facts.mdm_payload or {}, profile, payloads, "enrollment")
+        if isinstance(renewed, str):
+            return _error(f"the enrollment profile update is refused: {renewed}", error(MDM_UPDATE_REFUSED, renewed))
+        return Outcome("Acknowledged", {}, f"renewed the enrollment profile {identifier}: identity "
+                       f"{renewed.cert.subject.rfc4514_string()}", renewal=renewed)
     if identifier in context.contents.profiles and not context.contents.profiles[identifier].managed:
         return _error(f"{identifier} was installed by the person; the MDM cannot replace it",
                       error(PROFILE_NOT_MANAGED, "Profile not managed"))
@@ -293,7 +256,8 @@ def _install_application(context, command):
                           RejectionReason="CouldNotVerifyAppID")
         bundle, name = APP_STORE[store_id]
         options = command.get("Options") if isinstance(command.get("Options"), dict) else {}
-        if context.facts.user_enrollment and context.facts.client.os_name != "macOS" and options.get("PurchaseMethod") != 1:
+        mobile = context.facts.client.os_name != "macOS"
+        if context.facts.user_enrollment and mobile and options.get("PurchaseMethod") != 1:
             # Schema: "Set [PurchaseMethod] to 1 ... to install an iOS app with user enrollment."
             return _error("a User Enrollment installs App Store apps only with a VPP license (PurchaseMethod 1)",
                           error(APP_CANNOT_BE_PURCHASED, "App cannot be purchased"),
@@ -352,7 +316,7 @@ _HANDLERS = {
     "RemoveApplication": _remove_application, "InstalledApplicationList": _installed_application_list,
     "DeviceLock": _device_lock, "EraseDevice": _erase_device, "RestartDevice": _restart,
     "ShutDownDevice": _restart, "ClearPasscode": _acknowledge("passcode cleared"),
-    "Restrictions": _acknowledge("no restrictions in effect", GlobalRestrictions={}),
+    "Restrictions": _acknowledge("no restrictions in effect", GlobalRestrictions={}, ProfileRestrictions={}),
     "ScheduleOSUpdate": _acknowledge("no update available", UpdateResults=[]),
 }
 assert all(name in _HANDLERS for name, rule in RULES.items()

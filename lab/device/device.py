@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from lab.device import channel, enrollment, lifecycle, signin
+from lab.device import channel, enrollment, lifecycle, renewal, signin
 from lab.device.authentication import Credentials
 from lab.device.commands import CommandContext, Facts, Outcome, execute
 from lab.device.contents import Contents
@@ -28,6 +28,7 @@ from lab.device.separation import DEFAULT_PERSONAL_APPS
 from lab.device.trace import Trace
 from lab.net import LabResolver, Network
 from lab.pki import self_signed
+from lab.protocol import BUNDLE_ID
 
 PERSONAL_ACCOUNT = "robin@personal.example"
 
@@ -48,11 +49,15 @@ class Device:
     personal_apps: tuple[str, ...] = DEFAULT_PERSONAL_APPS
     pkce: bool = False  # send PKCE in the OAuth 2 authorization request (the observed iOS client does not)
     owner_name: str = "Robin"
+    managed_by: str | None = None  # another MDM that already manages the device (no work-account option then)
     locked: bool = False
     history: list[dict] = field(default_factory=list)
     contents: Contents | None = None
 
     def __post_init__(self):
+        bad = next((a for a in self.personal_apps if not BUNDLE_ID.fullmatch(str(a))), None)
+        if bad is not None:
+            raise ValueError(f"{bad!r} is not an app's bundle identifier (reverse-DNS, e.g. com.example.chat)")
         self.client = Client(self.model_family, self.os_version, strict=self.strict, pkce=self.pkce,
                              discovery_timeout=self.discovery_timeout, apple_host=self.network.apple_host,
                              language=self.language)
@@ -75,6 +80,10 @@ class Device:
     @property
     def device_id(self) -> str:
         return self.serial
+
+    @property
+    def name(self) -> str:
+        return f"{self.model_family} of {self.owner_name}"
 
     @property
     def product(self) -> str:
@@ -104,12 +113,14 @@ class Device:
     def command_context(self) -> CommandContext:
         enrolled, identity = self.enrollment, self.identity
         return CommandContext(self.contents, Facts(
-            self.client, self.udid, self.serial, self.owner_name, enrolled.mode, enrolled.identifier,
-            enrolled.profile_identifier, identity[1] if identity else None, self.locked))
+            self.client, self.udid, self.serial, self.name, enrolled.mode, enrolled.identifier,
+            enrolled.profile_identifier, identity[1] if identity else None, self.locked, enrolled.mdm_payload))
 
     def run_command(self, envelope: dict) -> Outcome:
         outcome = execute(self.command_context(), envelope)
         self.locked = self.locked or outcome.lock
+        if outcome.renewal is not None:
+            renewal.apply(self, outcome.renewal)
         return outcome
 
     def set_credentials(self, credentials: Credentials) -> None:

@@ -11,15 +11,12 @@ import uuid
 from cryptography.hazmat.primitives import serialization
 
 from lab import cms
-from lab.device import channel, discovery, esso, profile, signin
+from lab.device import channel, discovery, esso, profile, renewal, signin
 from lab.device.authentication import Credentials, read_challenge
 from lab.device.errors import exchange
-from lab.device.model import ABM_FALLBACK_MINIMUM, VERSIONS, Enrollment
+from lab.device.model import ABM_FALLBACK_MINIMUM, ADUE_MINIMUM, ENROLL_TYPE, FORM_TYPE, VERSIONS, Enrollment
 from lab.device.separation import Profile
 from lab.device.trace import OK, WARN, DeviceFailure, Trace
-
-ENROLL_TYPE = "application/pkcs7-signature"
-
 
 def enroll(device, identifier: str, password: str | None) -> Trace:
     trace = Trace()
@@ -36,6 +33,7 @@ def enroll(device, identifier: str, password: str | None) -> Trace:
 
 def _enroll(device, identifier: str, password: str | None, trace: Trace) -> None:
     client = device.client
+    _offered(device, trace)
     _, domain = discovery.split_identifier(identifier)
     trace.add("identifier", f"sign in to work or school account as {identifier}", OK,
               f"domain {domain}: the device asks it for the enrollment service")
@@ -45,7 +43,7 @@ def _enroll(device, identifier: str, password: str | None, trace: Trace) -> None
                                     "VERSION": client.build}), device.builtin_identity, device.key)
     response = _post_enroll(device, service.base_url, body, None, trace)
     if response.status_code != 401:
-        _unexpected_enroll_status(response, trace, first=True)
+        _unexpected_enroll_status(response, trace, first=True, labelled=client.enroll_content_type)
     try:
         esso.follow(client, device.session, device.contents, response, enrollment_id, trace)
         challenge = read_challenge(response, trace, strict=client.strict)
@@ -66,6 +64,24 @@ def _enroll(device, identifier: str, password: str | None, trace: Trace) -> None
                   f"{'UDID' if mode == 'ADDE' else 'EnrollmentID'} {device.enrollment.enrollment_id}")
 
 
+LOOK = "look for Sign in to work or school account (Settings > General > VPN & Device Management)"
+
+
+def _offered(device, trace: Trace) -> None:
+    """Settings shows "Sign in to work or school account" only on an OS that has it and a device no MDM manages;
+    otherwise the person has nothing to tap and nothing is sent."""
+    client = device.client
+    if not client.has_entry_point:
+        minimum = ADUE_MINIMUM[client.model_family]
+        trace.stop("identifier", "no-entry-point", f"{client.os_name} {client.os_version} has no \"Sign in "
+                   f"to work or school account\" in Settings: account-driven enrollment came in "
+                   f"{client.os_name} {minimum[0]}.{minimum[1]}. Nothing was sent; update the device", LOOK)
+    if device.managed_by:
+        trace.stop("identifier", "already-managed", f"this device is already managed by {device.managed_by} "
+                   "(Settings > General > VPN & Device Management), so Settings does not offer \"Sign in to "
+                   "work or school account\". Nothing was sent; remove the other management first", LOOK)
+
+
 def _install_enrollment(device, installed, enrollment_id: str, identifier: str, credentials: Credentials,
                         trace: Trace) -> None:
     mdm, mode = installed.mdm, installed.mdm["EnrollmentMode"]
@@ -77,7 +93,7 @@ def _install_enrollment(device, installed, enrollment_id: str, identifier: str, 
         checkin_url=installed.checkin_url, topic=mdm["Topic"],
         identity_subject=installed.identity_cert.subject.rfc4514_string(),
         profile_identifier=installed.identifier, organization=installed.organization,
-        check_out_when_removed=bool(mdm.get("CheckOutWhenRemoved", False)))
+        check_out_when_removed=bool(mdm.get("CheckOutWhenRemoved", False)), mdm_payload=renewal.kept(mdm))
     key_pem = installed.identity_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                    serialization.NoEncryption())
     contents.keychain_put("mdm-identity", key_pem + installed.identity_cert.public_bytes(serialization.Encoding.PEM))
@@ -144,7 +160,7 @@ def _discover(device, domain: str, identifier: str, trace: Trace) -> discovery.S
 
 
 def _post_enroll(device, url: str, body: bytes, token: str | None, trace: Trace):
-    headers = {"Content-Type": ENROLL_TYPE, "User-Agent": device.client.user_agent_enroll}
+    headers = {"Content-Type": device.client.enroll_content_type, "User-Agent": device.client.user_agent_enroll}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     stage = "enrollment" if token else "authentication"
@@ -157,9 +173,13 @@ def _post_enroll(device, url: str, body: bytes, token: str | None, trace: Trace)
     return response
 
 
-def _unexpected_enroll_status(response, trace: Trace, *, first: bool) -> None:
+def _unexpected_enroll_status(response, trace: Trace, *, first: bool, labelled: str = ENROLL_TYPE) -> None:
     status = response.status_code
     stage = "authentication" if first else "enrollment"
+    if first and status in (400, 415) and labelled == FORM_TYPE:
+        trace.stop(stage, f"enroll-http-{status}", f"the MDM enrollment endpoint answered {status} to the signed "
+                   f"request, which this device labels {FORM_TYPE} (as iOS 15 does): a server that parses by "
+                   "Content-Type reads an empty form. Read the body as CMS whatever its label")
     if first and status == 200:
         trace.stop(stage, "enroll-no-challenge", "the MDM answered the first enrollment request with 200; "
                    "account-driven enrollment needs 401 with WWW-Authenticate: Bearer so the user can sign in")

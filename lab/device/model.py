@@ -23,6 +23,7 @@ ADDE_MINIMUM = {"iPhone": (17, 0), "iPad": (17, 0), "Mac": (14, 0), "Vision": (1
 ABM_FALLBACK_MINIMUM = {"iPhone": (18, 2), "iPad": (18, 2), "Mac": (15, 2), "Vision": (2, 2)}
 DEFAULT_OS = {"iPhone": "26.1", "iPad": "26.1", "Mac": "26.1", "Vision": "26.1"}
 VERSIONS = {"mdm-byod": "account-driven User Enrollment", "mdm-adde": "account-driven Device Enrollment"}
+ENROLL_TYPE, FORM_TYPE = "application/pkcs7-signature", "application/x-www-form-urlencoded"
 _BUILD_PREFIX = {"iOS": 4, "iPadOS": 4, "macOS": 9, "visionOS": 20}
 
 
@@ -81,6 +82,18 @@ class Client:
     def has_abm_fallback(self) -> bool:
         return self.version >= ABM_FALLBACK_MINIMUM[self.model_family]
 
+    @property
+    def has_entry_point(self) -> bool:
+        """Settings offers "Sign in to work or school account" (account-driven enrollment) on this OS version."""
+        return self.version >= min(ADUE_MINIMUM[self.model_family], ADDE_MINIMUM[self.model_family])
+
+    @property
+    def enroll_content_type(self) -> str:
+        """iOS/iPadOS 15 label the signed enrollment request as a form; later versions as what it is (CMS)."""
+        if self.os_name in ("iOS", "iPadOS") and self.version[0] == 15:
+            return FORM_TYPE
+        return ENROLL_TYPE
+
     def unsupported_version_reason(self, version: str) -> str | None:
         minimum = (ADUE_MINIMUM if version == "mdm-byod" else ADDE_MINIMUM)[self.model_family]
         if self.version < minimum:
@@ -103,6 +116,7 @@ class Enrollment:
     check_out_when_removed: bool = True
     enrollment_user_id: str | None = None
     enrolled_at: float = field(default_factory=time.time)
+    mdm_payload: dict = field(default_factory=dict)  # the installed com.apple.mdm payload (a renewal is held to it)
     credentials: Credentials | None = None  # kept in the managed keychain, never in the plain record
 
     @property

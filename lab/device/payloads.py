@@ -16,7 +16,8 @@ def apply(contents: Contents, identifier: str, types: tuple[str, ...], account: 
         if kind in PAYLOAD_DATA:
             content, text = PAYLOAD_DATA[kind]
             where = contents.put_work_item(content, f"{identifier}/{content}", text, account)
-            done.append(f"{content} {'on the data-separated volume' if where == 'sealed' else 'in the shared store (not separated on this OS version)'}")
+            done.append(f"{content} on the data-separated volume" if where == "sealed" else
+                        f"{content} in the shared store (not separated on this OS version)")
     return "; ".join(done)
 
 

@@ -35,6 +35,33 @@ class InstalledProfile:
         return self.mdm.get("CheckInURL") or self.mdm["ServerURL"]
 
 
+class ProfileProblem(ValueError):
+    def __init__(self, code: str, explanation: str):
+        super().__init__(explanation)
+        self.code, self.explanation = code, explanation
+
+
+def identity_of(payloads: list[dict], mdm: dict):
+    """The (key, certificate) of the identity payload that IdentityCertificateUUID names; ProfileProblem if none."""
+    identity = next((p for p in payloads if p.get("PayloadUUID") == mdm.get("IdentityCertificateUUID")), None)
+    if identity is None or identity.get("PayloadType") not in IDENTITY_TYPES:
+        raise ProfileProblem("profile-identity-missing", "IdentityCertificateUUID names no identity payload (pkcs12, "
+                             "scep or acme) in the profile; make it the identity payload's PayloadUUID")
+    if identity["PayloadType"] != "com.apple.security.pkcs12":
+        raise ProfileProblem("identity-type-unsupported", f"the simulated device cannot run {identity['PayloadType']} "
+                             "yet; deliver the identity as com.apple.security.pkcs12")
+    try:
+        password = identity.get("Password")
+        key, cert, _ = pkcs12.load_key_and_certificates(identity["PayloadContent"],
+                                                        password.encode() if password else None)
+    except Exception:
+        raise ProfileProblem("identity-unreadable", "the PKCS#12 identity cannot be opened with its Password; check "
+                             "both") from None
+    if cert is None or key is None:
+        raise ProfileProblem("identity-unreadable", "the PKCS#12 identity lacks its certificate or private key")
+    return key, cert
+
+
 def install(response, version: str, identifier: str, trusted_roots: list[x509.Certificate],
             trace: Trace) -> InstalledProfile:
     media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -71,27 +98,13 @@ def install(response, version: str, identifier: str, trusted_roots: list[x509.Ce
     mdm_payloads = [p for p in payloads if p.get("PayloadType") == "com.apple.mdm"]
     if len(mdm_payloads) != 1:
         trace.stop(STAGE, "profile-mdm-payload",
-                   f"the profile has {len(mdm_payloads)} com.apple.mdm payloads; exactly " "one is needed", ACTION)
+                   f"the profile has {len(mdm_payloads)} com.apple.mdm payloads; exactly one is needed", ACTION)
     mdm = mdm_payloads[0]
     _check_mdm_payload(mdm, version, identifier, trace)
-    identity = next((p for p in payloads if p.get("PayloadUUID") == mdm["IdentityCertificateUUID"]), None)
-    if identity is None or identity.get("PayloadType") not in IDENTITY_TYPES:
-        trace.stop(STAGE, "profile-identity-missing",
-                   "IdentityCertificateUUID names no identity payload (pkcs12, scep "
-                   "or acme) in the profile; make it the identity payload's " "PayloadUUID", ACTION)
-    if identity["PayloadType"] != "com.apple.security.pkcs12":
-        trace.stop(STAGE, "identity-type-unsupported",
-                   f"the simulated device cannot run {identity['PayloadType']} yet; "
-                   "deliver the identity as com.apple.security.pkcs12", ACTION)
     try:
-        password = identity.get("Password")
-        key, cert, _ = pkcs12.load_key_and_certificates(identity["PayloadContent"],
-                                                        password.encode() if password else None)
-    except Exception:
-        trace.stop(STAGE, "identity-unreadable", "the PKCS#12 identity cannot be opened with its Password; check both",
-                   ACTION)
-    if cert is None or key is None:
-        trace.stop(STAGE, "identity-unreadable", "the PKCS#12 identity lacks its certificate or private key", ACTION)
+        key, cert = identity_of(payloads, mdm)
+    except ProfileProblem as problem:
+        trace.stop(STAGE, problem.code, problem.explanation, ACTION)
     trace.add(STAGE, "install the enrollment profile", OK,
               f"{MODES[version]} enrollment for {mdm['AssignedManagedAppleID']}; identity "
               f"{cert.subject.rfc4514_string()} installed; the data-separated volume is created")

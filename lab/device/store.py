@@ -137,6 +137,7 @@ def _record(device: Device) -> dict:
         "model_family": device.model_family, "os_version": device.os_version, "strict": device.strict,
         "serial": device.serial, "udid": device.udid, "language": device.language, "pkce": device.pkce,
         "owner_name": device.owner_name, "locked": device.locked, "history": device.history,
+        "managed_by": device.managed_by,
         "enrollment": device.enrollment.to_dict() if device.enrollment else None,
         "contents": {"personal_account": contents.personal_account, "personal": contents.personal,
                      "apps": [a.to_dict() for a in contents.apps.values()],
@@ -152,7 +153,7 @@ def _device(record: dict, network: Network, keys: dict, items: dict) -> Device:
     device = Device(network, model_family=record["model_family"], os_version=record["os_version"],
                     strict=record["strict"], serial=record["serial"], udid=record["udid"],
                     language=record["language"], pkce=record["pkce"], owner_name=record["owner_name"],
-                    locked=record["locked"], history=record["history"],
+                    locked=record["locked"], history=record["history"], managed_by=record.get("managed_by"),
                     personal_account=c["personal_account"], personal_apps=())
     contents = device.contents
     contents.personal = c["personal"]

@@ -88,10 +88,37 @@ def test_on_ios_18_2_a_domain_abm_does_not_know_fails_at_the_fallback(lab, devic
     assert "dns" in trace.explanation.lower() or "does not exist" in trace.explanation
 
 
-def test_os_too_old_for_user_enrollment(lab, device):
+def test_os_too_old_for_user_enrollment_shows_no_entry_point_and_sends_nothing(lab, device):
+    # Behaviour changed (issue 12 §4): below iOS 15 there is nothing to tap, so not even the well-known fetch happens
+    after = lab.events.last_id()
     trace = device(model_family="iPhone", os_version="14.8").enroll(IDENTIFIER, PASSWORD)
-    assert (trace.outcome, trace.diagnosis) == ("failed", "version-unsupported-on-device")
+    assert (trace.outcome, trace.diagnosis) == ("failed", "no-entry-point")
     assert "iOS 15.0" in trace.explanation
+    assert [e for e in lab.events.query(after=after, limit=100) if e["kind"] == "http"] == []
+
+
+def test_an_ios_15_device_that_cannot_do_device_enrollment_says_so(lab, device):
+    # The org domain offers User Enrollment here; the device knows its own limits for Device Enrollment
+    assert "iOS 17.0" in device(model_family="iPhone", os_version="15.8").client.unsupported_version_reason(
+        "mdm-adde")
+
+
+def test_a_device_managed_by_another_mdm_is_not_offered_the_work_account(lab, device):
+    after = lab.events.last_id()
+    trace = device(model_family="iPhone", os_version="26.1", managed_by="Other MDM Inc.").enroll(IDENTIFIER,
+                                                                                                PASSWORD)
+    assert (trace.outcome, trace.diagnosis, trace.steps[-1].stage) == ("failed", "already-managed", "identifier")
+    assert "Other MDM Inc." in trace.explanation
+    assert [e for e in lab.events.query(after=after, limit=100) if e["kind"] == "http"] == []
+
+
+def test_ios_15_labels_its_signed_enrollment_request_as_a_form(lab, device):
+    phone = device(model_family="iPhone", os_version="15.8")
+    trace = phone.enroll(IDENTIFIER, PASSWORD)
+    assert trace.outcome == "enrolled", trace.render()
+    posts = [s.request for s in trace.steps if s.request and s.request["method"] == "POST"
+             and s.request["url"].endswith("/enroll")]
+    assert {dict(p["headers"])["Content-Type"] for p in posts} == {"application/x-www-form-urlencoded"}
 
 
 def test_a_device_that_trusts_another_ca_fails_with_a_tls_diagnosis(lab, tmp_path):
