@@ -23,7 +23,22 @@ SECRET_KEYS = frozenset({
     "access-token", "access_token", "refresh_token", "refresh-token", "code", "password", "token",
     "client_secret", "auth_session_token", "id_token", "payloadcontent", "unlocktoken", "code_verifier",
 })
-SECRET_HEADERS = frozenset({"authorization", "cookie", "set-cookie", "x-adm-auth-session", "mdm-signature"})
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-adm-auth-session",
+                            "mdm-signature"})
+# Any other name that says it carries a credential: X-API-Key, X-Auth-Token, client_secret, sessionToken, ...
+_SECRET_WORDS = re.compile(r"token|secret|authoriz|passw(?:or)?d|passphrase|api[-_]?key|credential|private[-_]?key|session"
+                           r"|csrf|signature|cookie", re.I)
+_NOT_SECRET = re.compile(r"[-_]?(?:url|uri|type|ttl|expiry|expires(?:[-_]in)?|endpoint|hint|method|length|name)$",
+                         re.I)
+_BEARER = re.compile(r"\b(Bearer|Basic)(\s+)([A-Za-z0-9._~+/-]{8,}=*)(?![\w=])")
+
+
+def secret_name(name) -> bool:
+    """Whether a header, parameter, JSON member or plist key of this name carries a secret."""
+    name = str(name).lower()
+    return name in SECRET_KEYS or (bool(_SECRET_WORDS.search(name)) and not _NOT_SECRET.search(name))
+
+
 EXCERPT_LIMIT = 2048
 
 _SCHEMA = """
@@ -37,6 +52,8 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT '{}',
     enrollment TEXT, user TEXT, message_type TEXT, outcome TEXT
 );
+CREATE TABLE IF NOT EXISTS retention (id INTEGER PRIMARY KEY CHECK (id = 1), dropped INTEGER NOT NULL,
+    through INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS events_device ON events(device);
 CREATE INDEX IF NOT EXISTS events_host ON events(host)
 """
@@ -82,7 +99,7 @@ def mask(value: str) -> str:
 def redact_query(query: str) -> str:
     pairs = parse_qsl(query, keep_blank_values=True)
     # masks stay readable ("abcd…[redacted]"); everything else is encoded as a query would be
-    return "&".join(f"{quote(k, safe='@:/')}={mask(v) if k.lower() in SECRET_KEYS else quote(v, safe='@:/')}"
+    return "&".join(f"{quote(k, safe='@:/')}={mask(v) if secret_name(k) else quote(v, safe='@:/')}"
                     for k, v in pairs)
 
 
@@ -111,44 +128,59 @@ def redact_headers(headers) -> dict[str, str]:
         lname = name.lower()
         if lname in ("cookie", "set-cookie"):
             out[name] = "; ".join(_redact_cookie(part.strip()) for part in value.split(";"))
-        elif lname in SECRET_HEADERS:
+        elif lname in SECRET_HEADERS or secret_name(lname):
             scheme, _, rest = value.partition(" ")
             out[name] = f"{scheme} {mask(rest)}" if rest else mask(value)
         elif lname == "location":
             out[name] = redact_url(value)
-        else:
+        elif lname == "www-authenticate":  # a challenge: its parameters are the point, never a credential
             out[name] = value
+        else:
+            out[name] = _redact_bearers(value)
     return out
 
 
 def _redact_json(value):
     if isinstance(value, dict):
-        return {k: mask(v) if k.lower() in SECRET_KEYS and isinstance(v, (str, bytes)) else _redact_json(v)
+        return {k: mask(v) if secret_name(k) and isinstance(v, (str, bytes)) else _redact_json(v)
                 for k, v in value.items()}
     if isinstance(value, list):
         return [_redact_json(v) for v in value]
     return value
 
 
-_QUERY_SECRET = re.compile(r"((?:^|[?&;\s\"'])(?:%s)=)([^&\"'<>\s]+)" % "|".join(re.escape(k) for k in SECRET_KEYS),
-                           re.I)
-_JSON_SECRET = re.compile(r'("(?:%s)"\s*:\s*")((?:[^"\\]|\\.)*)' % "|".join(re.escape(k) for k in SECRET_KEYS), re.I)
-_XML_SECRET = re.compile(r"(<key>(?:%s)</key>\s*<(?:string|data)>)([^<]*)" % "|".join(SECRET_KEYS), re.I)
+_NAME = r"[\w.-]{1,64}"
+_QUERY_SECRET = re.compile(r"((?:^|[?&;\s\"'])(%s)=)([^&\"'<>\s]+)" % _NAME)
+_JSON_SECRET = re.compile(r'("(%s)"\s*:\s*")((?:[^"\\]|\\.)*)' % _NAME)
+_XML_SECRET = re.compile(r"(<key>(%s)</key>\s*<(?:string|data)>)([^<]*)" % _NAME, re.I)
+
+
+def _masked_if_secret(match: re.Match) -> str:
+    return match.group(1) + (mask(match.group(3)) if secret_name(match.group(2)) else match.group(3))
+
+
+def _redact_bearers(text: str) -> str:
+    """``Bearer <token>`` wherever it is written (a log line, an error message, a custom header)."""
+    return _BEARER.sub(lambda m: m.group(1) + m.group(2) + mask(m.group(3)), text)
 
 
 def _redact_text(text: str) -> str:
-    """Secrets in any syntax a body may use: plist keys, JSON members, query or form parameters."""
-    text = _XML_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
-    text = _JSON_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
-    return _QUERY_SECRET.sub(lambda m: m.group(1) + mask(m.group(2)), text)
+    """Secrets in any syntax a body may use: plist keys, JSON members, query or form parameters, bearer strings."""
+    text = _XML_SECRET.sub(_masked_if_secret, text)
+    text = _JSON_SECRET.sub(_masked_if_secret, text)
+    text = _QUERY_SECRET.sub(_masked_if_secret, text)
+    return _redact_bearers(text)
 
 
 PROFILE_LIMIT = 16384  # an unwrapped profile, its data blobs described: a few KB
 SIGNED_TYPES = frozenset({"application/x-apple-aspen-config", "application/pkcs7-signature",
                           "application/pkcs7-mime"})
-# keys of a profile or device-info plist whose values are secrets whatever their type
-PLIST_SECRETS = frozenset({"password", "payloadcontent", "challenge", "unlocktoken", "token", "pushmagic",
-                           "accesstoken", "refreshtoken", "bootstraptoken", "clientsecret"})
+# keys of a profile or device-info plist whose values are secrets whatever their type (with secret_name's)
+PLIST_SECRETS = frozenset({"payloadcontent", "challenge", "pushmagic"})
+
+
+def _plist_secret(key: str) -> bool:
+    return key.lower() in PLIST_SECRETS or secret_name(key)
 
 
 def _redact_plist(value, key: str = ""):
@@ -157,8 +189,8 @@ def _redact_plist(value, key: str = ""):
     if isinstance(value, list):
         return [_redact_plist(v, key) for v in value]
     if isinstance(value, (bytes, bytearray)):
-        return f"[{len(value)} bytes of data{', redacted' if key.lower() in PLIST_SECRETS else ''}]"
-    if isinstance(value, str) and key.lower() in PLIST_SECRETS:
+        return f"[{len(value)} bytes of data{', redacted' if _plist_secret(key) else ''}]"
+    if isinstance(value, str) and _plist_secret(key):
         return mask(value)
     return value
 
@@ -269,6 +301,11 @@ def device_trace_events(identifier: str, trace: dict, who: str | None = None, *,
     return events
 
 
+def _summary(text: str) -> str:
+    """A summary as stored: a credential a client wrote into it (a trace, an error message) is masked."""
+    return _redact_bearers(text) if text and ("Bearer" in text or "Basic" in text) else text
+
+
 def _said_once(outcome: str, explanation: str) -> str:
     """``outcome: explanation``, unless the explanation already starts with the outcome ("enrolled with …")."""
     return explanation if explanation.lower().startswith(outcome.lower()) else f"{outcome}: {explanation}"
@@ -292,10 +329,14 @@ class EventLog:
 
     QUEUE_LIMIT = 10_000  # events waiting for the writer; ~2 MB at most
     BATCH_LIMIT = 500  # events per transaction
+    RETAIN = 200_000  # the newest events kept; ~400 MB at most with full excerpts, usually far less
+    DROP_BATCH = 1_000  # oldest events deleted per transaction, so a trim never holds the writer (or a reader) long
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, retain: int | None = None):
         self.store = Store(path, _SCHEMA)
         _migrate(self.store)
+        self.retain = max(1, retain or self.RETAIN)
+        self._oldest = (self.store.one("SELECT MIN(id) AS m FROM events")["m"] or 1)
         self._changed = threading.Condition()  # notified when an id is assigned (wait)
         self._written_cond = threading.Condition()  # notified when the writer committed a batch (flush)
         self._id_lock = threading.Lock()
@@ -345,7 +386,7 @@ class EventLog:
                     self._room.notify_all()
                 try:
                     rows = [(event_id, e.ts, e.component, e.kind, e.host, e.method, e.path, e.status, e.stage,
-                             e.device, e.summary, json.dumps(e.detail, default=str), e.enrollment, e.user,
+                             e.device, _summary(e.summary), json.dumps(e.detail, default=str), e.enrollment, e.user,
                              e.message_type, e.outcome) for event_id, e in batch]
                     with self.store.transaction() as db:
                         db.executemany(
@@ -357,8 +398,44 @@ class EventLog:
                 with self._written_cond:
                     self._written = batch[-1][0]
                     self._written_cond.notify_all()
+                self._trim()
             if self._closed and not pending:
                 return
+
+    def _trim(self) -> None:
+        """Keep the newest ``retain`` events; say in the timeline how many older ones went, and up to which id.
+
+        Ids are handed out in order and only the oldest are ever deleted, so ``written - oldest`` counts the rows
+        without a COUNT over a large table; a tenth of slack lets one trim delete many rows at once.
+        """
+        excess = self._written - self._oldest + 1 - self.retain
+        if excess <= max(1, self.retain // 10):
+            return
+        through = min(self._written - self.retain, self._oldest + self.DROP_BATCH - 1)
+        try:
+            with self.store.transaction() as db:
+                dropped = db.execute("DELETE FROM events WHERE id <= ?", (through,)).rowcount
+                db.execute("INSERT INTO retention (id, dropped, through) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE"
+                           " SET dropped = dropped + excluded.dropped, through = excluded.through", (dropped, through))
+        except Exception:
+            log.exception("could not trim the timeline")
+            return
+        self._oldest = through + 1
+        self._note(Event(component="lab", kind="retention", outcome="events-dropped", summary=(
+            f"the timeline keeps the newest {self.retain} events: {dropped} older ones (through #{through}) "
+            f"were dropped"), detail={"dropped": dropped, "through": through, "retain": self.retain}))
+
+    def _note(self, event: Event) -> None:
+        """Queue an event from the writer itself: it never waits for room (the writer is what makes room)."""
+        with self._id_lock:
+            self._last_assigned += 1
+            self._pending.append((self._last_assigned, event))
+        self._wake.set()
+
+    def retention(self) -> dict:
+        """How many events the retention bound has dropped so far, and the newest id it dropped."""
+        row = self.store.one("SELECT dropped, through FROM retention WHERE id = 1")
+        return {"retain": self.retain, "dropped": row["dropped"] if row else 0, "through": row["through"] if row else 0}
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every event recorded so far is committed."""

@@ -274,3 +274,19 @@ def test_check_in_arrows_name_their_message_type():
     [attempt] = timeline.enrollments(ev.items, now=ev.ts + 100)
     labels = [s["label"] for s in attempt["steps"] if s["stage"] == "check-in" and s["kind"] == "http"]
     assert labels == ["PUT mdm.lab.test/mdm/checkin Authenticate", "PUT mdm.lab.test/mdm/checkin TokenUpdate"]
+
+
+def test_the_fields_say_whose_enrollment_id_it_is_without_the_mdm_state_or_a_guess():
+    """Contract 2: an MDM event labelled with user and enrollment joins that user's attempt, even with no attempt
+    in progress to guess from (here another user's exchange came in between)."""
+    ev = Events()
+    ev.http("org-domain", "betterbag.test", "GET", WELL_KNOWN, 200, "discovery", ELIZA)
+    ev.http("mdm", "mdm.lab.test", "POST", "/enroll", 200, "enrollment", ELIZA, user=ELIZA)
+    ev.http("org-domain", "betterbag.test", "GET", WELL_KNOWN, 200, "discovery", "omar@betterbag.test")
+    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in", ENROLLMENT_ID, user=ELIZA,
+            enrollment=ENROLLMENT_ID, message_type="TokenUpdate", outcome="enrolled")
+    ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/server", 200, "commands", ENROLLMENT_ID, enrollment=ENROLLMENT_ID)
+    attempts = {a["identifier"]: a for a in timeline.enrollments(ev.items, {}, now=ev.ts + 100)}
+    assert set(attempts) == {ELIZA, "omar@betterbag.test"}
+    assert attempts[ELIZA]["status"] == "enrolled" and attempts[ELIZA]["enrollment_ids"] == [ENROLLMENT_ID]
+    assert len(attempts[ELIZA]["steps"]) == 4

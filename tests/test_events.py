@@ -364,3 +364,63 @@ def test_a_signed_profile_is_stored_opened_readable_and_without_its_secrets():
     assert f"[{len(p12)} bytes of data, redacted]" in shown
     assert SECRET not in shown and "PKCS12" not in shown
     assert redact_body(b"\x30\x82garbage", "application/x-apple-aspen-config") == "<9 bytes application/x-apple-aspen-config>"
+
+
+# -- secrets outside the known fields (issue 13 §5, F20) ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Proxy-Authorization", "X-Api-Key", "X-API-KEY", "X-Auth-Token", "Api-Key",
+                                  "X-Amz-Security-Token", "X-Session-Id", "X-Client-Secret", "X-CSRF-Token"])
+def test_every_header_named_like_a_credential_is_masked(name):
+    out = redact_headers([(name, f"Bearer {SECRET}"), (name + "-2", SECRET)])
+    assert SECRET not in json.dumps(out, ensure_ascii=False)
+
+
+def test_bearer_strings_are_masked_wherever_they_are_written():
+    out = redact_headers([("X-Forwarded-Note", f"sent with Bearer {SECRET}"), ("WWW-Authenticate",
+                          'Bearer method="apple-as-web",url="https://mdm.lab.test/auth/web"')])
+    assert SECRET not in out["X-Forwarded-Note"]
+    assert out["WWW-Authenticate"] == 'Bearer method="apple-as-web",url="https://mdm.lab.test/auth/web"'
+    assert SECRET not in redact_body(f"error: token Bearer {SECRET} expired".encode(), "text/plain")
+
+
+@pytest.mark.parametrize("key", ["apiKey", "api_key", "sessionToken", "clientSecret", "userPassword", "passwd",
+                                 "privateKey", "credentials", "X-Api-Key"])
+def test_json_and_form_members_named_like_credentials_are_masked(key):
+    assert SECRET not in redact_body(json.dumps({"outer": {key: SECRET}}).encode(), "application/json")
+    assert SECRET not in redact_body(json.dumps({key: SECRET}).encode(), "text/plain")  # mislabelled JSON
+    assert SECRET not in redact_body(f"a=1&{key}={SECRET}".encode(), "application/x-www-form-urlencoded")
+    assert SECRET not in redact_query(f"{key}={SECRET}")
+
+
+def test_names_about_a_credential_are_not_credentials():
+    body = json.dumps({"token_type": "Bearer", "token_url": "https://x.test/t", "expires_in": 3600,
+                       "token_ttl": 60, "login_hint": "eliza@betterbag.test", "method": "apple-as-web"})
+    assert json.loads(redact_body(body.encode(), "application/json")) == json.loads(body)
+
+
+# -- retention (issue 13 §7, F14) ---------------------------------------------------------------------------------
+
+def test_the_timeline_keeps_its_newest_events_and_says_what_it_dropped(tmp_path):
+    log = EventLog(tmp_path / "events.db", retain=100)
+    try:
+        for i in range(1, 351):
+            log.record(Event(component="dns", kind="dns", summary=str(i)))
+            if i % 50 == 0:
+                log.flush()
+        log.flush()
+        kept = log.query(limit=5000)
+        assert len(kept) <= 100 + 10 + 5  # the bound, its slack and the notices
+        assert kept[-1]["summary"] == "350" or kept[-1]["kind"] == "retention"
+        notices = log.query(kind="retention")
+        assert notices and all(n["outcome"] == "events-dropped" for n in notices)
+        assert "older ones" in notices[-1]["summary"]
+        retention = log.retention()
+        assert retention["retain"] == 100 and retention["dropped"] >= 230
+        assert retention["through"] < kept[0]["id"]
+    finally:
+        log.close()
+    reopened = EventLog(tmp_path / "events.db", retain=100)  # the count survives a restart
+    try:
+        assert reopened.retention()["dropped"] == retention["dropped"]
+    finally:
+        reopened.close()

@@ -21,7 +21,8 @@ bp = Blueprint("api", __name__)
 @bp.get("/api/health")
 def health():
     lab = _lab()
-    return jsonify({"status": "ok", "last_event_id": lab.events.last_id(), **described(lab)})
+    return jsonify({"status": "ok", "last_event_id": lab.events.last_id(), "timeline": lab.events.retention(),
+                    **described(lab)})
 
 
 @bp.get("/api/accounts")
@@ -33,12 +34,17 @@ def accounts():
 
 @bp.get("/api/events")
 def events():
-    """Events after ``after`` (oldest first), or with ``last``, the newest N."""
+    """Events after ``after`` (oldest first); with ``before``, the newest ``limit`` below it (a page back in
+    time); with ``last``, the newest N. Every answer is one bounded, indexed query, however large the timeline."""
     lab = _lab()
     after, limit = int_arg("after", 0), int_arg("limit", 500, minimum=1, maximum=5000)
-    last = int_arg("last", None, maximum=5000)
+    last, before = int_arg("last", None, maximum=5000), int_arg("before", None)
     if last is not None:  # the newest N (of those after ``after``)
-        return jsonify([e for e in timeline.newest(lab.events, last, **event_filters()) if e["id"] > after])
+        if last == 0:
+            return jsonify([])
+        return jsonify(lab.events.query(after=after, before=before, limit=last, newest=True, **event_filters()))
+    if before is not None:
+        return jsonify(lab.events.query(after=after, before=before, limit=limit, newest=True, **event_filters()))
     return jsonify(lab.events.query(after=after, limit=limit, **event_filters()))
 
 

@@ -1,6 +1,9 @@
 """What the console's modules share: the lab of this app, query-parameter and JSON-body parsing."""
 from __future__ import annotations
 
+import json
+import re
+
 from flask import current_app, request
 
 from lab.flaskapp import LabError
@@ -40,10 +43,65 @@ def int_arg(name: str, default: int | None, *, minimum: int = 0, maximum: int = 
     return value
 
 
+MAX_JSON_DEPTH = 32  # the control API's bodies are two or three levels deep
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")  # no place in a plist or a log line
+
+
+def _nesting(text: str) -> int:
+    """How deep the brackets of a JSON text go (strings skipped), without recursing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _bad_value(value, where: str = "body") -> str | None:
+    if isinstance(value, dict):
+        return next((bad for k, v in value.items() for bad in (_bad_value(k, f"{where} key"),
+                                                                 _bad_value(v, f"{where}.{k}")) if bad), None)
+    if isinstance(value, list):
+        return next((bad for i, v in enumerate(value) if (bad := _bad_value(v, f"{where}[{i}]"))), None)
+    if isinstance(value, str) and _CONTROL.search(value):
+        return f"{where} holds a control character or a lone surrogate"
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+        return f"{where} is beyond a 64-bit integer"
+    return None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    """The request's JSON object; anything else (deep nesting, NaN, control characters, huge integers) is a 400."""
+    if not request.is_json:
+        raise LabError("the request body must be a JSON object (Content-Type: application/json)", code="bad-json")
+    try:
+        text = request.get_data(as_text=False).decode("utf-8")
+        if _nesting(text) > MAX_JSON_DEPTH:
+            raise LabError(f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", code="bad-json")
+        body = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise LabError(f"the request body is not valid JSON: {exc}", code="bad-json") from None
     if not isinstance(body, dict):
         raise LabError("the request body must be a JSON object (Content-Type: application/json)", code="bad-json")
+    bad = _bad_value(body)
+    if bad:
+        raise LabError(f"{bad}; the lab refuses it", code="bad-json-value")
     return body
 
 

@@ -66,20 +66,27 @@ def mdm_token_lifetime():
     return jsonify({"seconds": mdm.token_ttl})
 
 
+def _unslashed(enrollment_id: str) -> str:
+    """The EnrollmentID of a route: the listener keeps an encoded slash (%2F) encoded in the path, so an id with
+    a slash arrives either way (``a%2Fb`` from a careful client, ``a/b`` through the path converter)."""
+    return enrollment_id.replace("%2F", "/").replace("%2f", "/")
+
+
 def _known(enrollment_id: str) -> str:
+    enrollment_id = _unslashed(enrollment_id)
     if _lab().mdm.enrollment(enrollment_id) is None:
         raise LabError(f"the MDM has no enrollment {enrollment_id}", code="unknown-enrollment", status=404)
     return enrollment_id
 
 
-@bp.get("/api/mdm/enrollments/<enrollment_id>/commands")
+@bp.get("/api/mdm/enrollments/<path:enrollment_id>/commands")
 def mdm_commands(enrollment_id):
     return jsonify(_lab().mdm.commands.listing(_known(enrollment_id)))
 
 
-@bp.post("/api/mdm/enrollments/<enrollment_id>/commands")
+@bp.post("/api/mdm/enrollments/<path:enrollment_id>/commands")
 def mdm_queue(enrollment_id):
-    _known(enrollment_id)
+    enrollment_id = _known(enrollment_id)
     body = json_body()
     params = body.get("params", {})
     if not isinstance(body.get("request_type"), str) or not isinstance(params, dict) \
@@ -91,15 +98,17 @@ def mdm_queue(enrollment_id):
     return jsonify({"command_uuid": command_uuid}), 201
 
 
-@bp.post("/api/mdm/enrollments/<enrollment_id>/unenroll")
+@bp.post("/api/mdm/enrollments/<path:enrollment_id>/unenroll")
 def mdm_unenroll(enrollment_id):
+    enrollment_id = _unslashed(enrollment_id)
     command_uuid = _lab().mdm.unenroll(enrollment_id)
     flaskapp.label(device=enrollment_id, summary="MDM: queued RemoveProfile of the enrollment profile")
     return jsonify({"command_uuid": command_uuid}), 201
 
 
-@bp.post("/api/mdm/enrollments/<enrollment_id>/push")
+@bp.post("/api/mdm/enrollments/<path:enrollment_id>/push")
 def mdm_push(enrollment_id):
+    enrollment_id = _unslashed(enrollment_id)
     push = _lab().mdm.push(enrollment_id)
     flaskapp.label(device=enrollment_id, summary=f"MDM: push to {push['topic']} (the lab has no APNs: "
                                                  "'mdmlab device sync' makes the device poll)")

@@ -238,7 +238,10 @@ def document(lab) -> dict:
                                         "properties": {"status": {"type": "string", "enum": ["ok"]},
                                                        "scenario": {"type": "string"},
                                                        "https_port": {"type": "integer"},
-                                                       "last_event_id": {"type": "integer"}}}, "the lab"),
+                                                       "last_event_id": {"type": "integer"},
+                                                       "timeline": {"type": "object", "description": "the retention "
+                                                                    "bound (retain) and how many events it dropped "
+                                                                    "so far, through which id"}}}, "the lab"),
                           "401": UNAUTHORIZED}}},
         "/api/openapi.json": {"get": {
             "summary": "This document", "operationId": "openapi",
@@ -251,6 +254,8 @@ def document(lab) -> dict:
             "parameters": [_query("after", _int(), "only events with a greater id [default: 0]"),
                            _query("limit", _int(1, 5000), "at most this many [default: 500]"),
                            _query("last", _int(0, 5000), "the newest N events (then `limit` does not apply)"),
+                           _query("before", _int(), "only events with a smaller id, the newest `limit` of them: "
+                                  "page back with the oldest id of the last page"),
                            *FILTERS],
             "responses": {"200": _json({"type": "array", "items": _ref("Event")}, "events, oldest first"),
                           "400": _error("a parameter is not a number in range"), "401": UNAUTHORIZED}}},

@@ -1,8 +1,10 @@
 """Enrollments out of the event timeline: which exchanges belong to which device's attempt, and how it ended.
 
-The servers label what they know: the org domain and the MDM put the user identifier (later the EnrollmentID)
-on their events, and a scenario's device adds its own steps. An EnrollmentID belongs to its user by the MDM's
-state, or else to the attempt in progress when it first shows up (so a reset MDM does not split the story). DNS
+The servers label what they know: an event's ``user`` and ``enrollment`` fields say whose exchange it was (an
+EnrollmentID labelled once with its user belongs to that user from then on), and a scenario's device adds its own
+steps. For events without these fields (older timelines, a server that does not set them) the ``device`` key is
+used: an EnrollmentID belongs to its user by the MDM's state, or else to the attempt in progress when it first
+shows up (so a reset MDM does not split the story). DNS
 answers and the first, anonymous 401 carry no identity; they go to the attempt in progress, or, if none is, to
 the next attempt that starts within a moment.
 A new attempt starts when a device asks for discovery again after having gone further (or after a pause); its
@@ -108,7 +110,10 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
             continue
         if not belongs(event):
             continue
-        key = event["device"]
+        user, enrollment = event.get("user"), event.get("enrollment")
+        if user and enrollment:  # the event says whose EnrollmentID this is: no guessing for it from here on
+            aliases[enrollment] = user
+        key = event["device"] or user or enrollment
         if not key:
             if current is not None and current.outcome is None and not current.enrolled_on_server() \
                     and event["ts"] - current.last <= PAUSE:
@@ -116,8 +121,9 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
             elif event["kind"] == "dns":
                 pending.append(event)
             continue
-        identity = owners.get(key) or aliases.get(key) or key
-        if identity == key and "@" not in key and key not in latest and event["kind"] == "http" \
+        identity = user or aliases.get(key) or owners.get(key) or key
+        # an unlabelled EnrollmentID (a server that does not set ``user``) joins the attempt in progress
+        if identity == key and not user and "@" not in key and key not in latest and event["kind"] == "http" \
                 and current is not None and current.outcome is None and current.past_discovery() \
                 and event["ts"] - current.last <= PAUSE:
             identity = aliases[key] = current.identifier  # the EnrollmentID the attempt in progress was given
@@ -132,13 +138,13 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
         elif attempt is None:
             attempt = start(identity, event)
         latest[identity] = attempt
-        attempt.keys.add(key)
+        attempt.keys.update(k for k in (key, enrollment) if k)
         attempt.events.append(event)
         if event["kind"] == "http" or attempt.outcome is None:
             current = attempt
         detail = event["detail"] or {}
         if event["kind"] == "device-outcome":
-            attempt.outcome = detail.get("outcome")
+            attempt.outcome = event.get("outcome") or detail.get("outcome")
             attempt.diagnosis = detail.get("diagnosis")
             attempt.explanation = event["summary"]
         if event["kind"] in ("device", "device-outcome") and detail.get("device"):
