@@ -222,6 +222,43 @@ def test_the_sequence_and_the_events_read_at_a_glance(page, lab):
     screenshot(page.locator("#mdm"), "10-mdm-panel")
 
 
+def test_another_sites_page_cannot_change_the_lab(browser, lab):
+    """F7 in a real browser: a page on another origin (here http://127.0.0.1:<other port>) posts a form to the
+    console's reset; the gate refuses it, and the armed fault stays armed."""
+    import http.server
+
+    lab.faults.set("well-known-404")
+    form = (f'<form id="f" method="POST" action="https://localhost:{lab.https_port}/api/reset"></form>'
+            '<script>document.getElementById("f").submit()</script>').encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(form)))
+            self.end_headers()
+            self.wfile.write(form)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        with page.expect_response(lambda r: r.url.endswith("/api/reset")) as answer:
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        assert answer.value.status == 403
+        assert "another site" in answer.value.text()
+        assert [a["name"] for a in lab.faults.armed()] == ["well-known-404"]  # no reset happened
+        screenshot(page, "13-cross-site-refused")
+    finally:
+        context.close()
+        server.shutdown()
+        lab.faults.clear()
+
+
 def test_the_page_broke_no_rule(page):
     assert page.problems == [], page.problems  # no script error, no Content-Security-Policy violation
 
