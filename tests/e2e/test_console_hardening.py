@@ -127,3 +127,24 @@ def test_the_api_pages_back_through_the_timeline(lab):
     assert [e["id"] for e in page] == sorted(e["id"] for e in page)
     _, _, health = curl(lab, "GET", "/api/health")
     assert json.loads(health)["timeline"]["retain"] == lab.events.retain
+
+
+def test_a_full_timeline_drops_its_oldest_events_and_says_so(lab):
+    """Retention through the real listener: the bound is lowered for this test, every request is an event."""
+    saved = lab.events.retain
+    lab.events.retain = 40
+    try:
+        for _ in range(60):
+            assert curl(lab, "GET", "/api/health")[0] == 200
+        lab.events.flush()
+        _, _, health = curl(lab, "GET", "/api/health")
+        kept = json.loads(health)["timeline"]
+        assert kept["retain"] == 40 and kept["dropped"] > 0
+        _, _, notices = curl(lab, "GET", "/api/events?kind=retention&last=1")
+        [notice] = json.loads(notices)
+        assert notice["outcome"] == "events-dropped" and "older ones" in notice["summary"]
+        assert notice["detail"]["through"] <= kept["through"]
+        _, _, oldest = curl(lab, "GET", "/api/events?limit=1")
+        assert json.loads(oldest)[0]["id"] > kept["through"]
+    finally:
+        lab.events.retain = saved
