@@ -44,9 +44,7 @@ def int_arg(name: str, default: int | None, *, minimum: int = 0, maximum: int = 
 
 
 MAX_JSON_DEPTH = 32  # the control API's bodies are two or three levels deep
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")  # no place in a plist or a log line
-
-
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # a lone one cannot be stored or answered as UTF-8
 def _nesting(text: str) -> int:
     """How deep the brackets of a JSON text go (strings skipped), without recursing."""
     depth = deepest = 0
@@ -75,10 +73,8 @@ def _bad_value(value, where: str = "body") -> str | None:
                                                                  _bad_value(v, f"{where}.{k}")) if bad), None)
     if isinstance(value, list):
         return next((bad for i, v in enumerate(value) if (bad := _bad_value(v, f"{where}[{i}]"))), None)
-    if isinstance(value, str) and _CONTROL.search(value):
-        return f"{where} holds a control character or a lone surrogate"
-    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
-        return f"{where} is beyond a 64-bit integer"
+    if isinstance(value, str) and _SURROGATE.search(value):
+        return f"{where} holds a lone surrogate, which is no character"
     return None
 
 
@@ -87,7 +83,7 @@ def _refuse_constant(name: str):
 
 
 def json_body() -> dict:
-    """The request's JSON object; anything else (deep nesting, NaN, control characters, huge integers) is a 400."""
+    """The request's JSON object; anything else (deep nesting, NaN or Infinity, lone surrogates) is a 400."""
     if not request.is_json:
         raise LabError("the request body must be a JSON object (Content-Type: application/json)", code="bad-json")
     try:

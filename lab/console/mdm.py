@@ -2,6 +2,8 @@
 intake of device traces, so enrollments run from the CLI show the device's own steps in the timeline."""
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, jsonify, request
 
 from lab import flaskapp
@@ -21,6 +23,9 @@ def _mdm_filter(body: dict) -> dict:
     return {k: body.get(k) for k in ("enrollment_id", "user")}
 
 
+_PLIST_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # not XML characters
+
+
 def _plist_safe(value, where: str = "params") -> None:
     """Command parameters become a property list: JSON null has no plist equivalent."""
     if value is None:
@@ -33,6 +38,9 @@ def _plist_safe(value, where: str = "params") -> None:
             _plist_safe(item, f"{where}[{i}]")
     elif isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
         raise LabError(f"{where} is out of a property list integer's range", code="bad-command-request")
+    elif isinstance(value, str) and _PLIST_UNSAFE.search(value):
+        raise LabError(f"{where} holds a control character, which a property list cannot carry",
+                       code="bad-command-request")
 
 
 @bp.get("/api/mdm/enrollments")
