@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
+from lab import plists
 from lab.store import Store
 
 log = logging.getLogger("mdmlab.events")
@@ -172,6 +173,7 @@ def _redact_text(text: str) -> str:
     return _redact_bearers(text)
 
 
+TIMELINE_PLIST_LIMITS = plists.Limits(depth=32, nodes=5_000, size=256 * 1024)  # a timeline excerpt's worth
 PROFILE_LIMIT = 16384  # an unwrapped profile, its data blobs described: a few KB
 SIGNED_TYPES = frozenset({"application/x-apple-aspen-config", "application/pkcs7-signature",
                           "application/pkcs7-mime"})
@@ -219,8 +221,8 @@ def readable_plist(body: bytes) -> str | None:
             content
     if not body.lstrip().startswith((b"<?xml", b"<plist", b"bplist00")):
         return None
-    try:
-        value = plistlib.loads(body)
+    try:  # untrusted bytes: bounded before anything is expanded (a binary plist's objects may reference each other)
+        value = plists.loads(body, TIMELINE_PLIST_LIMITS)
         text = plistlib.dumps(_redact_plist(value), sort_keys=False).decode()
         text = text[text.index("<plist"):].replace("\t", "  ")  # the XML declaration and DOCTYPE are noise here
     except Exception:  # a malformed plist stays described
