@@ -1,12 +1,14 @@
 """Defaults and how commands find the running lab."""
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
 from pathlib import Path
 
 LAB_FILE = "lab.json"
+LOCK_FILE = "lab.lock"  # held by the running lab (flock) as long as its process lives
 ADMIN_TOKEN_FILE = "admin-token"  # in the state dir, only when the lab listens beyond loopback
 DEFAULT_STATE_DIR = ".mdmlab"
 DEFAULT_HTTPS_PORT = 8443
@@ -36,7 +38,30 @@ def read_lab_file(directory: Path) -> dict:
     for key in ("dns_port", "https_port", "ca_cert", "hosts"):
         if key not in info:
             raise NoLabRunning(f"{path} lacks {key!r}; restart the lab with 'mdmlab up'")
+    if not lab_running(directory):
+        raise NoLabRunning(f"the lab of {directory} is not running: its process {info.get('pid', '?')} ended without "
+                           f"stopping (killed?); start it again with 'mdmlab up{_state_dir_flag(directory)}'")
     return info
+
+
+def lab_running(directory: Path) -> bool:
+    """Whether a lab holds ``directory``'s lock (a running lab keeps it until it stops; the kernel drops it when
+    its process dies, even by kill -9, so a stale lab.json cannot pass for a running lab)."""
+    try:
+        fd = os.open(Path(directory) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops the lock just taken
+    return False
+
+
+def _state_dir_flag(directory: Path) -> str:
+    return "" if Path(directory) == Path(DEFAULT_STATE_DIR) else f" --state-dir {directory}"
 
 
 def system_nameserver(resolv_conf: str = "/etc/resolv.conf") -> str | None:

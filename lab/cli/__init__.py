@@ -7,6 +7,7 @@ import click
 from lab.cli.ca import ca
 from lab.cli.device import device
 from lab.cli.dns import dns
+from lab.cli.doctor import doctor
 from lab.cli.enroll import enroll
 from lab.cli.events import events
 from lab.cli.fault import fault
@@ -22,5 +23,5 @@ def main() -> None:
     """A lab for Apple's account-driven User Enrollment and Device Enrollment."""
 
 
-for command in (up, enroll, fault, probe, dns, scenario, device, events, ca, fleet):
+for command in (up, enroll, fault, probe, dns, scenario, device, events, ca, fleet, doctor):
     main.add_command(command)

@@ -6,10 +6,22 @@ from pathlib import Path
 import requests
 
 from lab import config
+from lab.net import lab_session
 
 
 class ControlError(RuntimeError):
     """One line saying what the lab refused, or why it could not be reached."""
+
+
+class _ListenAddress:
+    """Every name → the address the lab listens on: the console is asked as ``localhost`` (SNI, Host and the
+    certificate's name) wherever the lab listens, 127.0.0.1 or a LAN address, and without its DNS."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def resolve(self, host: str) -> str:
+        return self.address
 
 
 class ControlClient:
@@ -17,9 +29,8 @@ class ControlClient:
         self.state_dir = Path(state_dir)
         self.info = config.read_lab_file(self.state_dir)
         self.base = f"https://localhost:{self.info['https_port']}"
-        self.session = requests.Session()
-        self.session.trust_env = False
-        self.session.verify = self.info["ca_cert"]
+        listen = self.info.get("listen") or self.info.get("dns_address") or "127.0.0.1"
+        self.session = lab_session(_ListenAddress(listen), self.info["ca_cert"])
         token_file = self.state_dir / config.ADMIN_TOKEN_FILE
         if token_file.exists():
             self.session.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
