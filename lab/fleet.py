@@ -281,15 +281,16 @@ class Report:
         lines = [f"{self.enrolled} of {self.devices} devices enrolled and checked in, {self.failed} failed, in "
                  f"{self.wall_s:.2f} s: {self.rate:.1f} enrollments/s (concurrency {self.concurrency}; "
                  + ", ".join(f"{m} {n}" for m, n in sorted(self.models.items())) + ")",
-                 f"{'stage':<16}{'count':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
-        rows = [(s, d["stages"][s]) for s in d["stages"]] + [("= enroll (wall)", d["enrollment"]),
-                                                              ("+ check-in", d["device_total"])]
+                 f"{'':<22}{'count':>7}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
+        rows = [(f"stage {s}", d["stages"][s]) for s in d["stages"]] + [("total: enroll (wall)", d["enrollment"]),
+                                                                         ("total: device (wall)", d["device_total"])]
         for name, lat in rows:
             if lat.get("count"):
-                lines.append(f"{name:<16}{lat['count']:>7}{lat['p50_ms']:>10.1f}{lat['p95_ms']:>10.1f}"
+                lines.append(f"{name:<22}{lat['count']:>7}{lat['p50_ms']:>10.1f}{lat['p95_ms']:>10.1f}"
                              f"{lat['p99_ms']:>10.1f}{lat['max_ms']:>10.1f}")
         lines.append("(a stage's time is what the device waited on the network in it, TLS handshakes included; "
-                     "enroll is the wall time of stages 1-3, + check-in adds the poll of the command channel)")
+                     "total: enroll is the wall time of stages 1-3; total: device adds the first poll of the "
+                     "command channel)")
         if self.stopped:
             lines.append(f"STOPPED: {self.stopped}; {self.not_started} device(s) not started")
         if self.errors:
@@ -346,37 +347,46 @@ def run(target: Target, devices: int, concurrency: int, mix: dict[str, int] | No
         raise FleetError(f"--devices must be 1 to {MAX_DEVICES}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise FleetError(f"--concurrency must be 1 to {MAX_CONCURRENCY}")
+    concurrency = min(concurrency, devices)  # more workers than devices would only be reported, never used
     mix = mix or dict(DEFAULT_MIX)
     models = assign_models(devices, mix)
     report = Report(devices, concurrency, mix)
     book = Journal(journal) if journal else None
     started = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fleet")
+    pending: set = set()
+    index = 0
     try:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fleet") as pool:
-            pending = set()
-            index = in_a_row = 0
-            # Submit as workers free up: 10,000 queued futures would hold memory for nothing.
-            while index < devices or pending:
-                while index < devices and len(pending) < concurrency * 2 and report.stopped is None:
-                    pending.add(pool.submit(enroll_one, target, index, models[index], sync=sync))
-                    index += 1
-                done = next(as_completed(pending))
-                pending.discard(done)
-                result = done.result()
-                in_a_row = 0 if result.ok else in_a_row + 1
-                if in_a_row >= stop_after and report.stopped is None:
-                    report.stopped = f"{in_a_row} devices in a row failed (last: {result.cause})"
-                    cancelled = {f for f in pending if f.cancel()}
-                    pending -= cancelled
-                    report.not_started = devices - index + len(cancelled)
-                    index = devices
-                if book is not None and result.enrollment is not None:
-                    book.add(result.enrollment)
-                result.enrollment = None
-                report.add(result)
-                if on_result is not None:
-                    on_result(result)
+        in_a_row = 0
+        # Submit as workers free up: 10,000 queued futures would hold memory for nothing.
+        while index < devices or pending:
+            while index < devices and len(pending) < concurrency * 2 and report.stopped is None:
+                pending.add(pool.submit(enroll_one, target, index, models[index], sync=sync))
+                index += 1
+            done = next(as_completed(pending))
+            pending.discard(done)
+            result = done.result()
+            in_a_row = 0 if result.ok else in_a_row + 1
+            if in_a_row >= stop_after and report.stopped is None:
+                report.stopped = f"{in_a_row} devices in a row failed (last: {result.cause})"
+                cancelled = {f for f in pending if f.cancel()}
+                pending -= cancelled
+                report.not_started = devices - index + len(cancelled)
+                index = devices
+            if book is not None and result.enrollment is not None:
+                book.add(result.enrollment)
+            result.enrollment = None
+            report.add(result)
+            if on_result is not None:
+                on_result(result)
+        pool.shutdown()
+    except KeyboardInterrupt:
+        # Ctrl-C: report what finished; devices in flight end on their own, uncounted
+        cancelled = {f for f in pending if f.cancel()}
+        report.stopped = f"interrupted (Ctrl-C); {len(pending) - len(cancelled)} device(s) in flight not counted"
+        report.not_started = devices - index + len(cancelled)
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         report.wall_s = time.perf_counter() - started
         if book is not None:
             book.close()

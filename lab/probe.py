@@ -28,6 +28,19 @@ REQUIRED = {"apple-as-web": ("url",),
 class SystemResolver:
     """getaddrinfo, as the phone's own stub resolver would ask the network's DNS."""
 
+    def __init__(self, resolv_conf: str = "/etc/resolv.conf"):
+        self.resolv_conf = resolv_conf
+
+    def describe(self) -> str:
+        """Which resolver the system asks: the nameservers of resolv.conf."""
+        try:
+            lines = Path(self.resolv_conf).read_text().splitlines()
+        except OSError:
+            return f"the system resolver ({self.resolv_conf} unreadable)"
+        servers = [p[1] for p in (line.split() for line in lines) if len(p) >= 2 and p[0] == "nameserver"]
+        return (f"the system resolver (nameserver {', '.join(servers)} from {self.resolv_conf})" if servers
+                else f"the system resolver (no nameserver in {self.resolv_conf})")
+
     def resolve(self, host: str) -> str:
         try:
             infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
@@ -36,6 +49,15 @@ class SystemResolver:
             raise DNSFailure(host, code, f"cannot resolve {host}: {exc.strerror}") from None
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
         return infos[0][4][0]
+
+
+def system_resolver_note(resolver: SystemResolver, failure: DNSFailure) -> str:
+    """Who was asked and what its failure likely means: a probe on a machine that is offline or behind a
+    filtering resolver must not blame the organization's record."""
+    meaning = ("no answer came: this machine is likely offline, or its resolver unreachable" if failure.code != "nxdomain"
+               else "it says the name does not exist: either the record is missing, or this resolver cannot see "
+                    "it (offline, or a filtering or split-horizon resolver; try --dns with another server)")
+    return f"asked {resolver.describe()}: {meaning}"
 
 
 def _probe_signer():
@@ -67,6 +89,9 @@ def probe(identifier: str, *, dns: tuple[str, int] | None = None, ca: str | None
             trace.add("discovery", f"resolve {domain}", OK, f"{domain} → {address}")
         except DNSFailure as exc:
             failure = transport_failure("discovery", f"https://{domain}/", exc, "the organization's domain")
+            if isinstance(resolver, SystemResolver):
+                failure = DeviceFailure(failure.stage, failure.code,
+                                        f"{exc.message}; {system_resolver_note(resolver, exc)}")
             trace.add("discovery", f"resolve {domain}", FAIL, failure.explanation, code=failure.code)
             raise failure from None
         service = discovery.discover(client, self_built, domain, identifier, trace)

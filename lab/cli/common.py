@@ -2,6 +2,8 @@
 lab.json, the console's control client, and the Network a simulated device uses to reach the lab."""
 from __future__ import annotations
 
+import difflib
+from pathlib import Path
 from typing import NoReturn
 
 import click
@@ -9,7 +11,17 @@ import click
 from lab import config
 from lab.device.device import FAMILIES
 
-state_dir_option = click.option("--state-dir", default=None, help="State directory of the running lab.")
+
+
+def _existing_dir(ctx, param, value: str | None) -> str | None:
+    if value is not None and not Path(value).is_dir():
+        raise click.BadParameter(f"{value} is not a directory: give the state dir of a lab ('mdmlab up --state-dir "
+                                 "DIR' made it)", ctx=ctx, param=param)
+    return value
+
+
+state_dir_option = click.option("--state-dir", default=None, callback=_existing_dir,
+                                help="State directory of the running lab [default: $MDMLAB_STATE_DIR or ./.mdmlab].")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 model_family_option = click.option("--model-family", type=click.Choice(list(FAMILIES)), default="iPhone",
                                    show_default=True)
@@ -17,6 +29,29 @@ model_family_option = click.option("--model-family", type=click.Choice(list(FAMI
 
 def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
+
+
+def state_dir_flag(state_dir: str | None) -> str:
+    """`` --state-dir DIR`` when the command was given one, for the commands it suggests (so they reach this lab)."""
+    return f" --state-dir {state_dir}" if state_dir else ""
+
+
+def nearest(word: str, names, what: str) -> str:
+    """``no WHAT named WORD`` and the nearest names, for a typo."""
+    close = difflib.get_close_matches(word, list(names), n=3, cutoff=0.6)
+    return f"no {what} named {word!r}" + (f"; did you mean {' or '.join(close)}?" if close else "")
+
+
+def load_scenario(name: str):
+    """The scenario NAME (or TOML path), or a one-line failure that suggests the nearest names."""
+    from lab.scenario import ScenarioError, available, load
+
+    if not name.endswith(".toml") and not Path(name).exists() and name not in available():
+        fail(nearest(name, available(), "scenario") + " ('mdmlab scenario list' shows them all)")
+    try:
+        return load(name)
+    except ScenarioError as exc:
+        fail(str(exc))
 
 
 def lab_info(state_dir: str | None) -> dict:

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from lab import config
-from lab.cli.common import call, fail, json_option, lab_info, network, state_dir_option
+from lab.cli.common import call, fail, json_option, lab_info, network, state_dir_flag, state_dir_option
 
 
 def _store(state_dir):
@@ -167,8 +167,14 @@ def device_sync(device_id, password, state_dir, as_json):
     """Stand in for an APNs push: the device polls ServerURL and runs queued commands until the queue is empty."""
     with _Loaded(state_dir, device_id) as dev:
         trace = dev.sync(password)
-    _print_trace(trace, as_json, f"{dev.device_id} syncing with its MDM")
-    sys.exit(0 if trace.outcome != "failed" else 1)
+    refused = [s for s in trace.steps if s.stage == "commands" and s.verdict != "ok" and s.code
+               and s.code.startswith("command-") and s.code != "command-notnow"]
+    _print_trace(trace, as_json, f"{dev.device_id} syncing with its MDM", {"commands_failed": len(refused)})
+    if refused and not as_json:
+        ran = sum(1 for s in trace.steps if s.stage == "commands" and " → " in s.action and s.request is None)
+        click.echo(f"{len(refused)} of {ran} command(s) failed: "
+                   + "; ".join(f"{s.action} ({s.explanation})" for s in refused), err=True)
+    sys.exit(0 if trace.outcome != "failed" and not refused else 1)
 
 
 @device.command("unenroll")
@@ -270,27 +276,60 @@ def _enrollment_id(state_dir, device_id: str) -> str:
     return row["enrollment_id"]
 
 
-@device.command("command")
-@click.argument("device_id")
-@click.argument("request_type")
-@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
-              help="A command key; VALUE is JSON when it parses as JSON (e.g. -p iTunesStoreID=1660000002).")
-@state_dir_option
-def device_command(device_id, request_type, params, state_dir):
-    """Queue a command for the device at the MDM (the device runs it at its next sync)."""
-    body = {}
+# Keys a command needs that the admin need not type: what a console's defaults would fill in.
+COMMAND_DEFAULTS = {
+    "DeviceInformation": {"Queries": ["DeviceName", "OSVersion", "BuildVersion", "ModelName", "Model",
+                                      "ProductName"]},
+    # a User Enrollment installs App Store apps only with a VPP license (PurchaseMethod 1)
+    "InstallApplication": {"Options": {"PurchaseMethod": 1}},
+}
+RESULT_ENVELOPE = {"CommandUUID", "EnrollmentID", "Topic", "Status", "UDID", "ErrorChain"}
+
+
+def command_body(request_type: str, params: tuple[str, ...]) -> tuple[dict, dict]:
+    """The command's keys from ``-p KEY=VALUE`` (VALUE as JSON when it parses; a repeated KEY makes a list), and
+    the defaults filled in for keys left out."""
+    body: dict = {}
     for item in params:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--param")
         try:
-            body[key] = json.loads(value)
+            parsed = json.loads(value)
         except ValueError:
-            body[key] = value
+            parsed = value
+        if key in body:
+            before = body[key] if isinstance(body[key], list) else [body[key]]
+            body[key] = before + (parsed if isinstance(parsed, list) else [parsed])
+        else:
+            body[key] = parsed
+    filled = {k: v for k, v in COMMAND_DEFAULTS.get(request_type, {}).items() if k not in body}
+    return {**body, **filled}, filled
+
+
+@device.command("command")
+@click.argument("device_id")
+@click.argument("request_type")
+@click.option("--param", "-p", "params", multiple=True, metavar="KEY=VALUE",
+              help="A command key; VALUE is JSON when it parses as JSON, and a repeated KEY makes a list "
+                   "(e.g. -p iTunesStoreID=1660000002, -p Queries=OSVersion -p Queries=ModelName, "
+                   "-p 'Queries=[\"OSVersion\"]'). Required keys left out get defaults (DeviceInformation: "
+                   "common Queries; InstallApplication: Options PurchaseMethod 1).")
+@state_dir_option
+def device_command(device_id, request_type, params, state_dir):
+    """Queue a command for the device at the MDM (the device runs it at its next sync).
+
+    \b
+    e.g. mdmlab device command ID DeviceInformation
+         mdmlab device command ID InstallApplication -p iTunesStoreID=1660000002
+    """
+    body, filled = command_body(request_type, params)
     eid = _enrollment_id(state_dir, device_id)
     result = call(state_dir, "POST", f"/api/mdm/enrollments/{eid}/commands",
                   json={"request_type": request_type, "params": body})
-    click.echo(f"queued {request_type} {result['command_uuid']}; run 'mdmlab device sync {device_id}'")
+    defaults = f" (defaults: {', '.join(f'{k}={json.dumps(v)}' for k, v in filled.items())})" if filled else ""
+    click.echo(f"queued {request_type} {result['command_uuid']}{defaults}; "
+               f"run 'mdmlab device sync {device_id}{state_dir_flag(state_dir)}'")
 
 
 @device.command("commands")
@@ -298,15 +337,29 @@ def device_command(device_id, request_type, params, state_dir):
 @state_dir_option
 @json_option
 def device_commands(device_id, state_dir, as_json):
-    """The device's commands at the MDM: status and results (ErrorChain for refused ones)."""
+    """The device's commands at the MDM: status, why a refused one was refused, and what the device answered."""
     rows = call(state_dir, "GET", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/commands")
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        chain = row.get("error_chain") or []
-        why = f"  {chain[0]['ErrorDomain']} {chain[0]['ErrorCode']}: {chain[0]['USEnglishDescription']}" if chain else ""
-        click.echo(f"{row['command_uuid']}  {row['request_type']:<24} {row['status']:<12}{why}")
+        click.echo(f"{row['command_uuid']}  {row['request_type']:<24} {row['status']}")
+        for line in _command_details(row):
+            click.echo(f"    {line}")
+
+
+def _command_details(row: dict) -> list[str]:
+    result = row.get("result") or {}
+    lines = [f"{e.get('ErrorDomain')} {e.get('ErrorCode')}: {e.get('USEnglishDescription')}"
+             for e in row.get("error_chain") or []]
+    if row["status"] == "CommandFormatError":
+        lines.append("the device found the command malformed: a required key is missing or of the wrong type "
+                     "('mdmlab device sync' shows which)")
+    answer = {k: v for k, v in result.items() if k not in RESULT_ENVELOPE}
+    if answer:
+        text = json.dumps(answer, default=str)
+        lines.append("response: " + (text if len(text) <= 300 else text[:297] + "..."))
+    return lines
 
 
 @device.command("remove")
@@ -315,7 +368,8 @@ def device_commands(device_id, state_dir, as_json):
 def device_remove(device_id, state_dir):
     """The MDM removes the enrollment profile (queued RemoveProfile): the device unenrolls at its next sync."""
     result = call(state_dir, "POST", f"/api/mdm/enrollments/{_enrollment_id(state_dir, device_id)}/unenroll")
-    click.echo(f"queued RemoveProfile {result['command_uuid']}; run 'mdmlab device sync {device_id}'")
+    click.echo(f"queued RemoveProfile {result['command_uuid']}; "
+               f"run 'mdmlab device sync {device_id}{state_dir_flag(state_dir)}'")
 
 
 @device.command("revoke")

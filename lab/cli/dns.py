@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import click
 
-from lab.cli.common import call, state_dir_option
+from lab.cli.common import call, state_dir_flag, state_dir_option
 
+VERIFICATION_PREFIX = "apple-domain-verification="  # what Apple's verification TXT records start with
 RECORD_TYPES = click.Choice(["A", "AAAA", "TXT"])
 
 
@@ -16,6 +17,7 @@ def dns():
 @dns.command("list")
 @state_dir_option
 def dns_list(state_dir):
+    """The zone's records as the lab DNS serves them: NAME, TYPE, VALUE."""
     for record in call(state_dir, "GET", "/api/dns/records"):
         click.echo(f"{record['name']:<32} {record['type']:<5} {record['value']}")
 
@@ -26,6 +28,7 @@ def dns_list(state_dir):
 @click.argument("value")
 @state_dir_option
 def dns_add(name, rtype, value, state_dir):
+    """Add a record to the lab's zone (e.g. a TXT record that verifies a domain in ABM)."""
     call(state_dir, "POST", "/api/dns/records", json={"name": name, "type": rtype, "value": value})
     click.echo(f"added {name} {rtype} {value}")
 
@@ -36,6 +39,16 @@ def dns_add(name, rtype, value, state_dir):
 @click.argument("value", required=False)
 @state_dir_option
 def dns_remove(name, rtype, value, state_dir):
+    """Remove NAME's records of TYPE (only VALUE's, if given); says which, and when one verified a domain."""
+    name = name.lower().rstrip(".")
+    records = call(state_dir, "GET", "/api/dns/records")
+    going = [r for r in records if r["name"].lower().rstrip(".") == name and r["type"] == rtype
+             and (value is None or r["value"] == value)]
     body = {"name": name, "type": rtype, **({"value": value} if value else {})}
     removed = call(state_dir, "DELETE", "/api/dns/records", json=body)["removed"]
-    click.echo(f"removed {removed} record(s)")
+    click.echo(f"removed {removed} record(s)" + "".join(f"\n  {r['name']} {r['type']} {r['value']}" for r in going))
+    for r in going:
+        if r["type"] == "TXT" and r["value"].startswith(VERIFICATION_PREFIX):
+            click.echo(f"note: that was {r['name']}'s domain-verification record: ABM/ASM cannot verify "
+                       f"{r['name']} without it; put it back with: mdmlab dns add {r['name']} TXT '{r['value']}'"
+                       + state_dir_flag(state_dir), err=True)

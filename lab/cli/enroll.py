@@ -7,7 +7,7 @@ import sys
 import click
 
 from lab import config
-from lab.cli.common import lab_info, model_family_option, network, state_dir_option
+from lab.cli.common import lab_info, model_family_option, network, state_dir_flag, state_dir_option
 from lab.cli.device import save_enrolled
 from lab.protocol import BUNDLE_ID
 
@@ -66,7 +66,8 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
                    f"enrolling as {identifier}")
         click.echo(trace.render())
         if saved:
-            click.echo(f"device id: {saved['device_id']} (mdmlab device show {saved['device_id']})")
+            click.echo(f"device id: {saved['device_id']} (mdmlab device show {saved['device_id']}"
+                       f"{state_dir_flag(state_dir)})")
     sys.exit(0 if trace.outcome == "enrolled" else 1)
 
 

@@ -15,8 +15,14 @@ import requests
 
 from lab.cli.common import control, request, state_dir_option
 
+COMPONENTS = ("dns", "org-domain", "abm", "mdm", "idp", "device", "faults", "console", "lab")
+KINDS = ("http", "dns", "device", "device-outcome", "fault", "lab")
 STREAM_READ_TIMEOUT = 60  # seconds; the console sends a keep-alive comment every 15
 RECONNECT_TRIES = 5
+
+def _not_console_traffic(event: dict) -> bool:
+    return not (event["component"] == "console" and event["kind"] == "http")
+
 
 def render(event: dict) -> str:
     """One line per event: id, time, component, stage, then the request and status, or the summary."""
@@ -55,7 +61,7 @@ def sse_events(lines):
                 data.append(value)
 
 
-def follow(client, after: int, filters: dict, as_json: bool) -> None:
+def follow(client, after: int, filters: dict, as_json: bool, shown=lambda event: True) -> None:
     """Print events as they happen, reconnecting where the last one left off, until Ctrl-C or the lab stops."""
     cursor, failures = after, 0
     while True:
@@ -70,7 +76,8 @@ def follow(client, after: int, filters: dict, as_json: bool) -> None:
                 for event_id, data in sse_events(response.iter_lines(decode_unicode=True)):
                     event = json.loads(data)
                     cursor = int(event_id or event["id"])
-                    _print(event, as_json)
+                    if shown(event):
+                        _print(event, as_json)
                     if _lab_stopped(event):
                         return
         except requests.RequestException as exc:
@@ -91,19 +98,23 @@ def follow(client, after: int, filters: dict, as_json: bool) -> None:
               help="Print every event after this id instead of the newest (--last does not apply).")
 @click.option("--host", default=None, help="Only events of this host (or DNS name).")
 @click.option("--device", default=None, help="Only events of this device: user identifier or EnrollmentID.")
-@click.option("--component", default=None, help="Only events of this component: dns, org-domain, abm, mdm, "
-                                                 "device, faults, console, lab.")
-@click.option("--kind", default=None, help="Only events of this kind: http, dns, device, device-outcome, fault, lab.")
+@click.option("--component", type=click.Choice(COMPONENTS), default=None, help="Only events of this component.")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only events of this kind.")
+@click.option("--all", "everything", is_flag=True,
+              help="Also the console's own requests (this command's, the dashboard's), hidden by default.")
 @state_dir_option
-def events(following, as_json, last, after, host, device, component, kind, state_dir):
+def events(following, as_json, last, after, host, device, component, kind, everything, state_dir):
     """The lab's event timeline: every HTTP exchange, DNS answer, fault change and device step."""
     client = control(state_dir)
     filters = {k: v for k, v in (("host", host), ("device", device), ("component", component), ("kind", kind))
                if v is not None}
+    shown = (lambda e: True) if everything or component == "console" else _not_console_traffic
     try:
         top = request(client, "GET", "/api/health")["last_event_id"]
         if after is None:
-            found = request(client, "GET", "/api/events", params={"last": last, **filters})
+            wide = last if shown is not _not_console_traffic else min(5000, last * 5)
+            found = request(client, "GET", "/api/events", params={"last": wide, **filters})
+            found = [e for e in found if shown(e)][-last:] if last else []
         else:
             found, cursor = [], after
             while True:
@@ -112,13 +123,14 @@ def events(following, as_json, last, after, host, device, component, kind, state
                 if len(page) < 5000:
                     break
                 cursor = page[-1]["id"]
+            found = [e for e in found if shown(e)]
         if as_json and not following:
             click.echo(json.dumps(found, indent=2))
             return
         for event in found:
             _print(event, as_json)
         if following:
-            follow(client, max([top, *(e["id"] for e in found)]), filters, as_json)
+            follow(client, max([top, *(e["id"] for e in found)]), filters, as_json, shown)
     except KeyboardInterrupt:
         pass
     finally:

@@ -9,6 +9,10 @@ def run_exercise(number: int, state_dir, https_port: int, dns_port: int) -> None
     """Start the broken lab of exercise ``number`` with its faults concealed, print the briefing, serve."""
     from lab import exercises
 
+    numbers = sorted(e.number for e in exercises.all_exercises())
+    if number not in numbers:
+        fail(f"no exercise {number}: the exercises are numbered {numbers[0]} to {numbers[-1]}" if numbers
+             else "no exercises are installed")
     try:
         found = exercises.find(number)
     except exercises.ExerciseError as exc:

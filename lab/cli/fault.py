@@ -6,7 +6,7 @@ import json
 import click
 
 from lab import config
-from lab.cli.common import call, state_dir_option
+from lab.cli.common import call, fail, nearest, state_dir_option
 
 
 def catalogue() -> list[dict]:
@@ -36,20 +36,22 @@ def fault_list(state_dir, as_json):
     """Every fault with what it does and the field symptom it reproduces; armed ones when a lab runs."""
     try:
         config.read_lab_file(config.state_dir(state_dir))
-    except config.NoLabRunning:
-        listing, armed = catalogue(), []
+    except config.NoLabRunning as exc:
+        listing, armed, offline = catalogue(), [], str(exc)
     else:
+        offline = None
         answer = call(state_dir, "GET", "/api/faults")
         listing, armed = answer["catalogue"], answer["armed"]
     if as_json:
         click.echo(json.dumps({"catalogue": listing, "armed": armed}, indent=2))
-        return
-    for f in listing:
+    for f in [] if as_json else listing:
         on = [a for a in armed if a["name"] == f["name"]]
         mark = " [armed on " + ", ".join(a["host"] + ("" if a["remaining"] is None else f" ×{a['remaining']}")
                                         for a in on) + "]" if on else ""
         click.echo(f"{f['name']:<22} {f['component']:<11} {f['description']}{mark}")
         click.echo(f"{'':<34} field symptom: {f['symptom']}")
+    if offline:
+        fail(f"{offline}; the faults above can be armed once it runs")
 
 
 @fault.command("table", hidden=True)
@@ -66,6 +68,12 @@ def fault_table_command():
 @state_dir_option
 def fault_set(name, host, times, seconds, state_dir):
     """Arm fault NAME."""
+    specs = {f["name"]: f for f in call(state_dir, "GET", "/api/faults")["catalogue"]}
+    if name not in specs:
+        fail(nearest(name, specs, "fault") + " ('mdmlab fault list' shows them all)")
+    if seconds is not None and not specs[name].get("takes_seconds"):
+        delays = ", ".join(n for n, f in specs.items() if f.get("takes_seconds"))
+        raise click.BadParameter(f"{name} takes no delay; --seconds applies to {delays}", param_hint="--seconds")
     body = {"name": name, **({"host": host} if host else {}), **({"times": times} if times else {}),
             **({"seconds": seconds} if seconds is not None else {})}
     armed = call(state_dir, "POST", "/api/faults", json=body)["armed"]

@@ -78,8 +78,15 @@ def fleet(devices, concurrency, mix, against, ca_cert, admin_token, users, journ
                            show_pos=True, show_percent=False) as bar:
         report = fleet_mod.run(target, devices, concurrency, weights, journal=Path(journal) if journal else None,
                                sync=not no_check_in, on_result=lambda _result: bar.update(1))
+    interrupted = (report.stopped or "").startswith("interrupted")
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(report.render())
-    sys.exit(0 if report.failed == 0 else 1)
+    if interrupted:
+        kept = (f"the journal {journal} kept the {report.enrolled} device(s) that finished "
+                f"('mdmlab fleet --recheck {journal}' checks them in again)" if journal else
+                "no --journal was given, so the finished devices' tokens are gone")
+        click.echo(f"interrupted: the summary above covers the devices that finished; {kept}", err=True)
+        sys.exit(130)
+    sys.exit(0 if report.failed == 0 and not report.not_started else 1)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from lab import config
-from lab.cli.common import fail
+from lab.cli.common import fail, load_scenario
 from lab.cli.exercise import run_exercise
 from lab.scenario import ScenarioError, load
 
@@ -20,6 +20,7 @@ def scenario():
 @scenario.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def scenario_list(as_json):
+    """Every scenario: its expected outcome (path, stage, diagnosis) and the field issue it reproduces."""
     from lab.scenario import available
 
     rows = []
@@ -66,8 +67,7 @@ def scenario_run(names, run_all, exercise, state_dir, https_port, dns_port, as_j
     results = []
     for name in (available() if run_all else names):
         try:
-            sc = load(name)
-            results.append(runner.run(sc, Device))
+            results.append(runner.run(load_scenario(name), Device))
         except (ScenarioError, LabError, ValueError) as exc:
             fail(str(exc))
     if as_json:

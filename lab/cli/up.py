@@ -8,8 +8,8 @@ import threading
 import click
 
 from lab import config
-from lab.cli.common import fail, host_port
-from lab.scenario import DEFAULT_SCENARIO, ScenarioError, load
+from lab.cli.common import fail, host_port, load_scenario
+from lab.scenario import DEFAULT_SCENARIO
 
 
 @click.command()
@@ -43,10 +43,7 @@ def start(scenario, state_dir, **kwargs):
     """Load ``scenario`` and start its lab in ``state_dir``, or fail in one line."""
     from lab.launcher import Lab, LabError
 
-    try:
-        sc = load(scenario)
-    except ScenarioError as exc:
-        fail(str(exc))
+    sc = load_scenario(scenario)
     lab = Lab(sc, config.state_dir(state_dir), **kwargs)
     try:
         lab.start()
@@ -89,6 +86,12 @@ def real_device_steps(lab) -> str:
     ])
 
 
+def _state_dir_flag(lab) -> str:
+    """`` --state-dir DIR`` unless the lab uses the one commands find by default: copied with two labs running,
+    a command without it would silently go to the other lab."""
+    return "" if lab.state_dir == config.state_dir(None).resolve() else f" --state-dir {lab.state_dir}"
+
+
 def banner(lab) -> str:
     info = lab.describe()
     sc = lab.scenario
@@ -107,6 +110,6 @@ def banner(lab) -> str:
         lines.append(f"    {user.identifier}  password: {user.password}")
     if sc.users:
         first = sc.users[0]
-        lines.append(f"  Try:     mdmlab enroll {first.identifier} --password {first.password}")
+        lines.append(f"  Try:     mdmlab enroll {first.identifier} --password {first.password}{_state_dir_flag(lab)}")
     lines.append("  Stop with Ctrl-C.")
     return "\n".join(lines)

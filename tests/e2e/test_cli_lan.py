@@ -124,3 +124,26 @@ def test_doctor_names_the_fix_for_a_broken_certificate_and_a_dns_fault(lan_lab):
     assert checks["HTTPS mdm.lab.test"]["status"] == "fail" and "fault" in checks["HTTPS mdm.lab.test"]["fix"]
     assert checks["DNS betterbag.test (UDP)"]["status"] == "fail"
     assert checks["HTTPS console.lab.test"]["status"] == "ok"
+
+
+def test_fleet_interrupted_prints_a_partial_summary_and_says_the_journal_kept_the_finished(lan_lab, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    journal = tmp_path / "fleet.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "fleet", "-n", "500", "-c", "2", "--journal", str(journal),
+                             "--state-dir", str(lan_lab)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 60
+    while (not journal.exists() or len(journal.read_text().splitlines()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    kept = len(journal.read_text().splitlines())
+    assert re.search(rf"^{kept} of 500 devices enrolled", out, re.M), out
+    assert "STOPPED: interrupted (Ctrl-C)" in out
+    assert f"the journal {journal} kept the {kept} device(s) that finished" in err

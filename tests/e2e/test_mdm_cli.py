@@ -50,7 +50,7 @@ def test_commands_expiry_and_sync(lab_dir, device_id):
                                               "-p", "iTunesStoreID=1660000002", "-p", 'Options={"PurchaseMethod": 1}')
     run(lab_dir, "device", "command", device_id, "EraseDevice")
     assert run(lab_dir, "device", "expire", device_id).strip() == "expired 1 access token(s)"
-    trace = json.loads(run(lab_dir, "device", "sync", device_id, "--json"))
+    trace = json.loads(run(lab_dir, "device", "sync", device_id, "--json", code=1))
     assert trace["outcome"] == "synced"
     actions = [s["action"] for s in trace["steps"]]
     assert any("(refresh_token) → 200" in a for a in actions), actions
