@@ -17,6 +17,7 @@ from lab.cli.common import control, request, state_dir_option
 
 COMPONENTS = ("dns", "org-domain", "abm", "mdm", "idp", "device", "faults", "console", "lab")
 KINDS = ("http", "dns", "device", "device-outcome", "fault", "lab")
+MAX_PAGE = 5000  # the most /api/events returns at once
 STREAM_READ_TIMEOUT = 60  # seconds; the console sends a keep-alive comment every 15
 RECONNECT_TRIES = 5
 
@@ -88,11 +89,23 @@ def follow(client, after: int, filters: dict, as_json: bool, shown=lambda event:
             time.sleep(min(2.0, 0.25 * 2 ** failures))
 
 
+def _newest(client, last: int, filters: dict, shown) -> list[dict]:
+    """The newest ``last`` events that are ``shown``, asking for more while hidden ones crowd them out."""
+    wide = last
+    while last:
+        page = request(client, "GET", "/api/events", params={"last": wide, **filters})
+        kept = [e for e in page if shown(e)]
+        if len(kept) >= last or len(page) < wide or wide >= MAX_PAGE:
+            return kept[-last:]
+        wide = min(MAX_PAGE, wide * 4)
+    return []
+
+
 @click.command("events")
 @click.option("--follow", "following", is_flag=True, help="Keep printing events as they happen (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: an array of events; with --follow, one event object per line.")
-@click.option("--last", type=click.IntRange(0, 5000), default=50, show_default=True,
+@click.option("--last", type=click.IntRange(0, MAX_PAGE), default=50, show_default=True,
               help="How many of the newest events to print first.")
 @click.option("--after", type=click.IntRange(min=0), default=None,
               help="Print every event after this id instead of the newest (--last does not apply).")
@@ -101,7 +114,8 @@ def follow(client, after: int, filters: dict, as_json: bool, shown=lambda event:
 @click.option("--component", type=click.Choice(COMPONENTS), default=None, help="Only events of this component.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only events of this kind.")
 @click.option("--all", "everything", is_flag=True,
-              help="Also the console's own requests (this command's, the dashboard's), hidden by default.")
+              help="With --last and --follow: also the console's own requests (this command's, the dashboard's), "
+                   "hidden by default (--after prints every event).")
 @state_dir_option
 def events(following, as_json, last, after, host, device, component, kind, everything, state_dir):
     """The lab's event timeline: every HTTP exchange, DNS answer, fault change and device step."""
@@ -112,18 +126,15 @@ def events(following, as_json, last, after, host, device, component, kind, every
     try:
         top = request(client, "GET", "/api/health")["last_event_id"]
         if after is None:
-            wide = last if shown is not _not_console_traffic else min(5000, last * 5)
-            found = request(client, "GET", "/api/events", params={"last": wide, **filters})
-            found = [e for e in found if shown(e)][-last:] if last else []
+            found = _newest(client, last, filters, shown)
         else:
             found, cursor = [], after
             while True:
-                page = request(client, "GET", "/api/events", params={"after": cursor, "limit": 5000, **filters})
+                page = request(client, "GET", "/api/events", params={"after": cursor, "limit": MAX_PAGE, **filters})
                 found.extend(page)
-                if len(page) < 5000:
+                if len(page) < MAX_PAGE:
                     break
                 cursor = page[-1]["id"]
-            found = [e for e in found if shown(e)]
         if as_json and not following:
             click.echo(json.dumps(found, indent=2))
             return
