@@ -9,7 +9,7 @@ from typing import NoReturn
 import click
 
 from lab import config
-from lab.device.device import FAMILIES
+from lab.device.model import FAMILIES
 
 
 
