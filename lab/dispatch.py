@@ -22,6 +22,11 @@ DEVICE_KEY = "mdmlab.device"
 SUMMARY_KEY = "mdmlab.summary"
 FIELD_KEYS = {name: f"mdmlab.{name}" for name in ("enrollment", "user", "message_type", "outcome")}
 DETAIL_KEY = "mdmlab.detail"  # facts an app adds to the event's detail (e.g. the MDM's schema problems)
+# Set by the listener: the request's gate to a slot for a streaming answer (lab.server.StreamGate)
+STREAM_GATE_KEY = "mdmlab.stream_gate"
+# Set by the listener on a request it refuses for its framing: (status line, error, message); answered here so the
+# refusal is in the timeline like any exchange
+REFUSAL_KEY = "mdmlab.refusal"
 
 
 def host_of(environ) -> str:
@@ -77,7 +82,13 @@ class Dispatcher:
         body = b""
         component = "lab"
         sni = environ.get("SSL_TLS_SNI") or ""
-        if sni and host and sni != host:
+        refusal = environ.get(REFUSAL_KEY)
+        if refusal is not None:
+            component = self.apps.get(host, ("lab",))[0]
+            status_line, error, message = refusal
+            result = json_response(capture, status_line, {"error": error, "message": message},
+                                   [("Connection", "close")])
+        elif sni and host and sni != host:
             result = json_response(capture, "421 Misdirected Request", {
                 "error": "misdirected-request",
                 "message": f"TLS server name {sni!r} does not match Host {host!r}; "
@@ -98,6 +109,15 @@ class Dispatcher:
                 environ["CONTENT_LENGTH"] = str(len(body))
                 result = app(environ, capture)
         chunks = None
+        gate = environ.get(STREAM_GATE_KEY)
+        if gate is not None and self._streaming(environ, captured) and not gate.reserve():
+            closer = getattr(result, "close", None)
+            if closer:
+                closer()
+            result = json_response(capture, "503 Service Unavailable", {
+                "error": "too-many-streams", "limit": gate.limit,
+                "message": f"the lab holds at most {gate.limit} streams open at once; try again later"},
+                [("Retry-After", "5")])
         if self._small(captured.get("headers", [])):
             chunks = list(result)  # a sized body is read once here, so the timeline can show it
             closer = getattr(result, "close", None)
@@ -106,6 +126,13 @@ class Dispatcher:
             result = chunks
         self._record(environ, host, component, body, captured, chunks, time.perf_counter() - started)
         return result
+
+    @staticmethod
+    def _streaming(environ, captured) -> bool:
+        """An answer without a length, held open by the listener (an event stream)."""
+        status = int(captured.get("status", "500").split()[0])
+        return (environ.get("REQUEST_METHOD") != "HEAD" and status >= 200 and status not in (204, 304)
+                and not any(k.lower() == "content-length" for k, _ in captured.get("headers", [])))
 
     @staticmethod
     def _small(headers) -> bool:

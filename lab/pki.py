@@ -1,8 +1,9 @@
 """The lab's certificate authority: a name-constrained root, per-host TLS leaves, a profile-signing cert.
 
 A device that trusts this CA must not become interceptable outside the lab, so the root carries critical
-NameConstraints limited to the lab's zone suffixes and loopback addresses. The key never leaves the state dir
-and is written with mode 0600.
+NameConstraints limited to the lab's zone suffixes and loopback addresses: DNS names, and also email addresses
+(an S/MIME certificate for another organization's mailbox) and URIs, each only in the lab's zones. The key never
+leaves the state dir and is written with mode 0600.
 """
 from __future__ import annotations
 
@@ -92,21 +93,29 @@ class CertificateAuthority:
         if self.cert_path.exists() and self.key_path.exists():
             cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
             key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-            if self._constraints_of(cert) == self.suffixes and cert.not_valid_after_utc > _now():
+            if self._constrained_as_required(cert) and cert.not_valid_after_utc > _now():
                 os.chmod(self.key_path, 0o600)
                 return cert, key
         return self._create()
 
-    @staticmethod
-    def _constraints_of(cert: x509.Certificate) -> list[str]:
+    def _permitted(self) -> list[x509.GeneralName]:
+        """Each zone as a DNS name; mailboxes and URI hosts at the zone itself and below it (RFC 5280 4.2.1.10:
+        "zone" is that host exactly, ".zone" any name under it); the loopback networks."""
+        permitted: list[x509.GeneralName] = [x509.DNSName(s) for s in self.suffixes]
+        for kind in (x509.RFC822Name, x509.UniformResourceIdentifier):
+            permitted += [kind(form) for s in self.suffixes for form in (s, "." + s)]
+        return permitted + [x509.IPAddress(net) for net in LOOPBACK_NETWORKS]
+
+    def _constrained_as_required(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` is constrained exactly as this lab's root must be (an older root, constrained for DNS
+        names only, is replaced)."""
         nc = cert.extensions.get_extension_for_class(x509.NameConstraints).value
-        return sorted(n.value for n in nc.permitted_subtrees or [] if isinstance(n, x509.DNSName))
+        return set(nc.permitted_subtrees or []) == set(self._permitted()) and not nc.excluded_subtrees
 
     def _create(self):
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
-        permitted = [x509.DNSName(s) for s in self.suffixes]
-        permitted += [x509.IPAddress(net) for net in LOOPBACK_NETWORKS]
+        permitted = self._permitted()
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         cert = (
             x509.CertificateBuilder()

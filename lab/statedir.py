@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lab.config import ADMIN_TOKEN_FILE, LAB_FILE
 from lab.pki import write_private
+from lab.store import owner_only_dir
 
 EXERCISE_MARK = "exercise"  # this dir belongs to a training exercise, which may start it over
 OWNED = ("pki", "mdm", "abm", "org_domain", "events.db", "events.db-wal", "events.db-shm", LAB_FILE, EXERCISE_MARK)
@@ -25,7 +26,7 @@ class StateDir:
         self._lock_file = None
 
     def lock(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        owner_only_dir(self.path)
         self._lock_file = open(self.path / "lab.lock", "w")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,7 +50,7 @@ class StateDir:
                                "never overwrites; give the exercise a state dir of its own (--state-dir)")
         if fresh:
             self.wipe()
-        self.path.mkdir(parents=True, exist_ok=True)
+        owner_only_dir(self.path)
         if exercise is not None:
             (self.path / EXERCISE_MARK).write_text(f"{exercise}\n")
 

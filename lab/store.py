@@ -3,9 +3,14 @@
 One connection per database, guarded by a lock: SQLite serialises writers anyway, and a single connection keeps
 the write-ahead log small. ``transaction()`` commits or rolls back as a whole, so a crash mid-way loses nothing
 that was committed and half-writes nothing.
+
+A database (and its -wal and -shm files, which SQLite creates with the database's mode) is readable by its owner
+only, in a directory only its owner can enter: the databases hold password and token hashes, push secrets and the
+devices' sealed data with their keys.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -16,7 +21,11 @@ from typing import Iterator
 class Store:
     def __init__(self, path: Path, schema: str):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        owner_only_dir(self.path.parent)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for existing in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+            if existing.exists():  # a database written before it was owner-only
+                os.chmod(existing, 0o600)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self._conn.row_factory = sqlite3.Row
@@ -54,3 +63,11 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def owner_only_dir(path: Path) -> None:
+    """Create ``path`` (and its parents) if needed; ``path`` itself ends up 0700 whatever the umask."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)

@@ -13,6 +13,7 @@ import os
 import socket
 import ssl
 import stat
+import subprocess
 import threading
 
 import pytest
@@ -25,6 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.pki import CertificateAuthority, cert_pem, key_pem
 from lab.scenario import load
+from tests.conftest import require_tool
 
 SUFFIXES = ["betterbag.test", "lab.test", "localhost"]
 X509_V_ERR_PERMITTED_VIOLATION = 47  # OpenSSL: "permitted subtree violation"
@@ -66,11 +68,30 @@ def test_name_constraints_are_critical_and_exactly_the_scenario_zone(tmp_path):
     dns = sorted(n.value for n in nc.value.permitted_subtrees if isinstance(n, x509.DNSName))
     ips = {n.value for n in nc.value.permitted_subtrees if isinstance(n, x509.IPAddress)}
     others = [n for n in nc.value.permitted_subtrees if not isinstance(n, (x509.DNSName, x509.IPAddress))]
+    emails = sorted(n.value for n in others if isinstance(n, x509.RFC822Name))
+    uris = sorted(n.value for n in others if isinstance(n, x509.UniformResourceIdentifier))
     assert dns == sorted(scenario.suffixes)
     assert {"betterbag.test", "lab.test"} <= set(dns)
     assert ipaddress.ip_network("127.0.0.0/8") in ips
     assert ips <= {ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")}
-    assert others == []
+    # mailboxes and URIs too (issue 13 §6), each at a zone or below it; nothing else
+    zones = sorted([*scenario.suffixes, *("." + s for s in scenario.suffixes)])
+    assert emails == zones and uris == zones
+    assert len(others) == len(emails) + len(uris)
+
+
+def test_a_root_constrained_for_dns_names_only_is_replaced(tmp_path):
+    """A state dir from before email and URI constraints gets a new root, not the loose one."""
+    ca = CertificateAuthority(tmp_path / "pki", SUFFIXES)
+    dns_only = x509.NameConstraints(permitted_subtrees=[x509.DNSName(s) for s in SUFFIXES], excluded_subtrees=None)
+    old = (x509.CertificateBuilder().subject_name(ca.cert.subject).issuer_name(ca.cert.subject)
+           .public_key(ca.key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(ca.cert.not_valid_before_utc).not_valid_after(ca.cert.not_valid_after_utc)
+           .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+           .add_extension(dns_only, critical=True).sign(ca.key, hashes.SHA256()))
+    ca.cert_path.write_bytes(cert_pem(old))
+    again = CertificateAuthority(tmp_path / "pki", SUFFIXES)
+    assert again.cert != old and again.key.public_key() != ca.key.public_key()
 
 
 def test_suffixes_are_normalised(tmp_path):
@@ -326,3 +347,77 @@ def test_a_leaf_is_issued_anew_when_it_no_longer_fits(tmp_path, change):
         assert again.cert_path != first.cert_path
     assert again.cert.serial_number != first.cert.serial_number
     again.cert.verify_directly_issued_by(x509.load_pem_x509_certificate((tmp_path / "ca.pem").read_bytes()))
+
+
+# -- mailboxes and URIs: S/MIME and URI certificates are confined to the lab's zones too (issue 13 §6, F18) --------
+
+def forge_identity(ca: CertificateAuthority, name: x509.GeneralName, usage, tmp_path) -> tuple:
+    """A leaf signed with the lab CA key for a mailbox or a URI, as a thief of the key would make one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forged identity")]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([name]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    stem = tmp_path / f"identity-{abs(hash(name.value))}"
+    cert_path, key_path = stem.with_suffix(".pem"), stem.with_suffix(".key")
+    cert_path.write_bytes(cert_pem(cert))
+    key_path.write_bytes(key_pem(key))
+    return cert_path, key_path
+
+
+def openssl_verify(ca: CertificateAuthority, cert_path, purpose: str) -> tuple[int, str]:
+    out = subprocess.run([require_tool("openssl"), "verify", "-CAfile", str(ca.cert_path), "-purpose", purpose,
+                          str(cert_path)], capture_output=True, timeout=30)
+    return out.returncode, (out.stdout + out.stderr).decode()
+
+
+@pytest.mark.parametrize("mailbox, allowed", [
+    ("ceo@apple.com", False),                 # another organization's address
+    ("ceo@betterbag.test.attacker.example", False),
+    ("eliza@betterbag.test", True),           # the control: a lab mailbox
+    ("it@mail.betterbag.test", True),
+])
+def test_openssl_confines_smime_certificates_to_lab_mailboxes(ca, tmp_path, mailbox, allowed):
+    cert_path, _ = forge_identity(ca, x509.RFC822Name(mailbox), ExtendedKeyUsageOID.EMAIL_PROTECTION, tmp_path)
+    code, output = openssl_verify(ca, cert_path, "smimesign")
+    if allowed:
+        assert code == 0, output
+    else:
+        assert code != 0 and "permitted subtree violation" in output, output
+
+
+def test_openssl_cms_refuses_a_message_signed_for_another_organizations_address(ca, tmp_path):
+    openssl = require_tool("openssl")
+    cert_path, key_path = forge_identity(ca, x509.RFC822Name("ceo@apple.com"), ExtendedKeyUsageOID.EMAIL_PROTECTION,
+                                         tmp_path)
+    message, signed = tmp_path / "message.txt", tmp_path / "message.p7s"
+    message.write_bytes(b"wire the money")
+    sign = subprocess.run([openssl, "cms", "-sign", "-binary", "-in", str(message), "-signer", str(cert_path),
+                           "-inkey", str(key_path), "-outform", "DER", "-out", str(signed), "-nodetach"],
+                          capture_output=True, timeout=30)
+    assert sign.returncode == 0, sign.stderr.decode()
+    verify = subprocess.run([openssl, "cms", "-verify", "-inform", "DER", "-in", str(signed), "-CAfile",
+                             str(ca.cert_path), "-out", os.devnull], capture_output=True, timeout=30)
+    assert verify.returncode != 0, "an S/MIME signature for ceo@apple.com verified under the lab CA"
+    assert "permitted subtree violation" in verify.stderr.decode()
+
+
+@pytest.mark.parametrize("uri, allowed", [
+    ("https://www.google.com/", False),
+    ("https://mdm.lab.test.attacker.example/", False),
+    ("https://mdm.lab.test/mdm", True),
+    ("https://betterbag.test/", True),
+])
+def test_openssl_confines_uri_names_to_lab_hosts(ca, tmp_path, uri, allowed):
+    cert_path, _ = forge_identity(ca, x509.UniformResourceIdentifier(uri), ExtendedKeyUsageOID.SERVER_AUTH, tmp_path)
+    code, output = openssl_verify(ca, cert_path, "sslserver")
+    if allowed:
+        assert code == 0, output
+    else:
+        assert code != 0 and "permitted subtree violation" in output, output

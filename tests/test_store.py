@@ -1,7 +1,9 @@
 """lab.store: transactions on disk, nested ones joining the transaction of their thread."""
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import threading
 
 import pytest
@@ -75,3 +77,28 @@ def test_another_thread_waits_for_the_transaction_instead_of_joining_it(store):
         t.join(10)
     assert seen == [["first", "second"]]  # it started after the writer's commit, not inside its transaction
     assert names(store) == ["first", "second"]
+
+
+def test_a_database_and_its_directory_are_owner_only_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        s = Store(tmp_path / "state" / "s.db", SCHEMA)
+        with s.transaction() as db:
+            db.execute("INSERT INTO items VALUES ('a')")
+        files = [tmp_path / "state" / name for name in ("s.db", "s.db-wal", "s.db-shm")]
+        assert all(f.exists() for f in files)
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+        assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
+        s.close()
+    finally:
+        os.umask(old)
+
+
+def test_a_database_written_before_is_made_owner_only(tmp_path):
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).close()
+    os.chmod(path, 0o644)
+    os.chmod(tmp_path, 0o755)
+    Store(path, SCHEMA).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700

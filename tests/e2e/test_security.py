@@ -75,6 +75,28 @@ def test_the_ca_key_stays_in_its_0600_file(lab):
             assert b"PRIVATE KEY" not in answer.content and secret[:32] not in answer.content
 
 
+def test_databases_and_journals_are_owner_only_in_an_owner_only_state_dir(lab, device):
+    """Issue 13 §6 (F19): mdm.db, events.db and devices.db (and their -wal/-shm) hold password and token hashes,
+    push secrets and the devices' sealed data with their keys."""
+    from lab.device.store import DeviceStore
+
+    report = fleet.run(fleet.target_from_state_dir(lab.state_dir), 1, 1, journal=lab.state_dir / "fleet.jsonl")
+    assert report.enrolled == 1
+    phone = device()
+    assert phone.enroll(IDENTIFIER, PASSWORD).outcome == "enrolled"
+    saved = DeviceStore(lab.state_dir)
+    saved.save(phone)
+    saved.store.close()
+    assert stat.S_IMODE(lab.state_dir.stat().st_mode) == 0o700
+    stored = [p for p in lab.state_dir.rglob("*") if p.is_file() and (".db" in p.name or p.suffix == ".jsonl")]
+    assert {p.name for p in stored} >= {"mdm.db", "events.db", "devices.db", "fleet.jsonl"}
+    loose = {str(p.relative_to(lab.state_dir)): oct(stat.S_IMODE(p.stat().st_mode)) for p in stored
+             if stat.S_IMODE(p.stat().st_mode) != 0o600}
+    assert loose == {}
+    for directory in {p.parent for p in stored}:
+        assert stat.S_IMODE(directory.stat().st_mode) & 0o077 == 0, directory
+
+
 # -- the CA's name constraints -----------------------------------------------------------------------------------
 
 def _forge(lab, name: str, path: Path) -> tuple[Path, Path]:
@@ -149,7 +171,7 @@ def test_a_tls_server_with_a_forged_out_of_zone_leaf_is_refused_by_a_client_trus
 
 def test_the_lab_listens_on_loopback_by_default(lab):
     assert lab.listen == "127.0.0.1"
-    assert ipaddress.ip_address(lab.https.server.socket.getsockname()[0]).is_loopback
+    assert ipaddress.ip_address(lab.https.socket.getsockname()[0]).is_loopback
     for server in (lab.dns.udp, lab.dns.tcp):
         assert ipaddress.ip_address(server.server.server_address[0]).is_loopback
     assert lab.admin_token is None
