@@ -39,9 +39,11 @@ def print_results(results: list[dict]) -> None:
     print(json.dumps(results))
 
 
-def start_lab(state_dir: Path, *extra: str, timeout: float = 30) -> subprocess.Popen:
+def start_lab(state_dir: Path, *extra: str, timeout: float = 30, root: Path = ROOT) -> subprocess.Popen:
+    """`mdmlab up` in its own process; ``root``: the checkout whose lab runs (another one to compare designs)."""
     proc = subprocess.Popen([*MDMLAB, "up", "--state-dir", str(state_dir), "--https-port", "0", "--dns-port", "0",
-                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+                             *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
     deadline = time.monotonic() + timeout
     while not (state_dir / "lab.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:

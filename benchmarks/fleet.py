@@ -24,10 +24,11 @@ from benchmarks._common import (HandshakeCounter, cpu_seconds, lab_info, memory_
 from lab import fleet  # noqa: E402
 
 
-def measure(devices: int, concurrency: int, mix: str | None = None, warmup: int = 20) -> dict:
+def measure(devices: int, concurrency: int, mix: str | None = None, warmup: int = 20, root: Path | None = None) -> dict:
+    """``root``: run the lab of another checkout (e.g. an older listener) against this fleet."""
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp) / "state"
-        proc = start_lab(state_dir, "--fresh")
+        proc = start_lab(state_dir, "--fresh", **({"root": root} if root else {}))
         try:
             time.sleep(0.3)
             target = fleet.Target.from_info(lab_info(state_dir))
@@ -66,8 +67,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--mix", default=None)
+    parser.add_argument("--lab-from", type=Path, default=None, help="run the lab of this checkout instead")
     args = parser.parse_args()
-    result = measure(args.devices, args.concurrency, args.mix)
+    result = measure(args.devices, args.concurrency, args.mix, root=args.lab_from)
     print(f"{result['enrolled']} enrolled, {result['failed']} failed in {result['wall_s']} s: "
           f"{result['enrollments_per_s']} enrollments/s; lab CPU {result['lab_cpu_ms_per_enrollment']} ms and fleet "
           f"CPU {result['fleet_cpu_ms_per_enrollment']} ms per enrollment; {result['handshakes_per_enrollment']} "

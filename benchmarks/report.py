@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/report.py                 # floor, start-up, one enrollment, fleet throughput
     .venv/bin/python benchmarks/report.py --memory        # and the 10,000-device memory run (about 5 minutes)
+    .venv/bin/python benchmarks/report.py --baseline ../old   # and the fleet against another checkout's lab
 
 Ratios to the floor (openssl s_server + s_time, new handshakes; see floor.py), h = TLS handshakes per enrollment:
   start-up                 ready time ÷ the CPU of one handshake at the floor
@@ -37,12 +38,15 @@ def _startup() -> dict:
     return {"fresh_p50_ms": round(statistics.median(fresh), 1), "resumed_p50_ms": round(statistics.median(resumed), 1)}
 
 
-def run(devices: int, concurrency: int, memory: bool) -> dict:
+def run(devices: int, concurrency: int, memory: bool, baseline: Path | None = None) -> dict:
     cores = os.cpu_count() or 1
     result = {"cores": cores, "load_average": os.getloadavg()[0], "floor": floor.measure()}
     result["startup"] = _startup()
     result["enroll"] = enroll.measure_flow()
     result["fleet"] = fleet.measure(devices, concurrency)
+    if baseline is not None:  # the same fleet against another checkout's lab, right after
+        result["baseline"] = fleet.measure(devices, concurrency, root=baseline)
+        result["baseline"]["root"] = str(baseline)
     if memory:
         result["memory"] = fleet.measure(10_000, 16)
     return result
@@ -73,6 +77,12 @@ def table(r: dict) -> str:
         ("fleet (device) CPU per enrollment", f"{fl['fleet_cpu_ms_per_enrollment']:.1f} ms",
          f"{fl['fleet_cpu_ms_per_enrollment'] / (h * (c - s)):.1f}× its handshakes' client side", ""),
     ]
+    if "baseline" in r:
+        b = r["baseline"]
+        rows.append((f"the same fleet against the lab of {b['root']}", f"{b['enrollments_per_s']:.1f} enrollments/s, "
+                     f"{b['failed']} errors; lab CPU {b['lab_cpu_ms_per_enrollment']:.1f} ms per enrollment",
+                     f"{b['enrollments_per_s'] / ceiling:.2f} of {ceiling:.0f}/s; "
+                     f"{b['lab_cpu_ms_per_enrollment'] / (h * s):.1f}× its handshakes' server side", ""))
     if "memory" in r:
         m = r["memory"]
         rows.append((f"lab memory under a {m['devices']:,}-device fleet (peak RSS)", f"{m['lab_peak_rss_mb']:.0f} MB",
@@ -87,8 +97,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--memory", action="store_true", help="also the 10,000-device memory run")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="also run the fleet against the lab of this checkout (another design), same run")
     args = parser.parse_args()
-    result = run(args.devices, args.concurrency, args.memory)
+    result = run(args.devices, args.concurrency, args.memory, args.baseline)
     print(table(result))
     print(f"\n{result['cores']} cores, load average {result['load_average']:.2f} at the start")
     print(json.dumps(result))

@@ -120,7 +120,7 @@ class StreamGate:
 
 class _Conn:
     __slots__ = ("sock", "addr", "http", "state", "deadline", "request", "body", "too_large", "environ",
-                 "drained", "gate", "registered", "refusal")
+                 "drained", "gate", "registered", "refusal", "queued_at")
 
     def __init__(self, sock: ssl.SSLSocket, addr):
         self.sock = sock
@@ -136,6 +136,7 @@ class _Conn:
         self.gate: StreamGate | None = None
         self.registered = False
         self.refusal: _Refuse | None = None
+        self.queued_at = 0.0
 
 
 class _Refuse(Exception):
@@ -322,7 +323,7 @@ class HTTPSServer:
             return
         if conn.state == "handshake":  # the handshake's crypto runs on a worker, never holding up this loop
             self._unregister(conn)
-            conn.state = "handshaking"
+            conn.state, conn.queued_at = "handshaking", time.monotonic()
             self._work.put(conn)
             return
         if conn.state == "drain":
@@ -340,6 +341,8 @@ class HTTPSServer:
             self._close(conn)
             return
         if conn.state == "handshake":  # the client's next handshake message is not here yet
+            # the deadline counts the client's time only, not the lab's while a flood of handshakes is queued
+            conn.deadline += time.monotonic() - conn.queued_at
             self._register(conn)
             return
         if conn.state == "stream":

@@ -377,15 +377,23 @@ def openssl_verify(ca: CertificateAuthority, cert_path, purpose: str) -> tuple[i
     return out.returncode, (out.stdout + out.stderr).decode()
 
 
-@pytest.mark.parametrize("mailbox, allowed", [
-    ("ceo@apple.com", False),                 # another organization's address
-    ("ceo@betterbag.test.attacker.example", False),
-    ("eliza@betterbag.test", True),           # the control: a lab mailbox
-    ("it@mail.betterbag.test", True),
-])
-def test_openssl_confines_smime_certificates_to_lab_mailboxes(ca, tmp_path, mailbox, allowed):
-    cert_path, _ = forge_identity(ca, x509.RFC822Name(mailbox), ExtendedKeyUsageOID.EMAIL_PROTECTION, tmp_path)
-    code, output = openssl_verify(ca, cert_path, "smimesign")
+IDENTITIES = [  # (name, usage, openssl purpose, allowed)
+    (x509.RFC822Name("ceo@apple.com"), ExtendedKeyUsageOID.EMAIL_PROTECTION, "smimesign", False),
+    (x509.RFC822Name("ceo@betterbag.test.attacker.example"), ExtendedKeyUsageOID.EMAIL_PROTECTION, "smimesign", False),
+    (x509.RFC822Name("eliza@betterbag.test"), ExtendedKeyUsageOID.EMAIL_PROTECTION, "smimesign", True),
+    (x509.RFC822Name("it@mail.betterbag.test"), ExtendedKeyUsageOID.EMAIL_PROTECTION, "smimesign", True),
+    (x509.UniformResourceIdentifier("https://www.google.com/"), ExtendedKeyUsageOID.SERVER_AUTH, "sslserver", False),
+    (x509.UniformResourceIdentifier("https://mdm.lab.test.attacker.example/"), ExtendedKeyUsageOID.SERVER_AUTH,
+     "sslserver", False),
+    (x509.UniformResourceIdentifier("https://mdm.lab.test/mdm"), ExtendedKeyUsageOID.SERVER_AUTH, "sslserver", True),
+    (x509.UniformResourceIdentifier("https://betterbag.test/"), ExtendedKeyUsageOID.SERVER_AUTH, "sslserver", True),
+]
+
+
+@pytest.mark.parametrize("name, usage, purpose, allowed", IDENTITIES, ids=[i[0].value for i in IDENTITIES])
+def test_openssl_confines_mailboxes_and_uris_to_the_lab_zones(ca, tmp_path, name, usage, purpose, allowed):
+    cert_path, _ = forge_identity(ca, name, usage, tmp_path)
+    code, output = openssl_verify(ca, cert_path, purpose)
     if allowed:
         assert code == 0, output
     else:
@@ -406,18 +414,3 @@ def test_openssl_cms_refuses_a_message_signed_for_another_organizations_address(
                              str(ca.cert_path), "-out", os.devnull], capture_output=True, timeout=30)
     assert verify.returncode != 0, "an S/MIME signature for ceo@apple.com verified under the lab CA"
     assert "permitted subtree violation" in verify.stderr.decode()
-
-
-@pytest.mark.parametrize("uri, allowed", [
-    ("https://www.google.com/", False),
-    ("https://mdm.lab.test.attacker.example/", False),
-    ("https://mdm.lab.test/mdm", True),
-    ("https://betterbag.test/", True),
-])
-def test_openssl_confines_uri_names_to_lab_hosts(ca, tmp_path, uri, allowed):
-    cert_path, _ = forge_identity(ca, x509.UniformResourceIdentifier(uri), ExtendedKeyUsageOID.SERVER_AUTH, tmp_path)
-    code, output = openssl_verify(ca, cert_path, "sslserver")
-    if allowed:
-        assert code == 0, output
-    else:
-        assert code != 0 and "permitted subtree violation" in output, output
