@@ -457,7 +457,8 @@ class HTTPSServer:
                 raise _Refuse(400, "bad-request", "Transfer-Encoding is not allowed in an HTTP/1.0 request")
 
     def _refuse(self, conn: _Conn, refusal: _Refuse) -> None:
-        """Answer a request the listener itself refuses, then close (after draining what the client still sends)."""
+        """Answer what the listener refuses before any app sees it (a malformed request, a head or body too late),
+        then close."""
         body = json.dumps({"error": refusal.error, "message": refusal.message}).encode()
         head = (f"HTTP/1.1 {refusal.status} {_REASONS.get(refusal.status, 'Error')}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n")
