@@ -227,3 +227,34 @@ def test_every_rule_that_can_run_somewhere_has_a_handler():
 
     runnable = {rt for rt, r in RULES.items() if not r.never_account_driven and set(r.platforms) - set(r.supervised)}
     assert runnable <= set(_HANDLERS)
+
+
+def _vpn_profile(kind="com.apple.vpn.managed") -> bytes:
+    return plistlib.dumps({"PayloadType": "Configuration", "PayloadIdentifier": "org.vpn", "PayloadUUID": "V-1",
+                           "PayloadContent": [{"PayloadType": kind, "PayloadIdentifier": "org.vpn.p",
+                                               "PayloadUUID": "V-2", "PayloadDisplayName": "Work VPN"}]})
+
+
+@pytest.mark.parametrize("family", ["iPhone", "Mac"])
+def test_user_enrollment_refuses_a_device_wide_vpn_and_installs_nothing(make, family):
+    device = make(family)
+    outcome = run(device, "InstallProfile", Payload=_vpn_profile())
+    assert outcome.status == "Error" and "forbidden under User Enrollment" in outcome.explanation
+    assert [(e["ErrorDomain"], e["ErrorCode"]) for e in outcome.response["ErrorChain"]] == [
+        ("MCInstallationErrorDomain", 4001), ("MCInstallationErrorDomain", 4029)]
+    assert "Work VPN" in outcome.response["ErrorChain"][1]["LocalizedDescription"]
+    assert "org.vpn" not in device.contents.profiles
+
+
+def test_per_app_vpn_under_user_enrollment_and_a_device_vpn_under_device_enrollment_install(make):
+    assert run(make(), "InstallProfile", Payload=_vpn_profile("com.apple.vpn.managed.applayer")).status == \
+        "Acknowledged"
+    assert run(make("iPhone", "ADDE", "17.4"), "InstallProfile", Payload=_vpn_profile()).status == "Acknowledged"
+
+
+@pytest.mark.parametrize("family, os_version, mode, request_type", [
+    ("Vision", "1.1", "BYOD", "DeviceLock"),  # visionOS has DeviceLock from 2.0 on
+    ("iPhone", "17.4", "ADDE", "ScheduleOSUpdate"),
+])
+def test_commands_apples_schema_does_not_offer_this_device_are_refused(make, family, os_version, mode, request_type):
+    assert refused_with_12021(run(make(family, mode, os_version), request_type, Updates=[]), request_type)

@@ -6,7 +6,7 @@ import plistlib
 import secrets
 import uuid
 
-from lab.device import signin
+from lab.device import messages, signin
 from lab.device.authentication import read_challenge
 from lab.device.errors import exchange
 from lab.device.trace import OK, WARN, DeviceFailure, Trace, describe_request
@@ -31,14 +31,22 @@ def first_check_ins(device, trace: Trace) -> None:
     """Authenticate, then TokenUpdate (and the user channel's on a Mac in User Enrollment)."""
     client = device.client
     check_in(device, {"MessageType": "Authenticate", **identity_keys(device), "BuildVersion": client.build,
-                      "OSVersion": client.os_version, "ProductName": client.product}, trace)
+                      "OSVersion": client.os_version, "ProductName": client.product, "DeviceName": device.name,
+                      "Model": client.product, "ModelName": client.model_family}, trace)
     check_in(device, {"MessageType": "TokenUpdate", **identity_keys(device), "Token": secrets.token_bytes(32),
                       "PushMagic": str(uuid.uuid4()).upper()}, trace)
     if client.os_name == "macOS" and device.enrollment.mode == "BYOD":
-        # macOS User Enrollment: the user channel's TokenUpdate adds EnrollmentUserID (PROTOCOL.md 3.4)
+        # macOS User Enrollment: the user channel's TokenUpdate adds EnrollmentUserID (PROTOCOL.md 3.4) and
+        # names the person logged in
         device.enrollment.enrollment_user_id = uuid.uuid4().hex.upper()
         check_in(device, {"MessageType": "TokenUpdate", **identity_keys(device, user_channel=True),
-                          "Token": secrets.token_bytes(32), "PushMagic": str(uuid.uuid4()).upper()}, trace)
+                          "UserLongName": device.owner_name, "UserShortName": device.owner_name.lower(),
+                          "NotOnConsole": False, "Token": secrets.token_bytes(32),
+                          "PushMagic": str(uuid.uuid4()).upper()}, trace, channel="user")
+
+
+def fit(device, kind: str, name: str | None, facts: dict, channel: str = "device") -> dict:
+    return messages.fit(kind, name, facts, device.client, device.enrollment.mode, channel)
 
 
 def mdm_put(device, url: str, message: dict, content_type: str, stage: str, label: str, trace: Trace, *,
@@ -66,8 +74,9 @@ def mdm_put(device, url: str, message: dict, content_type: str, stage: str, labe
         renewals += 1
 
 
-def check_in(device, message: dict, trace: Trace) -> None:
-    kind = message["MessageType"]
+def check_in(device, facts: dict, trace: Trace, *, channel: str = "device") -> None:
+    kind = facts["MessageType"]
+    message = fit(device, "checkin", kind, facts, channel)
     response, action, request, elapsed = mdm_put(device, device.enrollment.checkin_url, message, CHECKIN_TYPE,
                                                  "check-in", kind, trace)
     if response.status_code != 200:
@@ -92,7 +101,7 @@ def sync(device, password: str | None) -> Trace:
 
 
 def _sync(device, trace: Trace) -> None:
-    report, done = {"Status": "Idle", **identity_keys(device)}, 0
+    report, done = fit(device, "response", None, {"Status": "Idle", **identity_keys(device)}), 0
     for _ in range(MAX_COMMANDS):
         label = "Idle" if report["Status"] == "Idle" else f"{report['Status']} {report['CommandUUID'][:8]}"
         response, action, request, elapsed = mdm_put(device, device.enrollment.server_url, report, SERVER_TYPE,
@@ -126,7 +135,9 @@ def _sync(device, trace: Trace) -> None:
         trace.add("commands", f"{request_type} → {outcome.status}", verdict, outcome.explanation,
                   code=None if verdict == OK else f"command-{outcome.status.lower()}")
         done += 1
-        report = {"CommandUUID": command_uuid, "Status": outcome.status, **identity_keys(device), **outcome.response}
+        name = messages.report_name(request_type, device.client, device.enrollment.mode)
+        report = fit(device, "response", name, {"CommandUUID": command_uuid, "Status": outcome.status,
+                                                **identity_keys(device), **outcome.response})
         if outcome.after:
             _report_then(device, report, outcome, command_uuid, trace)
             return
@@ -149,12 +160,12 @@ def _report_then(device, report: dict, outcome, command_uuid: str, trace: Trace)
         trace.succeed("the MDM removed the enrollment profile; the device unenrolled", outcome="unenrolled")
 
 
-def check_out(device, url: str, keys: dict, token: str | None, trace: Trace) -> None:
+def check_out(device, url: str, message: dict, token: str | None, trace: Trace) -> None:
     """One best-effort CheckOut, never retried, never re-authenticated (dev:check-out, PROTOCOL.md 4.6)."""
     headers = {"Content-Type": CHECKIN_TYPE, "User-Agent": device.client.user_agent_mdm,
                **({"Authorization": f"Bearer {token}"} if token else {})}
     try:
-        response = device.session.put(url, data=plistlib.dumps({"MessageType": "CheckOut", **keys}),
+        response = device.session.put(url, data=plistlib.dumps(message),
                                       headers=headers, timeout=30)
     except Exception as exc:
         trace.add("unenrollment", f"PUT {url} CheckOut", WARN, f"CheckOut not delivered ({exc.__class__.__name__});"

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lab import cms
+from lab.device import messages
 from lab.device import payloads as effects_of
 from lab.device import renewal
 from lab.device.rules import FORBIDDEN_UE, RULES, Rule, refusal  # noqa: F401 (re-exported)
@@ -35,6 +36,10 @@ APP_CANNOT_BE_PURCHASED = 12035  # "App cannot be purchased"
 PROFILE_NOT_INSTALLED = 12075  # "Specified profile not installed"
 MDM_UPDATE_REFUSED = 12004  # Apple's table: "Cannot replace MDM"; devices add what differs (renewal.py)
 PROFILE_ERROR_DOMAIN, MALFORMED_PROFILE = "MCProfileErrorDomain", 1000
+# A profile whose payload User Enrollment does not allow: MCInstallationErrorDomain 4001 "Profile Installation
+# Failed" over 4029, the code devices answer for such a payload (seen for a device-wide VPN sent to an account-driven
+# User Enrollment: github.com/pl4nty/intune-change-tracking/issues/96); the second description is the lab's words.
+INSTALLATION_ERROR_DOMAIN, PROFILE_FAILED, PAYLOAD_NOT_ALLOWED = "MCInstallationErrorDomain", 4001, 4029
 
 # Commands an iOS device never answers NotNow to (dev:handling-notnow-status-responses).
 NEVER_NOT_NOW = ("DeviceInformation", "ProfileList", "DeviceLock", "EraseDevice", "ClearPasscode",
@@ -130,10 +135,15 @@ def _device_information(context, command):
 
 
 def _security_info(context, command):
+    """What the device knows about its security; its report carries what the schema allows here."""
     info = {"HardwareEncryptionCaps": 3, "PasscodePresent": True, "PasscodeCompliant": True,
-            "PasscodeCompliantWithProfiles": True}
-    if not context.facts.user_enrollment:
-        info["ManagementStatus"] = {"EnrolledViaDEP": False, "IsUserEnrollment": False}
+            "PasscodeCompliantWithProfiles": True, "PasscodeLockGracePeriodEnforced": 0,
+            "FDE_Enabled": True, "SystemIntegrityProtectionEnabled": True, "AuthenticatedRootVolumeEnabled": True,
+            "FirewallSettings": {"FirewallEnabled": True, "BlockAllIncoming": False, "StealthMode": False},
+            "SecureBoot": {"SecureBootLevel": "full", "ExternalBootLevel": "disallowed"},
+            "ManagementStatus": {"EnrolledViaDEP": False, "UserApprovedEnrollment": True,
+                                 "IsUserEnrollment": context.facts.user_enrollment,
+                                 "IsActivationLockManageable": False}}
     return Outcome("Acknowledged", {"SecurityInfo": info}, "security information")
 
 
@@ -205,6 +215,12 @@ def _install_profile(context, command):
         return _error("not a Configuration profile with PayloadIdentifier and PayloadContent",
                       error(MALFORMED_PROFILE, "The profile is malformed.", PROFILE_ERROR_DOMAIN))
     types = tuple(p.get("PayloadType", "?") for p in payloads if isinstance(p, dict))
+    barred = _barred_by_enrollment(context, payloads)
+    if barred:
+        return _error(f"refused: {barred['reason']}", error(PROFILE_FAILED, "Profile Installation Failed",
+                                                             INSTALLATION_ERROR_DOMAIN),
+                      error(PAYLOAD_NOT_ALLOWED, f"The payload “{barred['name']}” is not allowed with User "
+                                                 "Enrollment.", INSTALLATION_ERROR_DOMAIN))
     identifier = profile["PayloadIdentifier"]
     if "com.apple.mdm" in types:
         if identifier != context.facts.profile_identifier:
@@ -223,6 +239,19 @@ def _install_profile(context, command):
     effects = effects_of.apply(context.contents, identifier, types, context.facts.account)
     return Outcome("Acknowledged", {}, f"installed {identifier} ({', '.join(types)})"
                    + (f", signed by {signed_by}" if signed_by else ", unsigned") + (f"; {effects}" if effects else ""))
+
+
+def _barred_by_enrollment(context, payloads: list) -> dict | None:
+    """The first payload User Enrollment does not allow here (Apple's schema), or None."""
+    client, mode = context.facts.client, context.facts.mode
+    for payload in payloads:
+        kind = payload.get("PayloadType") if isinstance(payload, dict) else None
+        if not isinstance(kind, str):
+            continue
+        problem = messages.refusal("payload", kind, client.os_name, client.os_version, mode)
+        if problem is not None and problem.code == "forbidden-under-user-enrollment":
+            return {"name": str(payload.get("PayloadDisplayName") or kind), "reason": problem.message}
+    return None
 
 
 def _remove_profile(context, command):

@@ -21,7 +21,9 @@ def unenroll(device) -> Trace:
 
 
 def remove_enrollment(device, trace: Trace, *, by: str, check_out: bool = True) -> None:
-    enrollment, keys = device.enrollment, channel.identity_keys(device)
+    enrollment = device.enrollment
+    check_out_message = channel.fit(device, "checkin", "CheckOut",
+                                    {"MessageType": "CheckOut", **channel.identity_keys(device)})
     token = enrollment.access_token  # lives in the managed keychain, about to be destroyed
     removed = device.contents.remove_enrollment(enrollment.identifier)
     trace.add("unenrollment", "destroy the enrollment's keys", OK,
@@ -33,7 +35,7 @@ def remove_enrollment(device, trace: Trace, *, by: str, check_out: bool = True) 
     device.locked = False
     device.enrollment = None
     if check_out and enrollment.check_out_when_removed:
-        channel.check_out(device, enrollment.checkin_url, keys, token, trace)
+        channel.check_out(device, enrollment.checkin_url, check_out_message, token, trace)
     device.history.append({"at": time.time(), "event": f"unenrolled by {by}"})
 
 

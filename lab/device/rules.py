@@ -1,9 +1,11 @@
 """Where each command exists and which enrollments may run it (Apple's schema, mdm/commands/*.yaml): the schema's
 ``supportedOS`` per platform, ``userenrollment: {mode: forbidden}``, ``supervised: true`` (an account-driven Device
-Enrollment is unsupervised) and ``requiresdep``."""
+Enrollment is unsupervised) and ``requiresdep``; then the schema facts of lab.schema for this OS version."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from lab.device import messages
 
 _ALL = ("iOS", "iPadOS", "macOS", "visionOS")
 _MOBILE = ("iOS", "iPadOS")
@@ -59,4 +61,5 @@ def refusal(context, request_type: str) -> str | None:
         return f"{request_type} needs Automated Device Enrollment or a Shared iPad, not account-driven enrollment"
     if os_name in rule.supervised:
         return f"{request_type} needs a supervised device; account-driven Device Enrollment is unsupervised"
-    return None
+    problem = messages.refusal("command", request_type, os_name, context.facts.client.os_version, context.facts.mode)
+    return problem.message if problem else None

@@ -1,0 +1,64 @@
+"""The device's messages through the lab's real DNS and TLS conform to Apple's schema: every check-in message and
+command report an iPhone, a Mac (with its user channel) and a Vision Pro send while they enroll in User
+Enrollment, run the commands an admin queues and sign out, checked against lab.schema as sent."""
+from __future__ import annotations
+
+import plistlib
+
+import pytest
+
+from lab import schema
+from lab.device import Device
+from tests.conftest import IDENTIFIER, PASSWORD
+from tests.device.test_conformance import KNOWN
+from tests.e2e.test_mdm_e2e import running
+
+COMMANDS = (("DeviceInformation", {"Queries": ["OSVersion", "ModelName", "UDID", "DeviceName"]}),
+            ("SecurityInfo", {}), ("ProfileList", {}), ("CertificateList", {}), ("ManagedApplicationList", {}),
+            ("InstallApplication", {"iTunesStoreID": 1_660_000_002, "Options": {"PurchaseMethod": 1}}),
+            ("EraseDevice", {}))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with running("betterbag", tmp_path_factory.mktemp("conformance")) as env:
+        yield env
+
+
+def recording(device: Device) -> list[dict]:
+    sent, request = [], device.session.request
+
+    def record(method, url, *args, **kwargs):
+        if method == "PUT":
+            sent.append(plistlib.loads(kwargs["data"]))
+        return request(method, url, *args, **kwargs)
+
+    device.session.request = record
+    device.session.put = lambda url, **kwargs: record("PUT", url, **kwargs)
+    return sent
+
+
+@pytest.mark.parametrize("family, version", [("iPhone", "26.1"), ("Mac", "14.0"), ("Vision", "2.2")])
+def test_what_the_device_sends_to_the_lab_conforms_to_apples_schema(env, family, version):
+    device = env.device(model_family=family, os_version=version)
+    sent = recording(device)
+    assert device.enroll(IDENTIFIER, PASSWORD).outcome == "enrolled"
+    queued = {env.queue(device, request_type, **params): request_type for request_type, params in COMMANDS}
+    assert device.sync().outcome == "synced"
+    assert device.unenroll().outcome == "unenrolled"
+    context = dict(platform=device.os_name, os_version=version, enrollment="user")
+    checked = []
+    for message in sent:
+        if "MessageType" in message:
+            kind, name = "checkin", message["MessageType"]
+        else:
+            kind, name = "response", queued.get(message.get("CommandUUID"))
+            if message["Status"] == "Error" and name == "EraseDevice":  # refused: the bare report
+                name = None
+        where = "user" if "EnrollmentUserID" in message else "device"
+        errors = [str(p) for p in schema.check(kind, name, message, channel=where, **context) if p.severity == "error"
+                  and (device.os_name, "user", name, p.path, p.code) not in KNOWN]
+        assert errors == [], (kind, name, errors)
+        checked.append(name)
+    assert {"Authenticate", "TokenUpdate", "CheckOut", "SecurityInfo", "ProfileList"} <= set(checked)
+    assert any("EnrollmentUserID" in m for m in sent) == (family == "Mac")  # the Mac's user channel too
