@@ -44,7 +44,8 @@ class Zone:
     records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, name: str, rtype: str, value: str) -> None:
+    def add(self, name: str, rtype: str, value: str) -> bool:
+        """Add one record; False when it was already there."""
         name = name.lower().rstrip(".")
         if self.apex(name) is None:
             raise ValueError(f"{name} is outside the lab's zones ({', '.join(self.suffixes)})")
@@ -52,8 +53,10 @@ class Zone:
             raise ValueError(f"record type {rtype!r} is not one of {', '.join(_RDATA)}")
         with self._lock:
             values = self.records.setdefault(name, {}).setdefault(rtype, [])
-            if value not in values:
-                values.append(value)
+            if value in values:
+                return False
+            values.append(value)
+            return True
 
     def remove(self, name: str, rtype: str, value: str | None = None) -> int:
         name = name.lower().rstrip(".")
@@ -94,10 +97,25 @@ WRONG_ADDRESS = {"A": "127.0.0.2", "AAAA": "::2"}  # loopback, where no lab list
 @dataclass(frozen=True)
 class DNSAnswer:
     """What the lab's DNS says about one name, before it is packed: a DNS fault's hook turns one into another."""
+    name: str
+    soa: str  # the zone whose SOA goes with a negative answer (NXDOMAIN, NODATA)
     exists: bool  # False: NXDOMAIN
     records: dict[str, list[str]]  # by type; empty for a name without data (NODATA)
     rcode: int = RCODE.NOERROR  # another rcode (SERVFAIL) replaces the whole answer
     dropped: bool = False  # no answer at all
+
+    @property
+    def outcome(self) -> str:
+        """In a word, what a client gets when the answer is not records."""
+        if self.dropped:
+            return "no answer (queries time out)"
+        if self.rcode != RCODE.NOERROR:
+            return RCODE.get(self.rcode)
+        return "NOERROR" if self.exists else "NXDOMAIN"
+
+
+def _parent(name: str) -> str:
+    return name.split(".", 1)[1] if "." in name else ""
 
 
 class _Dropped(Exception):
@@ -107,10 +125,20 @@ class _Dropped(Exception):
 dns_fault = FaultRegistry("dns")
 
 
-@dns_fault("dns-nxdomain", description="the lab DNS answers NXDOMAIN for the name",
-           symptom="'Unable to connect': the domain or MDM host does not resolve (record missing, typo in the zone)")
+@dns_fault("dns-nxdomain", description="the lab DNS answers NXDOMAIN for the name, every type; at a zone apex the "
+                                       "whole domain is gone (its SOA too), as when a registration lapses",
+           symptom="'Unable to connect': the domain or MDM host does not exist (an expired domain, a typo in the "
+                   "zone, a name only the internal DNS knows)")
 def _nxdomain(answer: DNSAnswer) -> DNSAnswer:
-    return DNSAnswer(exists=False, records={})
+    soa = _parent(answer.name) if answer.name == answer.soa else answer.soa
+    return replace(answer, soa=soa, exists=False, records={})
+
+
+@dns_fault("dns-nodata", description="the name's address records (A, AAAA) are gone: NOERROR with no answer",
+           symptom="'Unable to connect' at once: the record was deleted (a DNS provider migration dropped the "
+                   "apex A record), the name itself still exists")
+def _nodata(answer: DNSAnswer) -> DNSAnswer:
+    return replace(answer, records={t: v for t, v in answer.records.items() if t not in ("A", "AAAA")})
 
 
 @dns_fault("dns-servfail", description="the lab DNS answers SERVFAIL for the name",
@@ -165,6 +193,53 @@ class ZoneResolver:
         self._record(request, reply, protocol, armed)
         return reply
 
+    # -- the zone as the tools show and change it: what the DNS answers, nothing else -----------------------
+    def listing(self) -> list[dict]:
+        """Every record the DNS serves. A name an armed fault overrides is shown as the fault makes it answer
+        (``overridden``, with ``fault`` naming it unless the board conceals it)."""
+        overrides = {}
+        for armed in (self.faults.armed_on("dns") if self.faults is not None else []):
+            overrides.setdefault(armed.host, armed)
+        rows = [r for r in self.zone.listing() if r["name"] not in overrides]
+        for name, armed in overrides.items():
+            answer = self.answer_for(name, armed)
+            mark = {"overridden": True, "fault": self.faults.name(armed)}
+            if answer.dropped or answer.rcode != RCODE.NOERROR or not answer.exists:
+                rows.append({"name": name, "type": "*", "value": answer.outcome, **mark})
+            elif answer.records:
+                rows += [{"name": name, "type": t, "value": v, **mark}
+                         for t, values in sorted(answer.records.items()) for v in values]
+            else:
+                rows.append({"name": name, "type": "*", "value": "NOERROR, no data", **mark})
+        return sorted(rows, key=lambda r: (r["name"], r["type"]))
+
+    def add(self, name: str, rtype: str, value: str) -> dict:
+        """Add a record and say whether the DNS now serves it, and if not, why."""
+        name = name.lower().rstrip(".")
+        added = self.zone.add(name, rtype, value)
+        result = {"name": name, "type": rtype, "value": value, "added": added, "served": True}
+        armed = self.faults.peek("dns", name) if self.faults is not None else None
+        answer = self.answer_for(name, armed)
+        if value not in answer.records.get(rtype, []) or answer.dropped or answer.rcode != RCODE.NOERROR:
+            result["served"] = False
+            result["note"] = self.faults.say(f"stored, but not served: an override on {name} makes every query for "
+                                             f"it answer {answer.outcome}; it is served once the override is "
+                                             "cleared", armed)
+        elif not added:
+            result["note"] = f"{name} {rtype} {value} was already in the zone: nothing changed"
+        return result
+
+    def remove(self, name: str, rtype: str, value: str | None = None) -> dict:
+        """Remove the records of ``name`` and ``rtype`` (one value, or all): say which."""
+        name = name.lower().rstrip(".")
+        gone = [r for r in self.zone.listing() if r["name"] == name and r["type"] == rtype
+                and (value is None or r["value"] == value)]
+        self.zone.remove(name, rtype, value)
+        result = {"removed": len(gone), "records": gone}
+        if not gone:
+            result["note"] = f"{name} has no {rtype} record" + (f" {value}" if value else "") + ": nothing changed"
+        return result
+
     def _forward(self, request: DNSRecord) -> DNSRecord:
         """Ask the upstream server; its silence or garbage becomes SERVFAIL (dnslib's proxy would hang)."""
         host, port = self.upstream
@@ -188,9 +263,10 @@ class ZoneResolver:
         return self.faults.take("dns", qname)
 
     def answer_for(self, name: str, armed=None) -> DNSAnswer:
-        """The zone's answer for ``name``, as the armed fault (if any) changes it."""
+        """The zone's answer for ``name`` (inside the zone), as the armed fault (if any) changes it."""
+        name = name.lower().rstrip(".")
         records = self.zone.lookup(name)
-        answer = DNSAnswer(records is not None or self.zone.exists(name), records or {})
+        answer = DNSAnswer(name, self.zone.apex(name), records is not None or self.zone.exists(name), records or {})
         return armed.apply(answer) if armed is not None else answer
 
     def _answer(self, request: DNSRecord, reply: DNSRecord, armed=None) -> bool:
@@ -214,18 +290,19 @@ class ZoneResolver:
             return True
         if not answer.exists:
             reply.header.rcode = RCODE.NXDOMAIN
-            reply.add_auth(self._soa(apex))
+            reply.header.aa = int(answer.soa == apex)  # a vanished domain: the parent zone's word, not ours
+            reply.add_auth(self._soa(answer.soa))
             return True
         for rtype, values in answer.records.items():
             if qtype in (rtype, "ANY"):
                 for value in values:
                     rdata = _RDATA[rtype](value)
                     reply.add_answer(RR(q.qname, getattr(QTYPE, rtype), rdata=rdata, ttl=TTL))
-        if qtype in ("SOA", "NS") and qname == apex:
+        if qtype in ("SOA", "NS") and qname == apex == answer.soa:
             reply.add_answer(self._soa(apex) if qtype == "SOA" else
                              RR(apex, QTYPE.NS, rdata=NS(f"ns.{apex}"), ttl=TTL))
         if not reply.rr:
-            reply.add_auth(self._soa(apex))  # NODATA: the name exists, not with this type
+            reply.add_auth(self._soa(answer.soa))  # NODATA: the name exists, not with this type
         return True
 
     @staticmethod

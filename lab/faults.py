@@ -239,6 +239,12 @@ class FaultBoard:
         with self._lock:
             return self._find(component, host, at, None)
 
+    def armed_on(self, component: str) -> list[Armed]:
+        """The armed faults of ``component``, for the component to show what they do (never their names: those go
+        through ``name``/``say``)."""
+        with self._lock:
+            return [a for a in self._armed if a.spec.component == component]
+
     def armed(self) -> list[dict]:
         if self.concealed:
             return []

@@ -149,7 +149,8 @@ class Lab:
                 self._mount(sc.abm_hosts[role], "abm", app)
 
     def _build_zone(self, ip_version: int) -> None:
-        for host in set(self.dispatcher.hosts) - {"localhost"}:
+        deleted = {d.name for d in self.scenario.domains if not d.address}  # a record the field lost
+        for host in set(self.dispatcher.hosts) - {"localhost"} - deleted:
             self.zone.add(host, "AAAA" if ip_version == 6 else "A", self.listen)
         self.zone.add("localhost", "A", "127.0.0.1")
         for name, txt in ((d.name, txt) for d in self.scenario.domains for txt in d.txt):

@@ -43,6 +43,7 @@ class Domain:
     versions: tuple[tuple[str, str], ...] = ()  # (model family or user identifier, Version) overrides
     redirects: tuple[Redirect, ...] = ()
     txt: tuple[str, ...] = ()
+    address: bool = True  # False: the zone has no A/AAAA for the domain (a deleted record); restoring it repairs
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ _SCHEMA = {
     "scenario": {"name", "description", "exercise"},
     "organization": {"name", "kind"},
     "lab": {"zone"},
-    "domains": {"name", "version", "versions", "redirects", "txt"},
+    "domains": {"name", "version", "versions", "redirects", "txt", "address"},
     "redirects": {"status", "host", "path", "keep_query"},
     "users": {"identifier", "password", "full_name"},
     "mdm": {"host", "auth", "token_ttl", "topic", "refresh_tokens", "refresh_ttl", "code_ttl", "client_id", "scope",
@@ -269,7 +270,8 @@ def _domain(path: Path, i: int, d: dict) -> Domain:
     # Version is not checked against the known values: a wrong Version is a field issue scenarios reproduce.
     return Domain(_host(path, f"{where}.name", d["name"]), _want(path, f"{where}.version",
                   d.get("version", "mdm-byod"), str), tuple(sorted(versions.items())), tuple(redirects),
-                  _strings(path, f"{where}.txt", d.get("txt", [])))
+                  _strings(path, f"{where}.txt", d.get("txt", [])),
+                  _want(path, f"{where}.address", d.get("address", True), bool))
 
 
 def _abm(path: Path, a: dict, domains: list[Domain]) -> ABM:

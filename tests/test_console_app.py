@@ -133,7 +133,8 @@ def test_records_add_and_remove(client, lab):
     assert client.post("/api/dns/records", base_url=BASE, json=record).status_code == 201
     assert {"name": "extra.betterbag.test", "type": "TXT", "value": "hello world"} in lab.zone.listing()
     response = client.delete("/api/dns/records", base_url=BASE, json={"name": "extra.betterbag.test"})
-    assert response.get_json() == {"removed": 1}
+    assert response.get_json() == {"removed": 1, "records": [{"name": "extra.betterbag.test", "type": "TXT",
+                                                              "value": "hello world"}]}
 
 
 def test_requests_without_a_json_body_are_400(client):

@@ -8,7 +8,8 @@ import struct
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from lab.dns import DNSStartError, LabDNS, ZoneResolver, Zone, query
+from lab.dns import DNS_FAULTS, DNSStartError, LabDNS, ZoneResolver, Zone, query
+from lab.faults import FaultBoard, catalogue
 from lab.events import EventLog
 
 LOOPBACK = "127.0.0.1"
@@ -285,3 +286,70 @@ def test_stop_releases_the_port():
         assert query("mdm.lab.test", "A", LOOPBACK, port).header.rcode == RCODE.NOERROR
     finally:
         again.stop()
+
+
+# -- DNS faults as the field sees them, and the zone as the tools show it ------------------------------------------
+def faulted(*armed: tuple[str, str], concealed: bool = False) -> ZoneResolver:
+    zone = make_zone()
+    board = FaultBoard(catalogue(DNS_FAULTS), {"dns": {"*"}}, "betterbag.test", concealed=concealed)
+    for name, host in armed:
+        board.set(name, host)
+    return ZoneResolver(zone, faults=board)
+
+
+@pytest.mark.parametrize("rtype", ["A", "SOA", "TXT", "NS"])
+def test_nxdomain_at_an_apex_means_the_whole_domain_is_gone_soa_included(rtype):
+    reply = ask(faulted(("dns-nxdomain", "betterbag.test")), "betterbag.test", rtype)
+    assert reply.header.rcode == RCODE.NXDOMAIN and reply.rr == []
+    assert soa_owner(reply) == "test" and reply.header.aa == 0  # the parent's word, as for a lapsed domain
+
+
+def test_nxdomain_below_an_apex_keeps_the_zone_serving_its_soa():
+    resolver = faulted(("dns-nxdomain", "mdm.lab.test"))
+    reply = ask(resolver, "mdm.lab.test")
+    assert reply.header.rcode == RCODE.NXDOMAIN and soa_owner(reply) == "lab.test"
+    assert ask(resolver, "lab.test", "SOA").header.rcode == RCODE.NOERROR
+
+
+def test_a_deleted_address_record_is_noerror_with_no_data():
+    resolver = faulted(("dns-nodata", "betterbag.test"))
+    reply = ask(resolver, "betterbag.test", "A")
+    assert reply.header.rcode == RCODE.NOERROR and reply.rr == [] and soa_owner(reply) == "betterbag.test"
+    assert [str(rr.rdata) for rr in ask(resolver, "betterbag.test", "TXT").rr] == ['"apple-domain-verification=abc123"']
+
+
+@pytest.mark.parametrize("fault, shown", [
+    ("dns-nxdomain", [("betterbag.test", "*", "NXDOMAIN")]),
+    ("dns-servfail", [("betterbag.test", "*", "SERVFAIL")]),
+    ("dns-timeout", [("betterbag.test", "*", "no answer (queries time out)")]),
+    ("dns-wrong-address", [("betterbag.test", "A", "127.0.0.2"),
+                           ("betterbag.test", "TXT", "apple-domain-verification=abc123")]),
+    ("dns-nodata", [("betterbag.test", "TXT", "apple-domain-verification=abc123")]),
+])
+@pytest.mark.parametrize("concealed", [False, True])
+def test_the_listing_shows_what_the_dns_answers_and_names_the_fault_only_outside_exercises(fault, shown, concealed):
+    resolver = faulted((fault, "betterbag.test"), concealed=concealed)
+    rows = [r for r in resolver.listing() if r["name"] == "betterbag.test"]
+    assert [(r["name"], r["type"], r["value"]) for r in rows] == shown
+    assert all(r["overridden"] and r["fault"] == (None if concealed else fault) for r in rows)
+    assert {"name": "mdm.lab.test", "type": "A", "value": "127.0.0.1"} in resolver.listing()
+
+
+def test_adding_a_record_says_whether_it_is_served():
+    resolver = faulted(("dns-nxdomain", "mdm.lab.test"))
+    fresh = resolver.add("new.lab.test", "A", "127.0.0.1")
+    assert (fresh["added"], fresh["served"], "note" in fresh) == (True, True, False)
+    again = resolver.add("new.lab.test", "A", "127.0.0.1")
+    assert (again["added"], again["served"]) == (False, True) and "already" in again["note"]
+    hidden = resolver.add("MDM.lab.test.", "A", "127.0.0.9")
+    assert (hidden["added"], hidden["served"]) == (True, False)
+    assert "NXDOMAIN" in hidden["note"] and "dns-nxdomain" in hidden["note"]
+    assert "dns-nxdomain" not in faulted(("dns-nxdomain", "mdm.lab.test"), concealed=True).add(
+        "mdm.lab.test", "A", "127.0.0.9")["note"]
+
+
+def test_removing_says_which_records_went():
+    resolver = ZoneResolver(make_zone())
+    assert resolver.remove("betterbag.test", "TXT") == {
+        "removed": 1, "records": [{"name": "betterbag.test", "type": "TXT", "value": "apple-domain-verification=abc123"}]}
+    assert "nothing changed" in resolver.remove("betterbag.test", "TXT")["note"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from lab.cli.common import call, state_dir_flag, state_dir_option
+from lab.cli.common import call, fail, state_dir_flag, state_dir_option
 
 VERIFICATION_PREFIX = "apple-domain-verification="  # what Apple's verification TXT records start with
 RECORD_TYPES = click.Choice(["A", "AAAA", "TXT"])
@@ -19,7 +19,9 @@ def dns():
 def dns_list(state_dir):
     """The zone's records as the lab DNS serves them: NAME, TYPE, VALUE."""
     for record in call(state_dir, "GET", "/api/dns/records"):
-        click.echo(f"{record['name']:<32} {record['type']:<5} {record['value']}")
+        override = f"   (overridden{': fault ' + record['fault'] if record.get('fault') else ''})" \
+            if record.get("overridden") else ""
+        click.echo(f"{record['name']:<32} {record['type']:<5} {record['value']}{override}")
 
 
 @dns.command("add")
@@ -28,9 +30,12 @@ def dns_list(state_dir):
 @click.argument("value")
 @state_dir_option
 def dns_add(name, rtype, value, state_dir):
-    """Add a record to the lab's zone (e.g. a TXT record that verifies a domain in ABM)."""
-    call(state_dir, "POST", "/api/dns/records", json={"name": name, "type": rtype, "value": value})
-    click.echo(f"added {name} {rtype} {value}")
+    """Add a record to the lab's zone (e.g. a TXT record that verifies a domain in ABM); says when it is already
+    there, or stored but not served (a fault overrides the name)."""
+    result = call(state_dir, "POST", "/api/dns/records", json={"name": name, "type": rtype, "value": value})
+    if not result.get("served", True):
+        fail(f"{name} {rtype} {value}: {result['note']}")
+    click.echo(result.get("note") or f"added {name} {rtype} {value}")
 
 
 @dns.command("remove")

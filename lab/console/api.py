@@ -146,7 +146,7 @@ def clear_faults(name=None):
 
 @bp.get("/api/dns/records")
 def dns_records():
-    return jsonify(_lab().zone.listing())
+    return jsonify(_lab().dns.resolver.listing())
 
 
 LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -173,15 +173,15 @@ def change_dns_record():
     if zone.apex(name) is None:
         raise LabError(f"{name} is outside the lab's zones ({', '.join(zone.suffixes)})", code="bad-record")
     if request.method == "DELETE":
-        return jsonify({"removed": zone.remove(name, rtype, value)})
+        return jsonify(_lab().dns.resolver.remove(name, rtype, value))
     if value is None:
         raise LabError("value is required", code="bad-record")
     _check_value(rtype, value)
     try:
-        zone.add(name, rtype, value)
+        result = _lab().dns.resolver.add(name, rtype, value)
     except ValueError as exc:
         raise LabError(str(exc), code="bad-record") from None
-    return jsonify({"name": name.lower().rstrip("."), "type": rtype, "value": value}), 201
+    return jsonify(result), 201 if result["added"] else 200
 
 
 def _check_value(rtype: str, value: str) -> None:

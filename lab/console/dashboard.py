@@ -81,7 +81,7 @@ def context(lab, names=SECTIONS) -> dict:
     if "faults" in names:
         ctx["faults"] = _faults(lab)
     if "dns" in names:
-        ctx["records"] = lab.zone.listing()
+        ctx["records"] = lab.dns.resolver.listing()
     if "events" in names:
         ctx["events"] = list(reversed(timeline.newest(lab.events, EVENT_ROWS)))
     return ctx

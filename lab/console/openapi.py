@@ -224,7 +224,18 @@ def document(lab) -> dict:
         "name": {"type": "string"}, "component": {"type": "string"}, "description": {"type": "string"},
         "symptom": {"type": "string"}, "takes_seconds": {"type": "boolean"}}}
     record = {"type": "object", "required": ["name", "type", "value"], "properties": {
-        "name": {"type": "string"}, "type": {"type": "string"}, "value": {"type": "string"}}}
+        "name": {"type": "string"}, "type": {"type": "string", "description": "A, AAAA, TXT; * for a whole answer"},
+        "value": {"type": "string"},
+        "overridden": {"type": "boolean", "description": "an armed DNS fault makes the name answer this"},
+        "fault": _nullable({"type": "string", "description": "the fault's name (null in an exercise)"})}}
+    added = {"type": "object", "required": ["name", "type", "value", "added", "served"], "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"}, "value": {"type": "string"},
+        "added": {"type": "boolean", "description": "false: the record was already there"},
+        "served": {"type": "boolean", "description": "false: stored, but an override answers instead"},
+        "note": {"type": "string", "description": "why the change did not take effect, or had nothing to do"}}}
+    removed = {"type": "object", "required": ["removed", "records"], "properties": {
+        "removed": {"type": "integer"}, "records": {"type": "array", "items": record},
+        "note": {"type": "string"}}}
     error = {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string", "description": "a stable machine-readable code"},
         "message": {"type": "string", "description": "one line saying what went wrong"}}}
@@ -351,15 +362,15 @@ def document(lab) -> dict:
             "post": {"summary": "Add a record (e.g. the TXT record that verifies a domain in ABM)",
                      "operationId": "addRecord",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": add_record}}},
-                     "responses": {"201": _json(_ref("Record"), "added"),
+                     "responses": {"201": _json(added, "added"),
+                                   "200": _json(added, "already there: nothing changed"),
                                    "400": _error("a bad name, type or value"), "401": UNAUTHORIZED,
                                    "403": FOREIGN}},
             "delete": {"summary": "Remove a record (every value of the type without `value`)",
                        "operationId": "removeRecord",
                        "requestBody": {"required": True,
                                        "content": {"application/json": {"schema": remove_record}}},
-                       "responses": {"200": _json({"type": "object", "required": ["removed"],
-                                                   "properties": {"removed": {"type": "integer"}}}, "removed"),
+                       "responses": {"200": _json(removed, "removed"),
                                      "400": _error("a bad name or type"), "401": UNAUTHORIZED, "403": FOREIGN}}},
         **_mdm_paths(),
         "/ca.pem": {"get": {

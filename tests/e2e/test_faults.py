@@ -315,6 +315,7 @@ def test_dns_fault_matches_the_name_in_any_case(lab, api):
 
 @pytest.mark.parametrize("name, diagnosis", [
     ("dns-nxdomain", "dns-nxdomain"),
+    ("dns-nodata", "dns-nodata"),
     ("dns-servfail", "dns-servfail"),
     ("dns-timeout", "dns-timeout"),
     ("dns-wrong-address", "connection-refused"),
@@ -325,6 +326,44 @@ def test_dns_fault_as_the_device_diagnoses_it(lab, api, network, name, diagnosis
     assert trace.outcome == "failed" and trace.diagnosis == diagnosis, trace.render()
     assert trace.steps[-1].stage == "discovery"
     assert enroll(iphone(network)).outcome == "enrolled"
+
+
+def test_dns_nxdomain_at_the_apex_takes_its_soa_too_as_a_lapsed_domain(lab, api):
+    arm(api, "dns-nxdomain")
+    soa = dig(lab, HOST, "SOA", "+time=1", "+tries=1")
+    assert dig_status(soa) == "NXDOMAIN"
+    assert "test.\t" in soa.stdout.split("AUTHORITY SECTION:")[1] and " aa" not in soa.stdout.split("flags:")[1][:20]
+
+
+def test_dns_nodata_is_a_deleted_record_noerror_and_no_answer(lab, api):
+    arm(api, "dns-nodata", times=1)
+    faulted = dig(lab, HOST, "A", "+time=1", "+tries=1")
+    assert dig_status(faulted) == "NOERROR" and "ANSWER: 0," in faulted.stdout
+    assert dig(lab, HOST, "A", "+short", "+time=1", "+tries=1").stdout.split() == ["127.0.0.1"]
+
+
+def test_cli_dns_list_shows_what_the_dns_answers_under_a_fault(lab, api):
+    arm(api, "dns-servfail")
+    listing = mdmlab(lab, "dns", "list")
+    assert listing.returncode == 0, listing.stderr
+    rows = [ln.split() for ln in listing.stdout.splitlines() if ln.startswith(HOST + " ")]
+    assert rows == [[HOST, "*", "SERVFAIL", "(overridden:", "fault", "dns-servfail)"]]
+    assert dig_status(dig(lab, HOST, "A", "+time=1", "+tries=1")) == "SERVFAIL"
+
+
+def test_cli_dns_add_says_why_a_record_is_not_served(lab, api):
+    arm(api, "dns-nxdomain", host="mdm.lab.test")
+    try:
+        added = mdmlab(lab, "dns", "add", "mdm.lab.test", "A", "127.0.0.9")
+        assert added.returncode == 1
+        assert "not served" in added.stderr and "NXDOMAIN" in added.stderr and "dns-nxdomain" in added.stderr
+        again = mdmlab(lab, "dns", "add", "mdm.lab.test", "A", "127.0.0.1")
+        assert again.returncode == 1 and "not served" in again.stderr
+    finally:
+        lab.zone.remove("mdm.lab.test", "A", "127.0.0.9")
+    lab.faults.clear()
+    same = mdmlab(lab, "dns", "add", "mdm.lab.test", "A", "127.0.0.1")
+    assert same.returncode == 0 and "already in the zone: nothing changed" in same.stdout
 
 
 # -- 4. TLS faults: curl and the device ------------------------------------------------------------------------
@@ -559,13 +598,13 @@ def test_dns_records_over_the_control_api(lab, api):
     try:
         response = api("POST", "/dns/records", json={"name": "BetterBag.Test.", "type": "TXT", "value": "via-api"})
         assert response.status_code == 201, response.text
-        assert response.json() == {"name": HOST, "type": "TXT", "value": "via-api"}
+        assert response.json() == {"name": HOST, "type": "TXT", "value": "via-api", "added": True, "served": True}
         assert {"name": HOST, "type": "TXT", "value": "via-api"} in api("GET", "/dns/records").json()
         assert '"via-api"' in dig(lab, HOST, "TXT", "+short", "+time=1", "+tries=1").stdout.splitlines()
         outside = api("POST", "/dns/records", json={"name": "example.com", "type": "TXT", "value": "x"})
         assert outside.status_code == 400 and outside.json()["error"] == "bad-record"
         response = api("DELETE", "/dns/records", json={"name": HOST, "type": "TXT", "value": "via-api"})
-        assert response.json() == {"removed": 1}
+        assert response.json() == {"removed": 1, "records": [{"name": HOST, "type": "TXT", "value": "via-api"}]}
         assert '"via-api"' not in dig(lab, HOST, "TXT", "+short", "+time=1", "+tries=1").stdout.splitlines()
     finally:
         lab.zone.remove(HOST, "TXT", "via-api")
