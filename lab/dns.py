@@ -1,33 +1,25 @@
-"""The lab's DNS server: dnslib over UDP and TCP on one port, authoritative for the lab's zones.
+"""The lab's DNS: the zone, the resolver that answers from it (authoritative for the lab's zones), and the DNS
+faults. The wire (UDP and TCP sockets, truncation, who may forward) is ``lab.dns_server``.
 
-The dnslib traps are handled here: UDP never binds with SO_REUSEADDR (a second lab would silently steal
-queries), a resolver error becomes SERVFAIL, garbage gets FORMERR, replies never claim DNSSEC (AD cleared),
-and nothing is printed per packet.
+A resolver error becomes SERVFAIL, replies never claim DNSSEC (AD cleared), and nothing is printed per packet.
 """
 from __future__ import annotations
 
-import errno
 import logging
-import socket
-import socketserver
 import threading
 from dataclasses import dataclass, field, replace
 
-from dnslib import AAAA, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSHeader, DNSRecord, NS
-from dnslib.buffer import Buffer
-from dnslib.server import DNSHandler, DNSServer
+from dnslib import AAAA, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord, NS
 
+from lab.dns_server import TCP_IDLE_TIMEOUT, DNSStartError, LabDNS, query
 from lab.events import Event, EventLog
 from lab.faults import FaultRegistry
 
+__all__ = ["DNS_FAULTS", "TCP_IDLE_TIMEOUT", "DNSAnswer", "DNSStartError", "LabDNS", "ZoneResolver", "Zone", "query"]
+
 log = logging.getLogger("mdmlab.dns")
 TTL = 60
-TCP_IDLE_TIMEOUT = 5.0
 UPSTREAM_TIMEOUT = 3.0
-
-
-class DNSStartError(OSError):
-    pass
 
 
 _RDATA = {"A": A, "AAAA": AAAA, "TXT": TXT}
@@ -118,10 +110,6 @@ def _parent(name: str) -> str:
     return name.split(".", 1)[1] if "." in name else ""
 
 
-class _Dropped(Exception):
-    """The query is deliberately left unanswered (fault dns-timeout)."""
-
-
 dns_fault = FaultRegistry("dns")
 
 
@@ -171,28 +159,6 @@ class ZoneResolver:
         self.faults = faults  # lab.faults.FaultBoard
         self.upstream = upstream  # real devices need every other name resolved too
 
-    def resolve(self, request: DNSRecord, handler) -> DNSRecord | None:
-        reply = request.reply(ra=0, aa=0)
-        reply.header.ad = 0
-        protocol = getattr(handler, "protocol", "udp")
-        armed = None
-        try:
-            if self.upstream and self.zone.apex(str(request.q.qname)) is None:
-                reply = self._forward(request)
-                self._record(request, reply, protocol)
-                return reply
-            armed = self._fault(request)
-            if not self._answer(request, reply, armed):
-                self._record(request, None, protocol, armed)
-                return None
-        except Exception:  # a resolver bug must cost one SERVFAIL, never the server
-            log.exception("resolver error")
-            reply = request.reply(ra=0, aa=0)
-            reply.header.ad = 0
-            reply.header.rcode = RCODE.SERVFAIL
-        self._record(request, reply, protocol, armed)
-        return reply
-
     # -- the zone as the tools show and change it: what the DNS answers, nothing else -----------------------
     def listing(self) -> list[dict]:
         """Every record the DNS serves. A name an armed fault overrides is shown as the fault makes it answer
@@ -240,18 +206,62 @@ class ZoneResolver:
             result["note"] = f"{name} has no {rtype} record" + (f" {value}" if value else "") + ": nothing changed"
         return result
 
-    def _forward(self, request: DNSRecord) -> DNSRecord:
-        """Ask the upstream server; its silence or garbage becomes SERVFAIL (dnslib's proxy would hang)."""
+    def forwards(self, request: DNSRecord) -> bool:
+        """Whether ``request`` goes upstream: a name outside the lab's zones, with an upstream set."""
+        return self.upstream is not None and self.zone.apex(str(request.q.qname)) is None
+
+    def resolve(self, request: DNSRecord, protocol="udp") -> DNSRecord | None:
+        """The reply to one query (None: deliberately no answer); names outside the zone are forwarded upstream
+        when there is one (the server does that in its pool, through ``forward``)."""
+        protocol = protocol if isinstance(protocol, str) else getattr(protocol, "protocol", "udp")
+        if self.forwards(request):
+            return self.forward(request, protocol)
+        reply = request.reply(ra=0, aa=0)
+        reply.header.ad = 0
+        armed = None
+        try:
+            armed = self._fault(request)
+            if not self._answer(request, reply, armed):
+                self._record(request, None, protocol, armed)
+                return None
+        except Exception as exc:  # a resolver bug must cost one SERVFAIL, never the server (nor a log flood)
+            log.debug("resolver error for %s: %r", request.q.qname, exc)
+            reply = self._rcode(request, RCODE.SERVFAIL)
+        self._record(request, reply, protocol, armed)
+        return reply
+
+    def forward(self, request: DNSRecord, protocol: str = "udp") -> DNSRecord:
+        """Ask the upstream server (blocking, bounded by UPSTREAM_TIMEOUT); silence or garbage becomes SERVFAIL.
+        A truncated upstream answer is asked again over TCP only for a TCP client (a UDP client gets TC)."""
         host, port = self.upstream
         try:
             reply = DNSRecord.parse(request.send(host, port, timeout=UPSTREAM_TIMEOUT, ipv6=":" in host))
-            if reply.header.tc:
+            if reply.header.tc and protocol == "tcp":
                 reply = DNSRecord.parse(request.send(host, port, tcp=True, timeout=UPSTREAM_TIMEOUT,
                                                      ipv6=":" in host))
         except (OSError, DNSError, ValueError):
-            reply = request.reply(ra=1, aa=0)
-            reply.header.rcode = RCODE.SERVFAIL
+            reply = self._rcode(request, RCODE.SERVFAIL, ra=1)
         reply.header.ad = 0
+        self._record(request, reply, protocol)
+        return reply
+
+    def refuse(self, request: DNSRecord, protocol: str = "udp") -> DNSRecord:
+        """REFUSED: a client outside the networks the lab serves asked for a name it would forward."""
+        reply = self._rcode(request, RCODE.REFUSED)
+        self._record(request, reply, protocol)
+        return reply
+
+    def servfail(self, request: DNSRecord, protocol: str = "udp") -> DNSRecord:
+        """SERVFAIL at once: the forwarding pool is full."""
+        reply = self._rcode(request, RCODE.SERVFAIL, ra=1)
+        self._record(request, reply, protocol)
+        return reply
+
+    @staticmethod
+    def _rcode(request: DNSRecord, rcode: int, ra: int = 0) -> DNSRecord:
+        reply = request.reply(ra=ra, aa=0)
+        reply.header.ad = 0
+        reply.header.rcode = rcode
         return reply
 
     def _fault(self, request: DNSRecord):
@@ -314,10 +324,15 @@ class ZoneResolver:
         return self.faults.say(message, armed) if self.faults is not None else message
 
     def record_garbage(self, size: int, protocol: str) -> None:
+        self.record_refusal(size, protocol, "unparseable", RCODE.FORMERR)
+
+    def record_refusal(self, size: int, protocol: str, what: str, rcode: int) -> None:
+        """A packet answered with an error before any question was resolved (garbage, an opcode not served)."""
         if self.events is not None:
-            self.events.record(Event(component="dns", kind="dns", status=RCODE.FORMERR,
-                                     summary=f"unparseable {size}-byte query → FORMERR",
-                                     detail={"protocol": protocol, "rcode": "FORMERR", "bytes": size}))
+            name = RCODE.get(rcode)
+            self.events.record(Event(component="dns", kind="dns", status=rcode,
+                                     summary=f"{what} {size}-byte query → {name}",
+                                     detail={"protocol": protocol, "rcode": name, "bytes": size}))
 
     def _record(self, request: DNSRecord, reply: DNSRecord | None, protocol: str, armed=None) -> None:
         if self.events is None:
@@ -335,114 +350,3 @@ class ZoneResolver:
             component="dns", kind="dns", host=qname, method=qtype, status=reply.header.rcode,
             summary=f"{qtype} {qname} → {rcode}{': ' + ', '.join(answers) if answers else ''}",
             detail={"protocol": protocol, "rcode": rcode, "answers": answers}))
-
-
-class _Handler(DNSHandler):
-    """Answers FORMERR to unparseable queries and times out idle TCP clients."""
-
-    def setup(self):
-        if self.server.socket_type == socket.SOCK_STREAM:
-            self.request.settimeout(TCP_IDLE_TIMEOUT)
-
-    def handle(self):
-        try:
-            super().handle()
-        except (_Dropped, OSError, ValueError, IndexError):  # deliberate silence, short TCP reads, resets
-            pass
-
-    def get_reply(self, data: bytes) -> bytes:
-        try:
-            request = DNSRecord.parse(data)
-        except DNSError:
-            if len(data) < 12:
-                raise
-            header = DNSHeader.parse(Buffer(data[:12]))
-            if header.qr:
-                raise  # a response sent to us: answering it could start a loop between two servers
-            self.server.resolver.record_garbage(len(data), self.protocol)
-            return DNSRecord(DNSHeader(id=header.id, qr=1, rcode=RCODE.FORMERR)).pack()
-        reply = self.server.resolver.resolve(request, self)
-        if reply is None:
-            raise _Dropped()
-        return reply.pack()
-
-
-class _QuietLogger:
-    def __getattr__(self, name):
-        if name == "log_error":
-            return lambda handler, e: log.debug("dns error from %s: %s", handler.client_address, e)
-        return lambda *args, **kwargs: None
-
-
-class _UDPServer(socketserver.ThreadingMixIn, socketserver.UDPServer):
-    allow_reuse_address = False  # dnslib's default True lets two labs share a UDP port silently
-    daemon_threads = True
-
-    def process_request(self, request, client_address):
-        """Answers from the lab's zone are in memory: answer them in the serving thread (a thread per query costs
-        more than the answer). Only forwarding upstream can block, so with an upstream each query gets a thread."""
-        if self.resolver.upstream is not None:
-            return super().process_request(request, client_address)
-        try:
-            self.finish_request(request, client_address)
-        except Exception:
-            self.handle_error(request, client_address)
-        finally:
-            self.shutdown_request(request)
-
-
-class _TCPServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-
-def _family(address: str) -> int:
-    return socket.AF_INET6 if ":" in address else socket.AF_INET
-
-
-class LabDNS:
-    """UDP and TCP servers on the same port, sharing one resolver."""
-
-    def __init__(self, resolver: ZoneResolver, address: str = "127.0.0.1", port: int = 0):
-        self.resolver = resolver
-        self.address = address
-        attempts = 20 if port == 0 else 1
-        last_error: OSError | None = None
-        for _ in range(attempts):
-            try:
-                self.udp = self._server(_UDPServer, port)
-                try:
-                    self.tcp = self._server(_TCPServer, self.udp.server.server_address[1])
-                except OSError:
-                    self.udp.server.server_close()
-                    raise
-                break
-            except OSError as exc:
-                last_error = exc
-        else:
-            raise DNSStartError(last_error.errno or errno.EADDRINUSE,
-                                f"cannot bind DNS on {address}:{port} (UDP and TCP): {last_error.strerror}")
-        self.port = self.udp.server.server_address[1]
-
-    def _server(self, cls, port: int) -> DNSServer:
-        server_cls = type(cls.__name__, (cls,), {"address_family": _family(self.address)})
-        return DNSServer(self.resolver, address=self.address, port=port, logger=_QuietLogger(),
-                         handler=_Handler, server=server_cls)
-
-    def start(self) -> None:
-        for server in (self.udp, self.tcp):
-            server.thread = threading.Thread(target=server.server.serve_forever, kwargs={"poll_interval": 0.1},
-                                             name=f"dns-{server.server.socket_type}", daemon=True)
-            server.thread.start()
-
-    def stop(self) -> None:
-        for server in (self.udp, self.tcp):
-            server.server.shutdown()
-            server.server.server_close()
-
-
-def query(name: str, rtype: str, server: str, port: int, *, tcp: bool = False, timeout: float = 2.0) -> DNSRecord:
-    """One query to the lab DNS; raises OSError (incl. socket.timeout) when the server does not answer."""
-    packet = DNSRecord.question(name, rtype).send(server, port, tcp=tcp, timeout=timeout,
-                                                  ipv6=":" in server)
-    return DNSRecord.parse(packet)

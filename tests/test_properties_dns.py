@@ -12,7 +12,8 @@ from dnslib.buffer import Buffer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.dns import ZoneResolver, Zone, _Dropped, _Handler, query
+from lab.dns import ZoneResolver, Zone, query
+from lab.dns_server import Wire
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -22,12 +23,20 @@ for name, rtype, value in (("mdm.lab.test", "A", "127.0.0.1"), ("betterbag.test"
     ZONE.add(name, rtype, value)
 
 
+class _Dropped(Exception):
+    """The server stays silent."""
+
+
 def handler(protocol: str = "udp"):
-    """The lab's DNS handler, without a socket: get_reply is where every packet is parsed."""
-    h = _Handler.__new__(_Handler)
-    h.server = types.SimpleNamespace(resolver=ZoneResolver(ZONE))
-    h.protocol = protocol
-    return h
+    """The lab's DNS wire, without a socket: get_reply is where every packet is parsed (silence raises)."""
+    wire = Wire(ZoneResolver(ZONE))
+
+    def get_reply(packet: bytes) -> bytes:
+        reply = wire.reply(packet, protocol)
+        if reply is None:
+            raise _Dropped()
+        return reply
+    return types.SimpleNamespace(get_reply=get_reply)
 
 
 def check_reply(packet: bytes, reply: bytes) -> DNSRecord:

@@ -172,8 +172,8 @@ def test_a_tls_server_with_a_forged_out_of_zone_leaf_is_refused_by_a_client_trus
 def test_the_lab_listens_on_loopback_by_default(lab):
     assert lab.listen == "127.0.0.1"
     assert ipaddress.ip_address(lab.https.socket.getsockname()[0]).is_loopback
-    for server in (lab.dns.udp, lab.dns.tcp):
-        assert ipaddress.ip_address(server.server.server_address[0]).is_loopback
+    for sock in (lab.dns.udp, lab.dns.tcp):
+        assert ipaddress.ip_address(sock.getsockname()[0]).is_loopback
     assert lab.admin_token is None
 
 
