@@ -97,9 +97,9 @@ class Lab:
         self.started_at = time.time()
         try:
             self._set_up_abm()
-        except (RegistrationError, OSError) as exc:
+        except OSError as exc:
             self.stop()
-            raise LabError(f"the MDM could not register its service-discovery URL with ABM: {exc}") from exc
+            raise LabError(f"the MDM could not reach ABM to register its service-discovery URL: {exc}") from exc
         self.home.publish(self.describe(), self.admin_token)
         self.events.record(Event(component="lab", kind="lab", summary=(
             f"lab up: {self.headline}, HTTPS {self.listen}:{self.https_port}, DNS {self.listen}:{self.dns.port}"
@@ -169,8 +169,13 @@ class Lab:
         if mdm_server is None or not sc.abm.register_url:
             return
         token = self.abm.server_token(mdm_server.name)  # what an admin downloads from ABM and gives the MDM
+        wrong = self.urls["mdm"]["base_url"] if sc.abm.register_url == "enroll" else None  # a mistake to reproduce
         with lab_session(LabResolver(self.listen, self.dns.port), str(self.pki.cert_path)) as session:
-            self.mdm.register_with_abm(self.origin(sc.abm_hosts["api"]), token, session)
+            try:
+                self.mdm.register_with_abm(self.origin(sc.abm_hosts["api"]), token, session, url=wrong)
+            except RegistrationError as exc:  # as in the field: the MDM keeps running, the failure is an event
+                self.events.record(Event(component="mdm", kind="lab", outcome="registration-failed", summary=(
+                    f"the MDM could not register its service-discovery URL with ABM: {exc}")))
 
     def reset(self) -> None:
         """Back to the scenario by reconstruction, as at a fresh start: the mocks' states, apps and zone rebuilt,

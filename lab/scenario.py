@@ -60,7 +60,7 @@ class ABM:
     unverified_domains: tuple[str, ...] = ()
     accounts: tuple[str, ...] | None = None  # None: every scenario user whose domain the org owns
     servers: tuple[ABMServer, ...] = ()
-    register_url: bool = True
+    register_url: bool | str = True  # False: the MDM never registers; "enroll": it registers its enroll URL (a mistake)
     session_ttl: int = 1800
 
 
@@ -219,6 +219,13 @@ def _want(path: Path, where: str, value, kind, *, choices=None):
     return value
 
 
+def _register_url(path: Path, value) -> bool | str:
+    if value not in (True, False, "enroll"):
+        raise ScenarioError(f"{path}: abm.register_url must be true, false or \"enroll\" (the MDM registers its "
+                            f"enroll URL instead of its service discovery URL), got {value!r}")
+    return value
+
+
 def _host(path: Path, where: str, value) -> str:
     value = _want(path, where, value, str).lower()
     if not _HOST_RE.match(value):
@@ -295,7 +302,7 @@ def _abm(path: Path, a: dict, domains: list[Domain]) -> ABM:
         enabled=_want(path, "abm.enabled", a.get("enabled", True), bool),
         verified_domains=tuple(v for v in verified if v not in unverified), unverified_domains=unverified,
         accounts=None if accounts is None else _strings(path, "abm.accounts", accounts),
-        servers=tuple(servers), register_url=_want(path, "abm.register_url", a.get("register_url", True), bool),
+        servers=tuple(servers), register_url=_register_url(path, a.get("register_url", True)),
         session_ttl=_want(path, "abm.session_ttl", a.get("session_ttl", 1800), int))
 
 

@@ -584,3 +584,15 @@ def test_fault_org_not_supported_is_named_only_outside_exercise_mode(tmp_path, d
     assert raised.value.code == "ORG_NOT_SUPPORTED"
     assert ("org-not-supported" in raised.value.message) is not concealed
     state.close()
+
+
+def test_fallback_refuses_while_org_not_supported_is_armed_at_run_time(state, dns, api, device):
+    publish(dns, state)
+    register(api, state)
+    state.faults = FaultBoard(catalogue(FAULTS), {"abm": {HOSTS["api"]}}, HOSTS["api"])
+    state.faults.set("org-not-supported", times=1)
+    for _ in range(2):  # the fallback only looks: the organization stays disabled while the fault is armed
+        refused = ask(device)
+        assert refused.status_code == 404 and refused.get_json()["reason"] == "org-not-supported"
+    state.faults.clear()
+    assert ask(device).status_code == 302

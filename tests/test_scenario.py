@@ -131,6 +131,7 @@ def test_unknown_keys_name_the_key_the_table_and_the_file(tmp_path, text, key, w
     ('zone = "mini.test"', 'zone = 3', "lab.zone"),
     ('zone = "mini.test"', 'zone = "-bad-.test"', "lab.zone"),
     ('version = "mdm-adde"', 'version = 2', "domains[0].version"),
+    ('version = "mdm-adde"', 'version = "mdm-adde"\naddress = "no"', "domains[0].address"),
     ('txt = ["apple-domain-verification=abc"]', 'txt = "apple-domain-verification=abc"', "domains[0].txt"),
     ('txt = ["apple-domain-verification=abc"]', 'txt = [1]', "domains[0].txt"),
     ('name = "mini-school.test"', 'name = "under_score.test"', "domains[0].name"),
@@ -209,3 +210,10 @@ def test_the_device_can_bring_apps_installed_before_enrolling_and_another_mdm(tm
     assert (loaded.device.personal_apps, loaded.device.managed_by) == (("com.example.chat",), "Old MDM")
     assert load(write(tmp_path, BASE)).device.personal_apps is None  # the device's own default
     assert "device.personal_apps" in load_error(write(tmp_path, BASE + '[device]\npersonal_apps = ["chat"]\n'))
+@pytest.mark.parametrize("value, expected", [("true", True), ("false", False), ('"enroll"', "enroll")])
+def test_abm_register_url_is_a_choice_including_the_wrong_url(tmp_path, value, expected):
+    assert load(write(tmp_path, BASE + f"[abm]\nregister_url = {value}\n")).abm.register_url == expected
+
+
+def test_a_register_url_that_is_no_choice_is_refused(tmp_path):
+    assert "abm.register_url" in load_error(write(tmp_path, BASE + '[abm]\nregister_url = "discovery"\n'))

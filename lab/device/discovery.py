@@ -45,6 +45,9 @@ def well_known_url(domain: str, identifier: str, model_family: str) -> str:
 
 
 ABM_REASONS = {
+    "org-not-supported": "the organization is not enabled for account-driven enrollment in ABM/ASM, so ABM has no "
+                         "MDM to send {identifier} to: turn it on for the organization (the MDM's registration "
+                         "answers ORG_NOT_SUPPORTED until then)",
     "domain-not-verified": "Apple Business/School Manager has not verified the domain {domain}: in ABM/ASM "
                            "(Preferences > Managed Apple Accounts > Domains) verify it by adding the TXT record "
                            "ABM shows to the domain's DNS",
@@ -138,6 +141,10 @@ def _judge(url, response, trace, request, elapsed, client: Client, context) -> S
         if template:
             fail(f"abm-{reason}", template.format(**context))
         fail("abm-http-404", "Apple Business/School Manager found no MDM for this account and device")
+    if context["via_abm"] and status == 405:
+        fail("abm-wrong-discovery-url", "the service discovery URL the MDM registered with ABM/ASM does not answer "
+                                        "GET (405): it is not a discovery endpoint, likely the enroll URL; register "
+                                        "the URL that answers the well-known JSON")
     if status == 400 and any(s.code == "redirect-dropped-query" for s in trace.steps):
         fail("redirect-dropped-query", "the redirect dropped user-identifier and model-family, and the target "
                                        "answered 400 because it routes by user; copy the query into the "

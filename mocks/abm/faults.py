@@ -12,7 +12,8 @@ fault = FaultRegistry(COMPONENT)
 
 @fault("org-not-supported", at="adde-profile",
        description="the Device Assignment API answers 400 ORG_NOT_SUPPORTED to every account-driven enrollment "
-                   "profile call (arm it on the API host)",
+                   "profile call (arm it on the API host), and while it is armed Apple's fallback sends none of the "
+                   "organization's devices on",
        symptom="the MDM cannot register its service discovery URL: the organization is not enabled for "
                "account-driven enrollment in ABM/ASM, so the fallback has nowhere to send devices")
 def _org_not_supported() -> APIError:

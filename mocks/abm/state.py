@@ -362,6 +362,11 @@ class ABMState:
         account, domain = check_identifier(identifier)
         check_model_family(model_family, required=True)
         program, org = KINDS[self.setup.kind], self.setup.organization
+        armed = self.faults.peek(catalogue.COMPONENT, self.setup.hosts["api"], at="adde-profile") \
+            if self.faults is not None else None
+        if armed is not None:  # no use consumed: the organization stays disabled while the fault is armed
+            raise FallbackRefused("org-not-supported", self.faults.say(
+                f"{org} is not enabled for account-driven enrollment in {program}", armed))
         row = self.store.one("SELECT verified FROM domains WHERE name = ?", (domain,))
         if row is None:
             raise FallbackRefused("domain-not-verified", f"{domain} is not a domain of any organization in {program}")

@@ -135,11 +135,12 @@ class MDMState:
                                   user_message=f"{s.organization} manages only devices it owns.")
         return {"Servers": [server]}
 
-    def register_with_abm(self, origin: str, token: dict, session) -> None:
-        """Register this MDM's discovery URL with ABM's Device Assignment API at ``origin``, with the server
-        token an admin downloaded from ABM (PROTOCOL.md 1.8); RegistrationError when ABM refuses."""
+    def register_with_abm(self, origin: str, token: dict, session, url: str | None = None) -> None:
+        """Register this MDM's discovery URL (or ``url``, to reproduce an MDM that registers the wrong one) with
+        ABM's Device Assignment API at ``origin``, with the server token an admin downloaded from ABM (PROTOCOL.md
+        1.8); RegistrationError when ABM refuses."""
         client = DEPClient(origin, token, session)
-        client.register_discovery_url(self.setup.discovery_url)
+        client.register_discovery_url(url or self.setup.discovery_url)
         self.channel.server_uuid = client.account()["server_uuid"]  # the iss of its com.apple.maid tokens
 
     # -- console controls --------------------------------------------------------------------------------------

@@ -241,6 +241,16 @@ def test_404_on_the_org_domain_sends_an_18_2_iphone_through_abm(lab, api):
     assert hosts[0] == HOST and APPLE_HOST in hosts
 
 
+def test_org_not_supported_armed_at_run_time_takes_effect_on_the_fallback(lab, api):
+    network = Network("127.0.0.1", lab.dns.port, str(lab.pki.cert_path), lab.https_port, APPLE_HOST)
+    arm(api, "org-not-supported")
+    arm(api, "well-known-404", times=2)
+    trace = enroll(iphone(network, os_version="18.2"))
+    assert (trace.outcome, trace.diagnosis) == ("failed", "abm-org-not-supported"), trace.render()
+    assert api("DELETE", "/faults/org-not-supported").json() == {"cleared": 1}
+    assert enroll(iphone(network, os_version="18.2")).outcome == "enrolled"
+
+
 def test_the_same_404_without_the_fallback_host_in_reach_still_fails_on_17_5(lab, api, network):
     arm(api, "well-known-404", times=1)
     trace = enroll(iphone(network, os_version="17.5"))
