@@ -44,6 +44,7 @@ class Domain:
     redirects: tuple[Redirect, ...] = ()
     txt: tuple[str, ...] = ()
     address: bool = True  # False: the zone has no A/AAAA for the domain (a deleted record); restoring it repairs
+    mdm_hosts: tuple[tuple[str, str], ...] = ()  # (model family, MDM host): routing per device type
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ _SCHEMA = {
     "scenario": {"name", "description", "exercise"},
     "organization": {"name", "kind"},
     "lab": {"zone"},
-    "domains": {"name", "version", "versions", "redirects", "txt", "address"},
+    "domains": {"name", "version", "versions", "redirects", "txt", "address", "mdm_hosts"},
     "redirects": {"status", "host", "path", "keep_query"},
     "users": {"identifier", "password", "full_name"},
     "mdm": {"host", "auth", "token_ttl", "topic", "refresh_tokens", "refresh_ttl", "code_ttl", "client_id", "scope",
@@ -274,11 +275,17 @@ def _domain(path: Path, i: int, d: dict) -> Domain:
                                         choices=(301, 302, 303, 307, 308)),
                                   _host(path, f"{w}.host", r["host"]), _want(path, f"{w}.path", r["path"], str),
                                   _want(path, f"{w}.keep_query", r.get("keep_query", True), bool)))
+    mdm_hosts = d.get("mdm_hosts", {})
+    if not isinstance(mdm_hosts, dict):
+        raise ScenarioError(f"{path}: {where}.mdm_hosts must be a table of model family = MDM host")
+    for family, host in mdm_hosts.items():
+        _want(path, f"{where}.mdm_hosts.{family}", family, str, choices=MODEL_FAMILIES)
+    routes = tuple(sorted((f, _host(path, f"{where}.mdm_hosts.{f}", h)) for f, h in mdm_hosts.items()))
     # Version is not checked against the known values: a wrong Version is a field issue scenarios reproduce.
     return Domain(_host(path, f"{where}.name", d["name"]), _want(path, f"{where}.version",
                   d.get("version", "mdm-byod"), str), tuple(sorted(versions.items())), tuple(redirects),
                   _strings(path, f"{where}.txt", d.get("txt", [])),
-                  _want(path, f"{where}.address", d.get("address", True), bool))
+                  _want(path, f"{where}.address", d.get("address", True), bool), routes)
 
 
 def _abm(path: Path, a: dict, domains: list[Domain]) -> ABM:

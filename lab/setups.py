@@ -24,7 +24,7 @@ def domain_setup(sc: Scenario, d: Domain, urls: dict, origin: Callable[[str], st
                  for i, r in enumerate(d.redirects))
     final = None if chain[-1][0] == sc.mdm.host else chain[-1]  # None: the MDM answers at its own discovery URL
     return org_domain.DomainSetup(d.name, d.version, urls["base_url"], dict(d.versions), hops, final,
-                                  urls["adde_base_url"])
+                                  urls["adde_base_url"], {f: origin(h) for f, h in d.mdm_hosts})
 
 
 def abm_setup(sc: Scenario) -> abm.ABMSetup:

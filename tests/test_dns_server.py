@@ -20,6 +20,7 @@ from lab import dns_server
 from lab.dns import LabDNS, ZoneResolver, Zone, query
 from lab.dns_server import Wire, serves
 from tests.conftest import require_tool
+from tests.test_dns_unit import udp_exchange as udp
 
 LOOPBACK = "127.0.0.1"
 BIG = "big.betterbag.test"
@@ -41,16 +42,6 @@ def server():
         yield dns
     finally:
         dns.stop()
-
-
-def udp(port: int, payload: bytes, timeout: float = 1.0) -> bytes | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(payload, (LOOPBACK, port))
-        try:
-            return sock.recv(65535)
-        except socket.timeout:
-            return None
 
 
 def read_tcp(sock: socket.socket) -> DNSRecord:

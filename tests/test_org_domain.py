@@ -98,3 +98,13 @@ def test_other_methods_are_405(client, method):
     assert_error(response, 405, "method-not-allowed")
     assert "GET" in response.headers["Allow"]
 
+
+
+def test_routing_per_device_type_sends_a_family_to_its_own_mdm():
+    setup = DomainSetup("betterbag.test", "mdm-byod", "https://mdm.lab.test:8443/enroll", {"Mac": "mdm-adde"},
+                        adde_base_url="https://mdm.lab.test:8443/enroll/adde",
+                        mdm_origins={"Mac": "https://mdm-mac.lab.test:8443"})
+    mac = setup.document("eliza@betterbag.test", "Mac")["Servers"][0]
+    assert mac == {"Version": "mdm-adde", "BaseURL": "https://mdm-mac.lab.test:8443/enroll/adde"}
+    assert setup.document("eliza@betterbag.test", "iPhone")["Servers"][0] == {
+        "Version": "mdm-byod", "BaseURL": "https://mdm.lab.test:8443/enroll"}

@@ -217,3 +217,9 @@ def test_abm_register_url_is_a_choice_including_the_wrong_url(tmp_path, value, e
 
 def test_a_register_url_that_is_no_choice_is_refused(tmp_path):
     assert "abm.register_url" in load_error(write(tmp_path, BASE + '[abm]\nregister_url = "discovery"\n'))
+
+
+def test_mdm_hosts_route_a_model_family_and_refuse_an_unknown_one(tmp_path):
+    routed = load(write(tmp_path, BASE + 'mdm_hosts = { Mac = "mdm-mac.org.test" }\n'))
+    assert routed.domains[0].mdm_hosts == (("Mac", "mdm-mac.org.test"),)
+    assert "domains[0].mdm_hosts" in load_error(write(tmp_path, BASE + 'mdm_hosts = { Toaster = "x.org.test" }\n'))

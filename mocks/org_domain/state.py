@@ -3,6 +3,7 @@ redirect chain, and the faults armed on it."""
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 
 from lab.protocol import WELL_KNOWN_PATH, discovery_server
@@ -30,10 +31,15 @@ class DomainSetup:
     hops: tuple[Hop, ...] = ()
     final: tuple[str, str] | None = None  # (host, path) serving the answer; default the well-known itself
     adde_base_url: str | None = None
+    mdm_origins: dict = field(default_factory=dict)  # model family → origin of the MDM that family is routed to
 
     def document(self, identifier: str, model_family: str | None) -> dict:
-        return {"Servers": [discovery_server(identifier, model_family, version=self.version, versions=self.versions,
-                                             base_url=self.base_url, adde_base_url=self.adde_base_url)]}
+        server = discovery_server(identifier, model_family, version=self.version, versions=self.versions,
+                                  base_url=self.base_url, adde_base_url=self.adde_base_url)
+        origin = self.mdm_origins.get(model_family or "")
+        if origin:  # routing per device type: this family has an MDM of its own
+            server["BaseURL"] = origin + urlsplit(server["BaseURL"]).path
+        return {"Servers": [server]}
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class OrgDomainState:
 
     def snapshot(self) -> dict:
         return {"domains": {d.name: {"version": d.version, "versions": d.versions, "base_url": d.base_url,
+                                     "mdm_origins": d.mdm_origins,
                                      "redirects": [{"from": f"{h.host}{h.path}", "status": h.status,
                                                     "to": h.target, "keep_query": h.keep_query} for h in d.hops]}
                             for d in self.setups},
