@@ -145,7 +145,7 @@ class Lab:
         if sc.abm.enabled:
             self.abm = abm.ABMState(setups.abm_setup(sc), self.state_dir / "abm",
                                     lambda name: txt_records(name, self.listen, self.dns.port), faults=self.faults)
-            for role, app in abm.create_apps(self.abm).items():
+            for role, app in abm.create_apps(self.abm, lambda: self.admin_token).items():
                 self._mount(sc.abm_hosts[role], "abm", app)
 
     def _build_zone(self, ip_version: int) -> None:

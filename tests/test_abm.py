@@ -596,3 +596,49 @@ def test_fallback_refuses_while_org_not_supported_is_armed_at_run_time(state, dn
         assert refused.status_code == 404 and refused.get_json()["reason"] == "org-not-supported"
     state.faults.clear()
     assert ask(device).status_code == 302
+
+
+# -- the admin site behind the lab's admin gate (F6) -------------------------------------------------------------
+ADMIN_ORIGIN = f"https://{HOSTS['admin']}"
+ZOE = {"identifier": "zoe@betterbag.test"}
+
+
+def gated_admin(state, token):
+    return create_apps(state, lambda: token)["admin"].test_client()
+
+
+def test_beyond_loopback_the_admin_site_needs_the_admin_token(state):
+    admin = gated_admin(state, "s3cret")
+    refused = admin.post("/accounts/add", data=ZOE, base_url=ADMIN_ORIGIN)
+    assert refused.status_code == 401 and "zoe@betterbag.test" not in state.accounts()
+    assert admin.get("/", base_url=ADMIN_ORIGIN, headers={"Accept": "text/html"}).status_code == 401
+    allowed = admin.post("/accounts/add", data=ZOE, base_url=ADMIN_ORIGIN, headers={"Authorization": "Bearer s3cret"})
+    assert allowed.status_code == 303 and "zoe@betterbag.test" in state.accounts()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"}, {"Origin": "http://business.lab.test"},
+    {"Origin": "https://business.lab.test:8443"}, {"Sec-Fetch-Site": "cross-site"},
+])
+def test_a_cross_site_form_cannot_change_abm(state, headers):
+    admin = gated_admin(state, None)  # loopback: no token, so the origin check is what stops another site
+    response = admin.post("/accounts/remove", data={"identifier": ELIZA}, base_url=ADMIN_ORIGIN, headers=headers)
+    assert response.status_code == 403 and ELIZA in state.accounts()
+
+
+def test_a_browser_change_needs_the_pages_csrf_token(state):
+    admin = gated_admin(state, None)
+    same_site = {"Origin": ADMIN_ORIGIN}
+    without = admin.post("/accounts/add", data=ZOE, base_url=ADMIN_ORIGIN, headers=same_site)
+    assert without.status_code == 403 and "zoe@betterbag.test" not in state.accounts()
+    form_page = admin.get("/", base_url=ADMIN_ORIGIN).data.decode()
+    token = form_page.split('name="csrf_token" value="')[1].split('"')[0]
+    response = admin.post("/accounts/add", data={**ZOE, "csrf_token": token}, base_url=ADMIN_ORIGIN,
+                          headers=same_site)
+    assert response.status_code == 303 and "zoe@betterbag.test" in state.accounts()
+
+
+def test_admin_pages_cannot_be_framed(state):
+    response = gated_admin(state, None).get("/", base_url=ADMIN_ORIGIN)
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Frame-Options"] == "DENY"

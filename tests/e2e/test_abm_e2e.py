@@ -127,3 +127,29 @@ def test_curl_sees_the_fallback_redirect_with_the_query(lab):
     assert status == "302"
     assert location.startswith(lab.urls["mdm"]["discovery_url"])
     assert re.search(r"user-identifier=eliza@betterbag\.test", location) and "model-family=iPhone" in location
+
+
+def test_the_admin_site_is_behind_the_admin_gate_over_real_tls(lab, session):
+    require_tool("curl")
+    admin = origin(lab, "admin")
+    host, port = lab.scenario.abm_hosts["admin"], lab.https_port
+
+    def curl(*args):
+        out = run([require_tool("curl"), "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                   str(lab.pki.cert_path), "--resolve", f"{host}:{port}:127.0.0.1", *args], timeout=30)
+        return out.stdout.decode()
+
+    cross_site = curl("-H", "Origin: https://evil.example", "-d", f"identifier={IDENTIFIER}", f"{admin}/accounts/remove")
+    assert cross_site == "403" and IDENTIFIER in lab.abm.accounts()
+    framed = session.get(admin + "/", timeout=5)
+    assert "frame-ancestors 'none'" in framed.headers["Content-Security-Policy"]
+    lab.admin_token = "lab-token-for-this-test"  # as beyond loopback, without leaving it
+    try:
+        assert curl("-d", "identifier=intruder@betterbag.test", f"{admin}/accounts/add") == "401"
+        assert "intruder@betterbag.test" not in lab.abm.accounts()
+        assert curl("-H", "Authorization: Bearer lab-token-for-this-test", "-d", "identifier=zoe@betterbag.test",
+                    f"{admin}/accounts/add") == "303"
+        assert "zoe@betterbag.test" in lab.abm.accounts()
+    finally:
+        lab.admin_token = None
+        lab.abm.remove_account("zoe@betterbag.test")
