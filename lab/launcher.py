@@ -23,7 +23,6 @@ from lab.scenario import Scenario
 from lab.server import HostContexts, HTTPSServer, server_context
 from lab.statedir import StateDir, StateDirBusy
 from mocks import abm, mdm, org_domain
-from mocks.mdm.abm_client import RegistrationError
 
 
 def fault_catalogue() -> dict:
@@ -149,8 +148,7 @@ class Lab:
                 self._mount(sc.abm_hosts[role], "abm", app)
 
     def _build_zone(self, ip_version: int) -> None:
-        deleted = {d.name for d in self.scenario.domains if not d.address}  # a record the field lost
-        for host in set(self.dispatcher.hosts) - {"localhost"} - deleted:
+        for host in setups.address_hosts(self.scenario, self.dispatcher.hosts):
             self.zone.add(host, "AAAA" if ip_version == 6 else "A", self.listen)
         self.zone.add("localhost", "A", "127.0.0.1")
         for name, txt in ((d.name, txt) for d in self.scenario.domains for txt in d.txt):
@@ -169,13 +167,9 @@ class Lab:
         if mdm_server is None or not sc.abm.register_url:
             return
         token = self.abm.server_token(mdm_server.name)  # what an admin downloads from ABM and gives the MDM
-        wrong = self.urls["mdm"]["base_url"] if sc.abm.register_url == "enroll" else None  # a mistake to reproduce
         with lab_session(LabResolver(self.listen, self.dns.port), str(self.pki.cert_path)) as session:
-            try:
-                self.mdm.register_with_abm(self.origin(sc.abm_hosts["api"]), token, session, url=wrong)
-            except RegistrationError as exc:  # as in the field: the MDM keeps running, the failure is an event
-                self.events.record(Event(component="mdm", kind="lab", outcome="registration-failed", summary=(
-                    f"the MDM could not register its service-discovery URL with ABM: {exc}")))
+            self.mdm.register_with_abm(self.origin(sc.abm_hosts["api"]), token, session,
+                                       url=setups.registered_url(sc, self.urls["mdm"]), events=self.events)
 
     def reset(self) -> None:
         """Back to the scenario by reconstruction, as at a fresh start: the mocks' states, apps and zone rebuilt,

@@ -34,3 +34,14 @@ def abm_setup(sc: Scenario) -> abm.ABMSetup:
         u.identifier for u in sc.users if u.identifier.rsplit("@", 1)[1] in owned)
     return abm.ABMSetup(organization=sc.organization, kind=sc.kind, domains=tuple(sorted(owned)), accounts=accounts,
                         servers=sc.abm.servers, session_ttl=sc.abm.session_ttl, hosts=sc.abm_hosts)
+
+
+def address_hosts(sc: Scenario, hosts) -> set[str]:
+    """The hosts that get an address record: all served but localhost and a domain whose record the field lost
+    (``address = false``: restoring it is the repair)."""
+    return set(hosts) - {"localhost"} - {d.name for d in sc.domains if not d.address}
+
+
+def registered_url(sc: Scenario, urls: dict) -> str | None:
+    """What the MDM registers with ABM instead of its discovery URL (``abm.register_url = "enroll"``), or None."""
+    return urls["base_url"] if sc.abm.register_url == "enroll" else None

@@ -10,9 +10,10 @@ import base64
 import time
 from pathlib import Path
 
+from lab.events import Event
 from lab.protocol import MODEL_FAMILIES, discovery_server
 from lab.store import Store
-from mocks.mdm.abm_client import DEPClient
+from mocks.mdm.abm_client import DEPClient, RegistrationError
 from mocks.mdm.checkin import Channel
 from mocks.mdm.commands import SCHEMA as COMMANDS_SCHEMA
 from mocks.mdm.commands import CommandQueue
@@ -135,12 +136,20 @@ class MDMState:
                                   user_message=f"{s.organization} manages only devices it owns.")
         return {"Servers": [server]}
 
-    def register_with_abm(self, origin: str, token: dict, session, url: str | None = None) -> None:
+    def register_with_abm(self, origin: str, token: dict, session, url: str | None = None, events=None) -> None:
         """Register this MDM's discovery URL (or ``url``, to reproduce an MDM that registers the wrong one) with
         ABM's Device Assignment API at ``origin``, with the server token an admin downloaded from ABM (PROTOCOL.md
-        1.8); RegistrationError when ABM refuses."""
+        1.8). When ABM refuses: RegistrationError, or with ``events`` (a lab.events.EventLog) the MDM keeps running,
+        as in the field, and the refusal is an event."""
         client = DEPClient(origin, token, session)
-        client.register_discovery_url(url or self.setup.discovery_url)
+        try:
+            client.register_discovery_url(url or self.setup.discovery_url)
+        except RegistrationError as exc:
+            if events is None:
+                raise
+            events.record(Event(component="mdm", kind="lab", outcome="registration-failed",
+                                summary=f"the MDM could not register its service-discovery URL with ABM: {exc}"))
+            return
         self.channel.server_uuid = client.account()["server_uuid"]  # the iss of its com.apple.maid tokens
 
     # -- console controls --------------------------------------------------------------------------------------
