@@ -295,7 +295,10 @@ def device_trace_events(identifier: str, trace: dict, who: str | None = None, *,
                     enrollment=enrollment, outcome="refused" if step.get("verdict") == "fail" else None,
                     detail={**{k: step.get(k) for k in ("verdict", "code", "explanation")}, **extra})
               for step in steps]
-    events.append(Event(component="device", kind="device-outcome", stage=steps[-1]["stage"] if steps else None,
+    # A failed run ends where its failing step is, even when clean-up steps (unenrollment) came after it.
+    failed = [step for step in steps if step.get("verdict") == "fail"]
+    last = failed[-1] if failed and outcome == "failed" else (steps[-1] if steps else None)
+    events.append(Event(component="device", kind="device-outcome", stage=cut(last["stage"], 40) if last else None,
                         device=identifier, summary=_said_once(str(outcome), cut(trace.get("explanation"), 500)),
                         user=identifier, enrollment=enrollment,
                         outcome=cut(outcome, 40) if isinstance(outcome, str) and outcome else None,

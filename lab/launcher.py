@@ -22,7 +22,7 @@ from lab.pki import CertificateAuthority
 from lab.scenario import Scenario
 from lab.server import HostContexts, HTTPSServer, server_context
 from lab.statedir import StateDir, StateDirBusy
-from mocks import abm, mdm, org_domain
+from mocks import abm, apple_id, mdm, org_domain
 
 
 def fault_catalogue() -> dict:
@@ -38,14 +38,10 @@ class Lab:
     def __init__(self, scenario: Scenario, state_dir: Path, *, listen: str = "127.0.0.1", https_port: int = 0,
                  dns_port: int = 0, fresh: bool = False, upstream: tuple[str, int] | None = None,
                  conceal_faults: bool = False, exercise: int | None = None):
-        self.scenario = scenario
-        self.home = StateDir(state_dir)
+        self.scenario, self.home = scenario, StateDir(state_dir)
         self.state_dir = self.home.path
-        self.listen = listen
-        self.requested_ports = (https_port, dns_port)
-        self.fresh = fresh
-        self.upstream = upstream
-        self.exercise = exercise
+        self.listen, self.requested_ports, self.fresh = listen, (https_port, dns_port), fresh
+        self.upstream, self.exercise = upstream, exercise
         self.conceal_faults = conceal_faults or exercise is not None
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
@@ -75,8 +71,7 @@ class Lab:
             raise LabError(f"cannot listen for HTTPS on {self.listen}:{https_port}: {exc.strerror or exc}"
                            + port_hint(https_port)) from exc
         self.https_port = self.https.port
-        self.dispatcher = dispatch.Dispatcher(self.events)
-        self.zone = Zone(sc.suffixes)
+        self.dispatcher, self.zone = dispatch.Dispatcher(self.events), Zone(sc.suffixes)
         self.faults = FaultBoard(fault_catalogue(), {}, sc.domains[0].name, self.events,
                                  concealed=self.conceal_faults)
         self.contexts.override = TLSFaults(self.faults, self.pki, server_context)
@@ -118,8 +113,10 @@ class Lab:
         served = set(self.dispatcher.hosts) - {"localhost", sc.console_host}
         self.faults.hosts.update({"dns": set(self.zone.records) - {"localhost"}, "tls": served,
                                   "org-domain": {d.name for d in sc.domains}, "mdm": {sc.mdm.host},
-                                  "abm": {sc.abm_hosts["api"]} if self.abm is not None else set()})
-        self.faults.default_hosts.update({"mdm": sc.mdm.host, **({"abm": sc.abm_hosts["api"]} if self.abm else {})})
+                                  "abm": {sc.abm_hosts["api"]} if self.abm is not None else set(),
+                                  "apple-id": {sc.apple_identity_host}})
+        self.faults.default_hosts.update({"mdm": sc.mdm.host, "apple-id": sc.apple_identity_host,
+                                          **({"abm": sc.abm_hosts["api"]} if self.abm else {})})
         for armed in sc.faults:
             self.faults.set(armed.name, armed.host, armed.times, armed.seconds)
 
@@ -146,6 +143,9 @@ class Lab:
                                     lambda name: txt_records(name, self.listen, self.dns.port), faults=self.faults)
             for role, app in abm.create_apps(self.abm, lambda: self.admin_token).items():
                 self._mount(sc.abm_hosts[role], "abm", app)
+        self.directory = abm.ABMDirectory(self.abm, setups.directory_setup(sc, self.mdm)) if self.abm else None
+        self.apple_id = apple_id.AppleIDState(setups.apple_id_setup(sc), self.directory, faults=self.faults)
+        self._mount(sc.apple_identity_host, "apple-id", apple_id.create_app(self.apple_id))
 
     def _build_zone(self, ip_version: int) -> None:
         for host in setups.address_hosts(self.scenario, self.dispatcher.hosts):

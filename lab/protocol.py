@@ -24,3 +24,9 @@ def discovery_server(identifier: str | None, model_family: str | None, *, versio
 
 # An app's bundle identifier, as a scenario or the CLI names the apps a person installed before enrolling.
 BUNDLE_ID = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+
+# after the profile: ABM/ASM's "Allow Managed Apple Account on" values, and the GetToken service type Apple's
+# identity service asks the MDM for when the setting restricts sign-in
+MAA_ALLOWED_ON = ("any", "managed", "supervised")
+MAID_TOKEN_SERVICE = "com.apple.maid"
+MAA_SIGN_IN_PATH = "/v1/managed-account/sign-in"  # (lab) Apple's identity service is private

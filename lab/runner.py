@@ -44,9 +44,17 @@ def record_trace(events: EventLog, trace, device, identifier: str) -> None:
 
 
 def observe(events: list[dict]) -> dict:
-    """What the timeline shows: the server side decides 'enrolled' (the MDM's event says so in its ``outcome``
-    field) and 'via ABM', the device tells the rest."""
-    enrolled = any(e["component"] == "mdm" and e.get("outcome") == "enrolled" for e in events)
+    """What the timeline shows: the server side decides 'enrolled' and 'via ABM', the device tells the rest.
+    Enrolled means the MDM recorded the enrollment (outcome ``enrolled``) and no CheckOut of it followed, as when
+    the device removes an enrollment whose Managed Apple Account sign-in Apple refused."""
+    live: set = set()
+    for e in events:
+        if e["kind"] == "http" and e["component"] == "mdm" and e["status"] == 200:
+            if e.get("outcome") == "enrolled":
+                live.add(e.get("enrollment"))
+            elif e.get("message_type") == "CheckOut":
+                live.discard(e.get("enrollment"))
+    enrolled = bool(live)
     via_abm = any(e["kind"] == "http" and e["component"] == "abm" and e["path"] == WELL_KNOWN_PATH
                   for e in events)
     outcome = next((e for e in reversed(events) if e["kind"] == "device-outcome"), None)
@@ -62,7 +70,8 @@ def device_for(scenario: Scenario, lab: Lab, make_device: Callable) -> tuple[obj
     password = setup.password or (user.password if user else None)
     device = make_device(lab.network(), model_family=setup.model_family, os_version=setup.os_version,
                          strict=setup.strict, discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on,
-                         managed_by=setup.managed_by,
+                         managed_by=setup.managed_by, virtual_machine=setup.virtual_machine,
+                         supervised=setup.supervised,
                          **({} if setup.personal_apps is None else {"personal_apps": setup.personal_apps}))
     return device, identifier, password
 

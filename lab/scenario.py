@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.protocol import BUNDLE_ID, ENROLLMENT_STAGES, MODEL_FAMILIES
+from lab.protocol import BUNDLE_ID, ENROLLMENT_STAGES, MAA_ALLOWED_ON, MODEL_FAMILIES
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "scenarios"
 DEFAULT_SCENARIO = "betterbag"
@@ -63,6 +63,18 @@ class ABM:
     servers: tuple[ABMServer, ...] = ()
     register_url: bool | str = True  # False: the MDM never registers; "enroll": it registers its enroll URL (a mistake)
     session_ttl: int = 1800
+    # after the profile: Apple's side of the Managed Apple Account sign-in (mocks/apple_id)
+    maa_allowed_on: str = "any"  # Access Management, "Allow Managed Apple Account on": any, managed, supervised
+    aliases: tuple[tuple[str, str], ...] = ()  # (mail alias, the Managed Apple Account it reaches)
+    other_organizations: tuple["OtherOrganization", ...] = ()
+
+
+@dataclass(frozen=True)
+class OtherOrganization:
+    """Another organization at Apple, whose accounts may wander into this lab's MDM."""
+    name: str
+    accounts: tuple[str, ...] = ()
+    maa_allowed_on: str = "any"
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,8 @@ class DeviceSetup:
     fallback_on: tuple[str, ...] = ("http", "transport", "content")
     personal_apps: tuple[str, ...] | None = None  # bundle ids the person installed before enrolling (None: default)
     managed_by: str | None = None  # another MDM already manages the device
+    virtual_machine: bool = False  # a Mac virtual machine (Apple refuses Apple Account sign-in below macOS 15)
+    supervised: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class MDM:
     refuse_families: tuple[str, ...] = ()  # model families the MDM refuses (403 com.apple.well-known.failed)
     personal_devices: bool = True  # False: User Enrollment (mdm-byod) is refused the same way
     schema_check: str = "warn"  # check-ins and reports against Apple's schema: warn, strict (400) or off
+    maid_tokens: bool = True  # advertise com.apple.mdm.token and answer GetToken for com.apple.maid
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,11 @@ class Scenario:
     @property
     def console_host(self) -> str:
         return f"console.{self.zone}"
+
+    @property
+    def apple_identity_host(self) -> str:
+        """Apple's identity service for Managed Apple Account sign-in, beside ABM in Apple's zone."""
+        return f"gsa.{self.zone}"
 
     @property
     def idp_host(self) -> str | None:
@@ -167,13 +187,14 @@ _SCHEMA = {
     "users": {"identifier", "password", "full_name"},
     "mdm": {"host", "auth", "token_ttl", "topic", "refresh_tokens", "refresh_ttl", "code_ttl", "client_id", "scope",
             "federated", "esso", "pkce_plain", "callback_status", "challenge_separator", "parse_by_content_type",
-            "refuse_families", "personal_devices", "schema_check"},
+            "refuse_families", "personal_devices", "schema_check", "maid_tokens"},
     "abm": {"enabled", "verified_domains", "unverified_domains", "accounts", "servers", "register_url",
-            "session_ttl"},
+            "session_ttl", "maa_allowed_on", "aliases", "other_organizations"},
+    "other_organizations": {"name", "accounts", "maa_allowed_on"},
     "servers": {"name", "default_for", "mdm"},
     "faults": {"name", "host", "times", "seconds"},
     "device": {"identifier", "password", "model_family", "os_version", "strict", "discovery_timeout",
-               "fallback_on", "personal_apps", "managed_by"},
+               "fallback_on", "personal_apps", "managed_by", "virtual_machine", "supervised"},
     "expect": {"outcome", "stage", "path", "diagnosis"},
 }
 DEVICE_FAMILIES = ("iPhone", "iPad", "Mac", "Vision")
@@ -305,12 +326,30 @@ def _abm(path: Path, a: dict, domains: list[Domain]) -> ABM:
     verified = _strings(path, "abm.verified_domains", a.get("verified_domains", names))
     unverified = _strings(path, "abm.unverified_domains", a.get("unverified_domains", []))
     accounts = a.get("accounts")
+    aliases = a.get("aliases", {})
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in aliases.items()):
+        raise ScenarioError(f"{path}: abm.aliases must be a table of \"alias\" = \"account\" strings")
+    others = []
+    for i, other in enumerate(_table_list(path, a, "other_organizations", "other_organizations",
+                                          "abm.other_organizations")):
+        where = f"abm.other_organizations[{i}]"
+        if "name" not in other:
+            raise ScenarioError(f"{path}: {where} needs a name")
+        others.append(OtherOrganization(
+            _want(path, f"{where}.name", other["name"], str),
+            _strings(path, f"{where}.accounts", other.get("accounts", [])),
+            _want(path, f"{where}.maa_allowed_on", other.get("maa_allowed_on", "any"), str,
+                  choices=MAA_ALLOWED_ON)))
     return ABM(
         enabled=_want(path, "abm.enabled", a.get("enabled", True), bool),
         verified_domains=tuple(v for v in verified if v not in unverified), unverified_domains=unverified,
         accounts=None if accounts is None else _strings(path, "abm.accounts", accounts),
         servers=tuple(servers), register_url=_register_url(path, a.get("register_url", True)),
-        session_ttl=_want(path, "abm.session_ttl", a.get("session_ttl", 1800), int))
+        session_ttl=_want(path, "abm.session_ttl", a.get("session_ttl", 1800), int),
+        maa_allowed_on=_want(path, "abm.maa_allowed_on", a.get("maa_allowed_on", "any"), str,
+                             choices=MAA_ALLOWED_ON),
+        aliases=tuple(sorted(aliases.items())), other_organizations=tuple(others))
 
 
 def _device(path: Path, d: dict) -> DeviceSetup:
@@ -328,7 +367,9 @@ def _device(path: Path, d: dict) -> DeviceSetup:
         fallback_on=_strings(path, "device.fallback_on", d.get("fallback_on", list(FALLBACK_TRIGGERS)),
                              choices=FALLBACK_TRIGGERS),
         personal_apps=None if "personal_apps" not in d else _bundle_ids(path, d["personal_apps"]),
-        managed_by=d.get("managed_by") and _want(path, "device.managed_by", d["managed_by"], str))
+        managed_by=d.get("managed_by") and _want(path, "device.managed_by", d["managed_by"], str),
+        virtual_machine=_want(path, "device.virtual_machine", d.get("virtual_machine", False), bool),
+        supervised=_want(path, "device.supervised", d.get("supervised", False), bool))
 
 
 def _bundle_ids(path: Path, value) -> tuple[str, ...]:
@@ -397,6 +438,7 @@ def parse(data: dict, path: Path) -> Scenario:
         personal_devices=_want(path, "mdm.personal_devices", m.get("personal_devices", True), bool),
         schema_check=_want(path, "mdm.schema_check", m.get("schema_check", "warn"), str,
                            choices=("warn", "strict", "off")),
+        maid_tokens=_want(path, "mdm.maid_tokens", m.get("maid_tokens", True), bool),
     )
     for key in ("token_ttl", "refresh_ttl", "code_ttl"):
         if getattr(mdm, key) <= 0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 from lab.scenario import Domain, Scenario
-from mocks import abm, mdm, org_domain
+from mocks import abm, apple_id, mdm, org_domain
 
 
 def mdm_setup(sc: Scenario, urls: dict, idp_origin: str, federation_secret: bytes) -> mdm.MDMSetup:
@@ -45,3 +45,18 @@ def address_hosts(sc: Scenario, hosts) -> set[str]:
 def registered_url(sc: Scenario, urls: dict) -> str | None:
     """What the MDM registers with ABM instead of its discovery URL (``abm.register_url = "enroll"``), or None."""
     return urls["base_url"] if sc.abm.register_url == "enroll" else None
+
+
+def directory_setup(sc: Scenario, mdm_state: mdm.MDMState) -> abm.DirectorySetup:
+    """What ABM/ASM knows for Apple's identity service: the Access Management setting, aliases, other
+    organizations, and the public key the admin uploaded with the lab MDM's server (its com.apple.maid signer)."""
+    server = next((s for s in sc.abm.servers if s.mdm), None)
+    others = tuple(abm.OtherOrganization(o.name, o.accounts, (), o.maa_allowed_on) for o in sc.abm.other_organizations)
+    return abm.DirectorySetup(maa_allowed_on=sc.abm.maa_allowed_on, aliases=dict(sc.abm.aliases),
+                              other_organizations=others,
+                              server_keys={server.name: mdm_state.maid_public_key()} if server else {})
+
+
+def apple_id_setup(sc: Scenario) -> apple_id.AppleIDSetup:
+    """The Managed Apple Accounts' passwords at Apple: the scenario's users' (federated ones: their IdP's)."""
+    return apple_id.AppleIDSetup(passwords={u.identifier.lower(): u.password for u in sc.users})

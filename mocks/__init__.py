@@ -9,8 +9,9 @@ not import the others.
 def __getattr__(name: str):
     if name == "FAULTS":
         from mocks.abm.faults import FAULTS as abm
+        from mocks.apple_id.faults import FAULTS as apple_id
         from mocks.mdm.faults import FAULTS as mdm
         from mocks.org_domain.faults import FAULTS as org_domain
 
-        return [*org_domain, *abm, *mdm]
+        return [*org_domain, *abm, *apple_id, *mdm]
     raise AttributeError(f"module 'mocks' has no attribute {name!r}")

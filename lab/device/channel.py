@@ -49,6 +49,36 @@ def fit(device, kind: str, name: str | None, facts: dict, channel: str = "device
     return messages.fit(kind, name, facts, device.client, device.enrollment.mode, channel)
 
 
+def get_token(device, service: str, trace: Trace) -> str | None:
+    """GetToken (check-in, iOS 17, macOS 14): a token of ``service`` from the MDM, or None when it gives none
+    (the device goes on without; whoever asked for the token judges). On a Mac it comes on the user channel."""
+    enrollment = device.enrollment
+    keys = {k: v for k, v in identity_keys(device, user_channel=device.os_name == "macOS").items() if k != "Topic"}
+    message = {"MessageType": "GetToken", "TokenServiceType": service, **keys}
+    if device.os_name == "macOS":
+        message.update({"UserID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{device.udid}/user")),
+                        "UserLongName": device.owner_name,
+                        "UserShortName": device.owner_name.lower()})
+    response, action, request, elapsed = mdm_put(device, enrollment.checkin_url, message, CHECKIN_TYPE, "check-in",
+                                                 f"GetToken {service}", trace)
+    token = None
+    if response.status_code == 200:
+        try:
+            answer = plistlib.loads(response.content)
+            data = answer.get("TokenData") if isinstance(answer, dict) else None
+            token = data.decode() if isinstance(data, bytes) else None
+        except (plistlib.InvalidFileException, ValueError, UnicodeDecodeError):
+            token = None
+    if token:
+        trace.add("check-in", action, OK, f"the MDM gave a {service} token", request=request, response=response,
+                  elapsed=elapsed)
+    else:
+        trace.add("check-in", action, WARN, f"the MDM gave no {service} token ({response.status_code}"
+                  f"{reason_of(response)}; a 200 needs a plist with TokenData); the device goes on without one",
+                  code="no-token", request=request, response=response, elapsed=elapsed)
+    return token
+
+
 def mdm_put(device, url: str, message: dict, content_type: str, stage: str, label: str, trace: Trace, *,
             renew: bool = True):
     """PUT to CheckInURL or ServerURL with the bearer token; on 401 renew the token and retry (PROTOCOL.md 4)."""

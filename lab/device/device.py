@@ -50,6 +50,8 @@ class Device:
     pkce: bool = False  # send PKCE in the OAuth 2 authorization request (the observed iOS client does not)
     owner_name: str = "Robin"
     managed_by: str | None = None  # another MDM that already manages the device (no work-account option then)
+    virtual_machine: bool = False  # a Mac virtual machine (Apple refuses Apple Account sign-in below macOS 15)
+    supervised: bool = False
     locked: bool = False
     history: list[dict] = field(default_factory=list)
     contents: Contents | None = None

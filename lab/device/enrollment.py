@@ -11,7 +11,7 @@ import uuid
 from cryptography.hazmat.primitives import serialization
 
 from lab import cms
-from lab.device import channel, discovery, esso, profile, renewal, signin
+from lab.device import channel, discovery, esso, managed_account, profile, renewal, signin
 from lab.device.authentication import Credentials, read_challenge
 from lab.device.errors import exchange
 from lab.device.model import ABM_FALLBACK_MINIMUM, ADUE_MINIMUM, ENROLL_TYPE, FORM_TYPE, VERSIONS, Enrollment
@@ -53,10 +53,15 @@ def _enroll(device, identifier: str, password: str | None, trace: Trace) -> None
             _unexpected_enroll_status(response, trace, first=False)
         installed = profile.install(response, service.version, identifier, device.trusted_roots, trace)
         _install_enrollment(device, installed, enrollment_id, identifier, credentials, trace)
-        sign_in_managed_account(device, installed, trace)
         channel.first_check_ins(device, trace)
     except DeviceFailure:
         _cancel(device, trace)
+        raise
+    try:
+        sign_in_managed_account(device, installed, trace)
+    except DeviceFailure:
+        # Enrolled and checked in, the device removes the enrollment it just made (field report, 2026).
+        device.remove_enrollment(trace, by="the refused Managed Apple Account sign-in")
         raise
     mode = device.enrollment.mode
     device.history.append({"at": time.time(), "event": f"enrolled ({mode}) as {identifier}"})
@@ -103,16 +108,22 @@ def _install_enrollment(device, installed, enrollment_id: str, identifier: str, 
 
 
 def sign_in_managed_account(device, installed, trace: Trace) -> None:
-    """The last step of Apple's flow: the person signs in with the Managed Apple Account of the profile.
-
-    The seam for the Managed Apple Account service (issue 12 §2): today the device ticks the step without asking
-    anyone; the work account's data then arrives, kept apart as this OS version allows.
-    """
-    maa = installed.mdm["AssignedManagedAppleID"]
+    """The last step of Apple's flow: the person signs in at Apple with the Managed Apple Account of the profile,
+    with a com.apple.maid token from the MDM when it offers one; the work account's data then arrives, kept apart
+    as this OS version allows."""
+    client, maa = device.client, installed.mdm["AssignedManagedAppleID"]
+    token = None
+    if "com.apple.mdm.token" in (installed.mdm.get("ServerCapabilities") or []):
+        token = channel.get_token(device, managed_account.MAID_SERVICE, trace)
+    origin = managed_account.identity_origin(client.apple_host)
+    enrollment_type = "user" if device.enrollment.mode == "BYOD" else "device"
+    managed_account.sign_in(device.self_built, trace, origin, maa, device.password, managed_account.SignInDevice(
+        client.os_name, client.os_version, enrollment_type, device.supervised, device.virtual_machine), token,
+        timeout=60)
     device.contents.add_work_account(installed.organization or "the organization", maa)
     vault = device.contents.vault
     shared = [c for c in ("calendar", "reminders") if c not in vault.keys]
-    trace.add("enrollment", f"sign in with the Managed Apple Account {maa}", OK,
+    trace.add("enrollment", f"the work account {maa} is ready", OK,
               f"the work account's data is kept apart under {len(vault.keys)} keys of this enrollment "
               f"({', '.join(sorted(vault.keys))})" + (
                   f"; {device.os_name} {device.os_version} does not separate {', '.join(shared)} yet" if shared

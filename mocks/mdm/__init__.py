@@ -18,4 +18,5 @@ def scenario_options(mdm) -> dict:
             "pkce_methods": ("S256", "plain") if mdm.pkce_plain else ("S256",), "callback_status": mdm.callback_status,
             "challenge_separator": " " if mdm.challenge_separator == "space" else ", ",
             "parse_by_content_type": mdm.parse_by_content_type, "refused_families": mdm.refuse_families,
-            "personal_devices": mdm.personal_devices, "schema_check": mdm.schema_check}
+            "personal_devices": mdm.personal_devices, "schema_check": mdm.schema_check,
+            "maid_tokens": mdm.maid_tokens}

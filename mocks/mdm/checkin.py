@@ -211,7 +211,7 @@ class Channel:
     def _get_token(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> tuple[str, bytes]:
         """GetToken (iOS 17, macOS 14): only com.apple.maid is a service this MDM knows; others are a 400."""
         service = message.get("TokenServiceType")
-        if service != maid.SERVICE_TYPE:
+        if service != maid.SERVICE_TYPE or not self.setup.maid_tokens:
             raise BadCheckIn(f"TokenServiceType {service!r} is not a service this MDM issues tokens for "
                              f"(it knows {maid.SERVICE_TYPE})", code="unknown-token-service")
         known = self.enrollment(enrollment_id)

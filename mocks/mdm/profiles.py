@@ -66,8 +66,9 @@ class Profiles:
             "ServerURL": self.setup.server_url, "CheckInURL": self.setup.checkin_url,
             "CheckOutWhenRemoved": True, "SignMessage": False,
             "EnrollmentMode": mode, "AssignedManagedAppleID": user,
-            "ServerCapabilities": ["com.apple.mdm.token"],  # GetToken (com.apple.maid)
         }
+        if self.setup.maid_tokens:
+            mdm_payload["ServerCapabilities"] = ["com.apple.mdm.token"]  # GetToken (com.apple.maid)
         if mode == "ADDE":
             mdm_payload["AccessRights"] = 8191
         armed = self.taps.take("profile")

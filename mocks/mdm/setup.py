@@ -41,6 +41,7 @@ class MDMSetup:
     refused_families: tuple = ()  # model families this MDM does not enroll
     personal_devices: bool = True  # False: no User Enrollment (mdm-byod), only organization-owned devices
     schema_check: str = "warn"  # check-ins and reports against Apple's schema: warn, strict (400) or off
+    maid_tokens: bool = True  # advertise com.apple.mdm.token and answer GetToken for com.apple.maid
     idp_origin: str = ""  # set: sign-in is federated to the organization's IdP at this origin
     federation_secret: bytes = b""
     esso: bool = False  # the 401 of the enrollment request carries X-Apple-MDM-ESSO

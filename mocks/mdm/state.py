@@ -136,6 +136,11 @@ class MDMState:
                                   user_message=f"{s.organization} manages only devices it owns.")
         return {"Servers": [server]}
 
+    def maid_public_key(self) -> str:
+        """The public key the admin uploads to ABM/ASM with this MDM's server: it verifies the com.apple.maid
+        tokens this MDM signs (GetToken)."""
+        return self.channel.maid.public_pem.decode()
+
     def register_with_abm(self, origin: str, token: dict, session, url: str | None = None, events=None) -> None:
         """Register this MDM's discovery URL (or ``url``, to reproduce an MDM that registers the wrong one) with
         ABM's Device Assignment API at ``origin``, with the server token an admin downloaded from ABM (PROTOCOL.md

@@ -12,8 +12,10 @@ def test_iphone_enrolls_with_simple_authentication(lab, device):
     trace = phone.enroll(IDENTIFIER, PASSWORD)
 
     assert trace.outcome == "enrolled", trace.render()
+    # ... then GetToken (com.apple.maid) and the Managed Apple Account sign-in at Apple complete the enrollment
     assert [s.stage for s in trace.steps if s.action.startswith(("GET", "POST", "PUT"))] == [
-        "discovery", "authentication", "authentication", "authentication", "enrollment", "check-in", "check-in"]
+        "discovery", "authentication", "authentication", "authentication", "enrollment", "check-in", "check-in",
+        "check-in", "enrollment"]
     assert not trace.warnings
 
     http = [e for e in lab.events.query(after=after) if e["kind"] == "http"]
@@ -25,9 +27,12 @@ def test_iphone_enrolls_with_simple_authentication(lab, device):
         ("mdm.lab.test", "POST", "/enroll", 200, "enrollment"),
         ("mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in"),
         ("mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in"),
+        ("mdm.lab.test", "PUT", "/mdm/checkin", 200, "check-in"),
+        ("gsa.lab.test", "POST", "/v1/managed-account/sign-in", 200, "enrollment"),
     ]
     enrollment_id = phone.enrollment.enrollment_id
-    assert http[-1]["enrollment"] == enrollment_id and http[-1]["device"] == http[-1]["user"] == IDENTIFIER
+    assert http[-2]["enrollment"] == enrollment_id and http[-2]["device"] == http[-2]["user"] == IDENTIFIER
+    assert http[-2]["message_type"] == "GetToken" and http[-1]["user"] == IDENTIFIER
     assert lab.mdm.enrollment(enrollment_id)["status"] == "enrolled"
     dns = [e for e in lab.events.query(after=after) if e["kind"] == "dns"]
     assert {e["host"] for e in dns} >= {"betterbag.test", "mdm.lab.test"}

@@ -107,7 +107,7 @@ def test_oauth2_enrollment_then_silent_refresh_when_the_token_expires(oauth):
     assert oauth.http(after) == [
         ("POST", "/enroll", 401), ("GET", "/oauth2/authorize", 200), ("POST", "/oauth2/authorize", 308),
         ("POST", "/oauth2/token", 200), ("POST", "/enroll", 200), ("PUT", "/mdm/checkin", 200),
-        ("PUT", "/mdm/checkin", 200)]
+        ("PUT", "/mdm/checkin", 200), ("PUT", "/mdm/checkin", 200)]  # Authenticate, TokenUpdate, GetToken
     credentials = phone.enrollment.credentials
     assert credentials.method == "apple-oauth2" and credentials.refresh_token and credentials.expires_at
     eid = phone.enrollment.enrollment_id

@@ -25,7 +25,7 @@ def test_observe_reads_outcome_and_path_from_the_server_side_of_the_timeline():
     events = [
         {"kind": "http", "component": "abm", "path": runner.WELL_KNOWN_PATH, "status": 302, "summary": ""},
         {"kind": "http", "component": "mdm", "path": "/mdm/checkin", "status": 200, "summary": "",
-         "outcome": "enrolled"},
+         "message_type": "TokenUpdate", "outcome": "enrolled", "enrollment": "X"},
         {"kind": "device-outcome", "component": "device", "stage": "check-in", "detail": {"diagnosis": None}},
     ]
     assert runner.observe(events) == {"outcome": "enrolled", "path": "abm", "stage": None, "diagnosis": None}
@@ -37,6 +37,12 @@ def test_observe_reads_outcome_and_path_from_the_server_side_of_the_timeline():
     device_says = {"kind": "device-outcome", "component": "device", "stage": "check-in", "outcome": "enrolled",
                    "detail": {"diagnosis": None}}
     assert runner.observe(events[:1] + [device_says])["outcome"] == "failed"
+    # an enrollment the device removed again (a refused Managed Apple Account sign-in) is not an enrollment
+    check_out = {**events[1], "message_type": "CheckOut", "outcome": None}
+    refused = {"kind": "device-outcome", "component": "device", "stage": "enrollment",
+               "detail": {"diagnosis": "maa-account-not-found"}}
+    assert runner.observe([events[1], check_out, refused]) == {
+        "outcome": "failed", "path": "direct", "stage": "enrollment", "diagnosis": "maa-account-not-found"}
 
 
 def test_required_examples_of_the_discovery_issue():
