@@ -22,9 +22,9 @@ from lab.protocol import WELL_KNOWN_PATH
 
 DEVICE_STAGES = ("identifier", "discovery", "authentication", "enrollment", "check-in", "commands")
 SERVER_STAGES = ("abm-api", "abm-admin")  # the MDM talking to ABM, an admin in ABM's site: not a device's
-LANES = ("device", "dns", "org-domain", "abm", "idp", "mdm")
+LANES = ("device", "dns", "org-domain", "abm", "idp", "mdm", "apple-id")
 LANE_TITLES = {"device": "Device", "dns": "DNS", "org-domain": "Org domain", "abm": "ABM / ASM", "idp": "IdP",
-               "mdm": "MDM"}
+               "mdm": "MDM", "apple-id": "Apple Account"}
 PAUSE = 30.0  # seconds without a word from a device: its next discovery is a new attempt
 LOOKBACK = 3.0  # anonymous DNS answers this long before an attempt starts belong to it
 SETTLE = 5.0  # an attempt without a reported outcome, idle this long, is judged from what the servers saw

@@ -123,7 +123,8 @@ def test_an_enrollment_appears_live_through_the_fault(page, lab, device):
     # the org domain's 404 sends this iOS 26.1 device to the ABM fallback, which still enrolls it
     expect(attempt).to_have_attribute("data-status", "enrolled")
     expect(attempt).to_contain_text("via ABM/ASM fallback")
-    expect(attempt.locator(".lane-title")).to_have_text(["Device", "DNS", "Org domain", "ABM / ASM", "MDM"])
+    expect(attempt.locator(".lane-title")).to_have_text(["Device", "DNS", "Org domain", "ABM / ASM", "MDM",
+                                                          "Apple Account"])
     failed = attempt.locator("details.step.tone-bad").first
     expect(failed).to_contain_text("404")
     expect(attempt.locator(".why").first).to_contain_text("well-known-http-404")
