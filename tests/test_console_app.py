@@ -311,7 +311,7 @@ def test_enrollments_show_the_device_story(lab, device, client):
     enroll(lab, device)
     [attempt] = get(client, "/api/enrollments?limit=1").get_json()
     assert attempt["identifier"] == IDENTIFIER and attempt["status"] == "enrolled"
-    assert attempt["lanes"] == ["device", "dns", "org-domain", "mdm"]
+    assert attempt["lanes"] == ["device", "dns", "org-domain", "mdm", "apple-id"]  # the sign-in at Apple last
     assert attempt["steps"][-1]["kind"] == "device-outcome"
     assert get(client, "/api/enrollments?limit=0").status_code == 400
 
