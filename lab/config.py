@@ -100,3 +100,30 @@ def check_listen(address: str) -> None:
     if ip.is_unspecified:
         raise ValueError("--listen needs the one address devices will use (the lab's DNS answers with it), "
                          "not 0.0.0.0 or ::")
+
+
+def phone_readiness(listen: str, dns_port: int, https_port: int) -> tuple[str | None, list[str]]:
+    """Whether a phone on the LAN can be told to use a lab at ``listen``: a refusal (a phone cannot reach a loopback
+    address), and warnings with their fix (a phone asks DNS on 53 and HTTPS on 443 only)."""
+    if is_loopback(listen):
+        return (f"no phone instructions: {listen} is a loopback address, which no phone can reach; "
+                "start with --listen <this machine's LAN address> --real-device"), []
+    warnings = []
+    if dns_port != 53:
+        warnings.append(f"DNS listens on port {dns_port}, but a phone asks port 53 only: restart with --dns-port 53 "
+                        "(as root or with CAP_NET_BIND_SERVICE)")
+    if https_port != 443:
+        warnings.append(f"HTTPS listens on port {https_port}, but a phone's first request goes to 443: restart with "
+                        "--https-port 443 (as root or with CAP_NET_BIND_SERVICE)")
+    return None, warnings
+
+
+PLACEHOLDER_SUFFIX = ".invalid"  # the template's names (RFC 2606): to be replaced by the organization's own
+
+
+def template_problems(scenario) -> list[str]:
+    """What is still the real-domain template's placeholder in ``scenario`` (one line each)."""
+    names = [("domain", d.name) for d in scenario.domains] + [("user", u.identifier) for u in scenario.users]
+    names += [("MDM host", scenario.mdm.host)]
+    return [f"{scenario.path}: the {what} {name!r} is the template's placeholder; set your organization's own "
+            "(the steps are at the top of the file)" for what, name in names if name.endswith(PLACEHOLDER_SUFFIX)]

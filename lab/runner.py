@@ -63,12 +63,14 @@ def observe(events: list[dict]) -> dict:
             "diagnosis": None if outcome is None else outcome["detail"]["diagnosis"]}
 
 
-def device_for(scenario: Scenario, lab: Lab, make_device: Callable) -> tuple[object, str, str | None]:
+def device_for(scenario: Scenario, network, make_device: Callable, *,
+               os_version: str | None = None) -> tuple[object, str, str | None]:
+    """The scenario's device (``[device]``), made by ``make_device`` for ``network``; its account and password."""
     setup = scenario.device
     identifier = setup.identifier or scenario.users[0].identifier
     user = scenario.user(identifier)
     password = setup.password or (user.password if user else None)
-    device = make_device(lab.network(), model_family=setup.model_family, os_version=setup.os_version,
+    device = make_device(network, model_family=setup.model_family, os_version=os_version or setup.os_version,
                          strict=setup.strict, discovery_timeout=setup.discovery_timeout, fallback_on=setup.fallback_on,
                          managed_by=setup.managed_by, virtual_machine=setup.virtual_machine,
                          supervised=setup.supervised,
@@ -84,7 +86,7 @@ def run(scenario: Scenario, make_device: Callable, state_root: Path | None = Non
         root = Path(state_root or tmp)
         with Lab(scenario, root / scenario.name, fresh=True) as lab:
             after = lab.events.last_id()
-            device, identifier, password = device_for(scenario, lab, make_device)
+            device, identifier, password = device_for(scenario, lab.network(), make_device)
             try:
                 trace = device.enroll(identifier, password)
             finally:

@@ -10,6 +10,7 @@ from lab.cli.dns import dns
 from lab.cli.doctor import doctor
 from lab.cli.enroll import enroll
 from lab.cli.events import events
+from lab.cli.exercise import exercise
 from lab.cli.fault import fault
 from lab.cli.fleet import fleet
 from lab.cli.probe import probe
@@ -23,5 +24,5 @@ def main() -> None:
     """A lab for Apple's account-driven User Enrollment and Device Enrollment."""
 
 
-for command in (up, enroll, fault, probe, dns, scenario, device, events, ca, fleet, doctor):
+for command in (up, enroll, fault, probe, dns, scenario, exercise, device, events, ca, fleet, doctor):
     main.add_command(command)

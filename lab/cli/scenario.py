@@ -17,12 +17,31 @@ def scenario():
     """Scenarios reproducing field issues, each with its expected outcome."""
 
 
+def exercise_running(state_dir) -> int | None:
+    """The number of the exercise a running lab serves, in --state-dir/$MDMLAB_STATE_DIR or the exercise dir."""
+    from lab.cli.exercise import DEFAULT_DIR
+
+    for directory in (config.state_dir(state_dir), config.state_dir(DEFAULT_DIR)):
+        try:
+            number = config.read_lab_file(directory).get("exercise")
+        except config.NoLabRunning:
+            continue
+        if number:
+            return number
+    return None
+
+
 @scenario.command("list")
+@click.option("--state-dir", default=None, help="A running exercise here closes the list.")
 @click.option("--json", "as_json", is_flag=True)
-def scenario_list(as_json):
-    """Every scenario: its expected outcome (path, stage, diagnosis) and the field issue it reproduces."""
+def scenario_list(state_dir, as_json):
+    """Every scenario with its expected outcome (closed while an exercise runs: the names give answers away)."""
     from lab.scenario import available
 
+    running = exercise_running(state_dir)
+    if running:
+        fail(f"exercise {running} is running: the scenario list (names, expected diagnoses) stays closed until "
+             "it stops, so it cannot give the answer away")
     rows = []
     for name in available():
         try:
@@ -46,7 +65,7 @@ def scenario_list(as_json):
 @click.option("--all", "run_all", is_flag=True, help="Run every scenario.")
 @click.option("--exercise", type=click.IntRange(min=1), default=None,
               help="Start the broken lab of training exercise N and print its symptom (not the answer).")
-@click.option("--state-dir", default=None, help="With --exercise: the lab's state directory.")
+@click.option("--state-dir", default=None, help="With --exercise: its own state dir [default: ./.mdmlab-exercise].")
 @click.option("--https-port", type=click.IntRange(0, 65535), default=config.DEFAULT_HTTPS_PORT, show_default=True)
 @click.option("--dns-port", type=click.IntRange(0, 65535), default=config.DEFAULT_DNS_PORT, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

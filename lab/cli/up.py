@@ -35,15 +35,19 @@ def up(scenario, state_dir, listen, https_port, dns_port, fresh, real_device, up
     https_port = config.DEFAULT_HTTPS_PORT if https_port is None else https_port
     dns_port = config.DEFAULT_DNS_PORT if dns_port is None else dns_port
     lab = start(scenario, state_dir, listen=listen, https_port=https_port, dns_port=dns_port, fresh=fresh,
-                upstream=host_port(upstream, "--upstream") if upstream else None)
+                upstream=host_port(upstream, "--upstream") if upstream else None, check_template=True)
     serve(lab, banner(lab) + ("\n" + real_device_steps(lab) if real_device else ""))
 
 
-def start(scenario, state_dir, **kwargs):
-    """Load ``scenario`` and start its lab in ``state_dir``, or fail in one line."""
+def start(scenario, state_dir, *, check_template: bool = False, **kwargs):
+    """Load ``scenario`` and start its lab in ``state_dir``, or fail in one line (also, with ``check_template``,
+    when the real-domain template's placeholders are still in it)."""
     from lab.launcher import Lab, LabError
 
     sc = load_scenario(scenario)
+    problems = config.template_problems(sc) if check_template else []
+    if problems:
+        fail(problems[0])
     lab = Lab(sc, config.state_dir(state_dir), **kwargs)
     try:
         lab.start()
@@ -69,6 +73,10 @@ def serve(lab, text: str) -> None:
 
 def real_device_steps(lab) -> str:
     info = lab.describe()
+    refusal, warnings = config.phone_readiness(lab.listen, info["dns_port"], info["https_port"])
+    if refusal:
+        return refusal
+    warned = [f"warning: {w}" for w in warnings]
     sc = lab.scenario
     user = sc.users[0].identifier if sc.users else "name@" + sc.domains[0].name
     return "\n".join([
@@ -83,6 +91,8 @@ def real_device_steps(lab) -> str:
         "  then System Settings > General > Device Management.",
         "  Names outside the lab are forwarded to " + (f"{lab.upstream[0]}:{lab.upstream[1]}" if lab.upstream
                                                      else "nowhere (REFUSED)") + ".",
+        "  How far a real device gets, stage by stage: README, 'Real devices on the LAN'.",
+        *warned,
     ])
 
 
@@ -97,7 +107,7 @@ def banner(lab) -> str:
     sc = lab.scenario
     dns_flag = "" if info["dns_port"] == 53 else f" -p {info['dns_port']}"
     lines = [
-        f"mdmlab is up · scenario {sc.name} ({sc.organization})",
+        f"mdmlab is up · {lab.headline} ({sc.organization})",
         f"  DNS      {info['dns']} (UDP+TCP)   e.g. dig @{info['dns_address']}{dns_flag} {sc.domains[0].name}",
         f"  HTTPS    {lab.listen}:{info['https_port']}   hosts: {', '.join(h for h in info['hosts'] if h != 'localhost')}",
         f"  CA       {info['ca_cert']}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from lab import flaskapp
-from lab.console import api, auth, dashboard, devices, mdm, openapi, sse
+from lab.console import api, auth, dashboard, devices, exercise, mdm, openapi, sse
 
 bp = Blueprint("console", __name__, template_folder="templates")
 
@@ -20,6 +20,6 @@ def create_app(lab):
     app.config["LAB"] = lab
     lab.views["devices"] = lambda: devices.listing(lab)
     auth.gate(lab).install(app)
-    for blueprint in (api.bp, sse.bp, openapi.bp, mdm.bp, dashboard.bp, bp):
+    for blueprint in (api.bp, sse.bp, openapi.bp, mdm.bp, exercise.bp, dashboard.bp, bp):
         app.register_blueprint(blueprint)
     return app

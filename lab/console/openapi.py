@@ -289,6 +289,20 @@ def document(lab) -> dict:
             "responses": {"200": {"description": "an event stream",
                                   "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                           "400": _error("a bad `after` or `Last-Event-ID`"), "401": UNAUTHORIZED}}},
+        "/api/exercise/attempts": {"post": {
+            "summary": "Grade a training exercise's attempt from the timeline since event `after`; recorded as an "
+                       "event for the instructor",
+            "operationId": "exerciseAttempt",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["after"], "additionalProperties": False,
+                "properties": {"after": _int()}}}}},
+            "responses": {"201": _json({"type": "object", "required": ["exercise", "repaired", "verdict", "event"],
+                                        "properties": {"exercise": {"type": "integer"},
+                                                       "repaired": {"type": "boolean"},
+                                                       "verdict": {"type": "string"},
+                                                       "event": {"type": "integer"}}}, "the grade"),
+                          "400": _error("not an attempt"), "409": _error("this lab runs no exercise"),
+                          "401": UNAUTHORIZED, "403": FOREIGN}}},
         "/api/accounts": {"get": {
             "summary": "The scenario's test accounts with their passwords, for the lab's own tools (the fleet)",
             "operationId": "listAccounts",

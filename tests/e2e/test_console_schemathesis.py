@@ -20,10 +20,10 @@ OPERATIONS = ["health", "openapi", "listEvents", "getEvent", "listEnrollments", 
               "listFaults", "setFault", "clearFaults", "clearFault", "listRecords", "addRecord", "removeRecord",
               "caPem", "caMobileconfig", "mdmEnrollments", "mdmRevoke", "mdmExpire", "mdmTokenLifetime",
               "mdmSetTokenLifetime", "mdmCommands", "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace",
-              "listAccounts"]
+              "listAccounts", "exerciseAttempt"]
 WITH_INPUT = ["listEvents", "getEvent", "listEnrollments", "getStatePart", "setFault", "clearFaults", "clearFault",
               "addRecord", "removeRecord", "mdmRevoke", "mdmExpire", "mdmSetTokenLifetime", "mdmCommands",
-              "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace"]  # the rest take nothing to get wrong
+              "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace", "exerciseAttempt"]  # the rest take nothing to get wrong
 NOT_FUZZED = {"streamEvents"}
 
 

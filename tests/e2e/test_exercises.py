@@ -23,25 +23,29 @@ from lab.scenario import available, load
 ROOT = Path(__file__).resolve().parents[2]
 EXERCISE_DIR = ROOT / "docs" / "exercises"
 FILES = sorted(EXERCISE_DIR.glob("[0-9][0-9]-*.md"))
-SECTIONS = ("Symptom", "What to look at", "Hints", "Instructor's answer")
+SECTIONS = ("Symptom", "What to look at", "Hints")
+ANSWERS = ROOT / "docs" / "instructor" / "ANSWERS.md"
 FILE_NAME = re.compile(r"^(\d\d)-[a-z0-9]+(-[a-z0-9]+)*\.md$")
 
 
 def read(path: Path) -> dict:
-    """The exercise as the kit defines it: number, title, scenario and the four sections, in order."""
+    """The exercise as the kit defines it: the trainee's file (number, title and the three sections, in order, and
+    no scenario), and its scenario and answer from the instructor's guide."""
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
     title = re.fullmatch(r"# Exercise (\d\d): (\S.*)", lines[0])
     assert title, f"{path.name}: the first line must be '# Exercise NN: <title>', got {lines[0]!r}"
-    scenario = [m.group(1) for m in (re.fullmatch(r"Scenario: (\S+)", line) for line in lines) if m]
-    assert len(scenario) == 1, f"{path.name}: needs exactly one 'Scenario: <name>' line"
-    assert lines.index(f"Scenario: {scenario[0]}") < next(i for i, line in enumerate(lines) if line.startswith("## ")), \
-        f"{path.name}: the Scenario line must come before the sections"
+    assert not any(line.startswith("Scenario:") for line in lines), f"{path.name}: the trainee's file names its scenario"
     headings = [line[3:] for line in lines if line.startswith("## ")]
     assert headings == list(SECTIONS), f"{path.name}: sections must be exactly {SECTIONS}, in order; got {headings}"
     parts = re.split(r"^## (.+)$", text, flags=re.M)
     sections = {parts[i].strip(): parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
-    return {"number": int(title.group(1)), "title": title.group(2), "scenario": scenario[0], "sections": sections}
+    guide = ANSWERS.read_text(encoding="utf-8")
+    entry = re.search(rf"^## Exercise {title.group(1)}: [^\n]*\n\nScenario: (\S+) [^\n]*\n(.*?)(?=^## Exercise |\Z)", guide,
+                      re.M | re.S)
+    assert entry, f"docs/instructor/ANSWERS.md has no entry for exercise {title.group(1)}"
+    sections["Instructor's answer"] = entry.group(2).strip()
+    return {"number": int(title.group(1)), "title": title.group(2), "scenario": entry.group(1), "sections": sections}
 
 
 EXERCISES = {path.name: read(path) for path in FILES}
@@ -72,10 +76,15 @@ def test_the_scenario_files_mark_exactly_the_exercises_that_exist():
 
 def test_the_readme_explains_how_to_use_the_kit():
     text = (EXERCISE_DIR / "README.md").read_text(encoding="utf-8")
-    for needed in ("mdmlab scenario run --exercise", "mdmlab enroll", "console", "mdmlab fault clear"):
+    for needed in ("mdmlab scenario run --exercise", "mdmlab enroll", "console", "mdmlab fault clear",
+                   "mdmlab exercise check"):
         assert needed in text, f"docs/exercises/README.md does not mention {needed!r}"
     for path in FILES:
         assert f"({path.name})" in text, f"docs/exercises/README.md does not link {path.name}"
+    for exercise in EXERCISES.values():  # the trainee's README maps no exercise to its scenario
+        assert exercise["scenario"] not in text, f"docs/exercises/README.md names {exercise['scenario']}"
+    guide = ANSWERS.read_text(encoding="utf-8")
+    assert guide.startswith("# Instructor's guide") and "not for trainees" in guide.splitlines()[0]
 
 
 @pytest.mark.parametrize("name", EXERCISES)
@@ -90,7 +99,7 @@ def test_exercise_is_well_formed_and_does_not_leak_its_answer(name):
     assert scenario.exercise == number, f"{name}: scenario {scenario.name} has exercise = {scenario.exercise}"
     assert scenario.expect is not None, f"{name}: scenario {scenario.name} has no [expect]"
 
-    for section in SECTIONS:
+    for section in (*SECTIONS, "Instructor's answer"):
         assert len(sections[section]) > 80, f"{name}: section {section!r} is (nearly) empty"
     hints = re.findall(r"^\d+\. ", sections["Hints"], flags=re.M)
     assert 2 <= len(hints) <= 3, f"{name}: Hints must be a numbered list of 2 or 3, found {len(hints)}"
@@ -144,7 +153,7 @@ def test_scenario_run_exercise_starts_the_broken_lab_and_prints_only_the_briefin
     output = ""
     try:
         deadline = time.monotonic() + 30
-        while "What to look at" not in output or "Hints are in" not in output:
+        while "What to look at" not in output or "mdmlab exercise check" not in output:
             line = process.stdout.readline()
             assert line, f"mdmlab exited early ({process.poll()}):\n{output}"
             output += line
@@ -154,12 +163,12 @@ def test_scenario_run_exercise_starts_the_broken_lab_and_prints_only_the_briefin
         os.killpg(process.pid, signal.SIGTERM)
         rest, _ = process.communicate(timeout=30)
         output += rest
-    assert f"scenario {exercise['scenario']}" in output
+    assert exercise["scenario"] not in output and "mdmlab is up · exercise 1 (" in output
     assert f"Exercise {exercise['number']}: {exercise['title']}" in output
     assert exercise["sections"]["Symptom"].splitlines()[0] in output
-    assert "Instructor's answer" not in output.split("Hints are in")[0]
+    assert "Instructor's answer" not in output
     scenario = load(exercise["scenario"])
     for term in forbidden_terms(scenario):
-        assert term not in output.split("Hints are in")[0].split("Exercise ")[-1], \
+        assert term not in output.split("Exercise ")[-1], \
             f"the printed briefing names {term!r}"
     assert process.returncode == 0, output
