@@ -642,3 +642,14 @@ def test_admin_pages_cannot_be_framed(state):
     response = gated_admin(state, None).get("/", base_url=ADMIN_ORIGIN)
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_assignment_form_with_its_csrf_token_saves(state):
+    """A browser's form carries the page's CSRF token beside the device types: it is no device type."""
+    admin = gated_admin(state, None)
+    page = admin.get("/", base_url=ADMIN_ORIGIN).get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
+    response = admin.post("/assignments", data={"iPhone": "Lab MDM", "csrf_token": token}, base_url=ADMIN_ORIGIN,
+                          headers={"Origin": ADMIN_ORIGIN})
+    assert response.status_code < 400, response.get_data(as_text=True)[:300]
+    assert state.default_assignments()["iPhone"] == "Lab MDM"

@@ -5,6 +5,7 @@ subset an MDM uses to register its discovery URL (1.8). ``admin``: the web page 
 """
 from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request, url_for
 
+from lab.admin_gate import CSRF_FIELD
 from lab.flaskapp import label
 from lab.protocol import MODEL_FAMILIES, WELL_KNOWN_PATH
 from mocks.abm.errors import BadAdminInput
@@ -127,6 +128,6 @@ def remove_account():
 
 @admin.post("/assignments")
 def save_assignments():
-    choices = {family: server or None for family, server in request.form.items()}
+    choices = {family: server or None for family, server in request.form.items() if family != CSRF_FIELD}
     _state().set_default_assignments(choices)
     return _back("assignments-saved")

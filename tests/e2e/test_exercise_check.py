@@ -59,7 +59,10 @@ def test_an_attempt_is_graded_by_route_and_recorded_and_clearing_the_fault_by_na
     session = lab_session(LabResolver(info["dns_address"], info["dns_port"]), info["ca_cert"])
     admin = f"https://{info['abm']['admin']}:{info['https_port']}"
     try:
-        response = session.post(f"{admin}/assignments", data={"iPhone": "BetterBag MDM", "Mac": "BetterBag MDM"},
+        page = session.get(f"{admin}/", timeout=10).text  # as a browser does: the form carries the CSRF token
+        token = page.split('name="csrf_token" value="')[1].split('"')[0]
+        response = session.post(f"{admin}/assignments", data={"iPhone": "BetterBag MDM", "Mac": "BetterBag MDM",
+                                                              "csrf_token": token},
                                 headers={"Origin": admin}, timeout=10)
         assert response.status_code < 400, response.text[:300]
         repaired = check(state_dir)
