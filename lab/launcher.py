@@ -143,7 +143,7 @@ class Lab:
                                     lambda name: txt_records(name, self.listen, self.dns.port), faults=self.faults)
             for role, app in abm.create_apps(self.abm, lambda: self.admin_token).items():
                 self._mount(sc.abm_hosts[role], "abm", app)
-        self.directory = abm.ABMDirectory(self.abm, setups.directory_setup(sc, self.mdm)) if self.abm else None
+        self.directory = setups.apple_directory(sc, self.abm, self.mdm)
         self.apple_id = apple_id.AppleIDState(setups.apple_id_setup(sc), self.directory, faults=self.faults)
         self._mount(sc.apple_identity_host, "apple-id", apple_id.create_app(self.apple_id))
 

@@ -47,6 +47,14 @@ def registered_url(sc: Scenario, urls: dict) -> str | None:
     return urls["base_url"] if sc.abm.register_url == "enroll" else None
 
 
+def apple_directory(sc: Scenario, abm_state: abm.ABMState | None, mdm_state: mdm.MDMState):
+    """What Apple's identity service reads: the emulated ABM/ASM's directory, or, when the scenario's organization
+    uses its real ABM/ASM (``[abm] enabled = false``), its users as the accounts Apple knows."""
+    if abm_state is None:
+        return apple_id.UsersDirectory(sc.organization, [u.identifier for u in sc.users])
+    return abm.ABMDirectory(abm_state, directory_setup(sc, mdm_state))
+
+
 def directory_setup(sc: Scenario, mdm_state: mdm.MDMState) -> abm.DirectorySetup:
     """What ABM/ASM knows for Apple's identity service: the Access Management setting, aliases, other
     organizations, and the public key the admin uploaded with the lab MDM's server (its com.apple.maid signer)."""

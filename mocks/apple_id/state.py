@@ -35,7 +35,7 @@ from lab.protocol import MAID_TOKEN_SERVICE as MAID_SERVICE
 from mocks.apple_id.errors import BadSignInRequest
 from mocks.apple_id.faults import COMPONENT
 
-__all__ = ["NO_DIRECTORY", "ALLOW_ON", "SIGN_IN_PATH", "MAID_SERVICE", "AccountRecord", "AppleIDSetup", "AppleIDState", "Directory",
+__all__ = ["UsersDirectory", "ALLOW_ON", "SIGN_IN_PATH", "MAID_SERVICE", "AccountRecord", "AppleIDSetup", "AppleIDState", "Directory",
            "ServerRecord", "maid_claims"]
 
 TOKEN_LIFETIME = 600  # seconds an MDM's maid token is taken after its iat (lab choice; Apple: "limited")
@@ -79,11 +79,18 @@ class Directory(Protocol):
     def server_record(self, server_uuid: str) -> dict | None: ...
 
 
-class _NoDirectory:
-    """An organization without ABM/ASM has no Managed Apple Accounts."""
+class UsersDirectory:
+    """Apple's directory when the lab does not emulate ABM/ASM (a real organization's scenario, where its real
+    ABM/ASM holds the accounts): the scenario's users are the organization's Managed Apple Accounts, sign-in is
+    allowed on any device, and no MDM server is known."""
 
-    def account_record(self, identifier: str) -> None:
-        return None
+    def __init__(self, organization: str, accounts):
+        self.organization, self.accounts = organization, {a.lower() for a in accounts}
+
+    def account_record(self, identifier: str) -> dict | None:
+        if identifier.strip().lower() not in self.accounts:
+            return None
+        return {"identifier": identifier.strip().lower(), "organization": self.organization, "federated": False}
 
     def alias_owner(self, identifier: str) -> None:
         return None
@@ -93,9 +100,6 @@ class _NoDirectory:
 
     def server_record(self, server_uuid: str) -> None:
         return None
-
-
-NO_DIRECTORY = _NoDirectory()
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,8 @@ def parse_request(body: object) -> tuple[str, str, Device, str | None]:
 
 
 class AppleIDState:
-    def __init__(self, setup: AppleIDSetup, directory: Directory | None, *, faults=None, clock=time.time):
-        self.setup, self.faults, self.clock = setup, faults, clock
-        self.directory = directory if directory is not None else NO_DIRECTORY
+    def __init__(self, setup: AppleIDSetup, directory: Directory, *, faults=None, clock=time.time):
+        self.setup, self.directory, self.faults, self.clock = setup, directory, faults, clock
         self._used_jti: dict[str, float] = {}
         self._lock = threading.Lock()
 

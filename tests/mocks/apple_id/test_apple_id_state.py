@@ -173,3 +173,12 @@ def test_supervised_only_refuses_every_unsupervised_device_whatever_the_token(to
 def test_malformed_requests_are_refused_with_the_reason(bad):
     with pytest.raises(BadSignInRequest):
         service().sign_in("h", bad)
+
+
+def test_without_an_emulated_abm_the_scenarios_users_are_the_accounts():
+    from mocks.apple_id import UsersDirectory
+
+    svc = AppleIDState(AppleIDSetup(passwords={"first.last@school.example": "pw"}),
+                       UsersDirectory("School", ["First.Last@school.example"]), clock=lambda: NOW)
+    assert svc.sign_in("h", body("first.last@school.example")).status == 200
+    assert svc.sign_in("h", body("someone@school.example")).body["error"] == "account-not-found"
