@@ -10,7 +10,7 @@ import pytest
 
 from lab.device import Device
 from lab.launcher import Lab
-from lab.net import Network
+from lab.net import LabResolver, Network, lab_session
 from lab.scenario import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,13 @@ def lab(tmp_path_factory):
 @pytest.fixture
 def network(lab) -> Network:
     return lab.network()
+
+
+@pytest.fixture
+def session(lab):
+    """An HTTPS client of this module's lab, as a tool outside it: the lab's DNS, only the lab CA trusted."""
+    with lab_session(LabResolver("127.0.0.1", lab.dns.port), str(lab.pki.cert_path)) as client:
+        yield client
 
 
 @pytest.fixture

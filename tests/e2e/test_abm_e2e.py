@@ -10,7 +10,6 @@ import pytest
 
 from lab import oauth1
 from lab.device import Device
-from lab.net import LabResolver, lab_session
 from lab.launcher import Lab
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
@@ -21,13 +20,6 @@ def lab(tmp_path_factory):
     """domain-not-verified: the well-known answers 404 and ABM has not verified betterbag.test."""
     with Lab(load("domain-not-verified"), tmp_path_factory.mktemp("abm"), fresh=True) as running:
         yield running
-
-
-@pytest.fixture
-def session(lab):
-    s = lab_session(LabResolver("127.0.0.1", lab.dns.port), str(lab.pki.cert_path))
-    yield s
-    s.close()
 
 
 def origin(lab, role: str) -> str:

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from lab.net import LabResolver, lab_session
 from lab.launcher import Lab
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
@@ -18,13 +17,6 @@ PATH = "/v1/managed-account/sign-in"
 def lab(tmp_path_factory):
     with Lab(load("maa-managed-devices"), tmp_path_factory.mktemp("maa"), fresh=True) as running:
         yield running
-
-
-@pytest.fixture
-def session(lab):
-    s = lab_session(LabResolver("127.0.0.1", lab.dns.port), str(lab.pki.cert_path))
-    yield s
-    s.close()
 
 
 def sign_in(lab, session, account=IDENTIFIER, password=PASSWORD, token=None, **device):
