@@ -85,7 +85,7 @@ class HandshakeCounter:
         self._original = ssl.SSLSocket.do_handshake
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "HandshakeCounter":
+    def __enter__(self) -> HandshakeCounter:
         counter, original = self, self._original
 
         def do_handshake(sock, *args, **kwargs):

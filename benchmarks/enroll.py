@@ -9,8 +9,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import (MDMLAB, ROOT, HandshakeCounter, cpu_seconds, lab_info, print_results,  # noqa: E402
-                                start_lab, stop_lab, summary)
+from benchmarks._common import (  # noqa: E402
+    MDMLAB,
+    ROOT,
+    HandshakeCounter,
+    cpu_seconds,
+    lab_info,
+    print_results,
+    start_lab,
+    stop_lab,
+    summary,
+)
 from lab.device import Device  # noqa: E402
 from lab.net import Network  # noqa: E402
 

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks._common import (HandshakeCounter, cpu_seconds, lab_info, memory_kb, start_lab,  # noqa: E402
-                                stop_lab)
+from benchmarks._common import HandshakeCounter, cpu_seconds, lab_info, memory_kb, start_lab, stop_lab  # noqa: E402
 from lab import fleet  # noqa: E402
 
 

@@ -46,9 +46,9 @@ def measure(seconds: float = SECONDS) -> dict:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
-                except OSError:
+                except OSError as failed:
                     if time.monotonic() > deadline or server.poll() is not None:
-                        raise SystemExit("openssl s_server did not start")
+                        raise SystemExit("openssl s_server did not start") from failed
                     time.sleep(0.02)
             server_before = cpu_seconds(server.pid)
             children_before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -40,7 +40,7 @@ def main() -> None:
     fresh, resumed = [], []
     with tempfile.TemporaryDirectory() as tmp:
         state_dir = Path(tmp) / "state"
-        for i in range(RUNS):
+        for _ in range(RUNS):
             fresh.append(ready_ms(state_dir, fresh=True)[1])
             resumed.append(ready_ms(state_dir, fresh=False)[1])
     print_results([summary("mdmlab up --fresh → ready (new CA)", fresh, 500),

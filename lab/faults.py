@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lab.events import Event, EventLog
 from lab.pki import CertificateAuthority
@@ -106,7 +106,7 @@ UNTRUSTED_CA_NAME = "mdmlab UNTRUSTED CA (TLS fault)"
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @tls_fault("tls-expired", description="the host presents a certificate that expired yesterday",
@@ -147,7 +147,7 @@ class TLSFaults:
     ``context(cert_path, key_path)`` builds a server context; each (host, fault) is issued once and kept.
     """
 
-    def __init__(self, board: "FaultBoard", pki, context: Callable):
+    def __init__(self, board: FaultBoard, pki, context: Callable):
         self.board, self.pki, self.context = board, pki, context
         self._issued: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()

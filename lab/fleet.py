@@ -20,10 +20,10 @@ import secrets
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 import requests
@@ -57,7 +57,7 @@ class Target:
 
     @classmethod
     def from_info(cls, info: dict, users: Iterable[tuple[str, str]] = (), *, ca_cert: str | None = None,
-                  dns_address: str | None = None, admin_token: str | None = None) -> "Target":
+                  dns_address: str | None = None, admin_token: str | None = None) -> Target:
         network = Network.from_lab_info(info, dns_address=dns_address, ca_cert=ca_cert)
         users = tuple(users) or _lab_accounts(network, info, admin_token)
         if not users:

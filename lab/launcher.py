@@ -49,7 +49,7 @@ class Lab:
         self.views: dict = {}  # more parts of snapshot(), added by the console (e.g. the saved devices)
 
     # -- life cycle --------------------------------------------------------------------------------------------
-    def start(self) -> "Lab":
+    def start(self) -> Lab:
         t0 = time.perf_counter()
         try:
             check_listen(self.listen)
@@ -199,7 +199,7 @@ class Lab:
         self.home.withdraw()
         self.started_at = None
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,12 +18,11 @@ import time
 from dataclasses import dataclass
 
 import requests
+from dnslib import QTYPE, RCODE
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-
-from dnslib import QTYPE, RCODE
 
 from lab.dns import query
 
@@ -40,7 +39,7 @@ class Network:
     apple_host: str = DEFAULT_APPLE_HOST
 
     @classmethod
-    def from_lab_info(cls, info: dict, *, dns_address: str | None = None, ca_cert: str | None = None) -> "Network":
+    def from_lab_info(cls, info: dict, *, dns_address: str | None = None, ca_cert: str | None = None) -> Network:
         """The running lab as a client sees it, from its lab.json (``config.read_lab_file``)."""
         return cls(dns_address or info.get("dns_address", "127.0.0.1"), int(info["dns_port"]),
                    ca_cert or info["ca_cert"], int(info["https_port"]),
@@ -79,7 +78,7 @@ class LabResolver:
     def _ask(self, host: str, rtype: str) -> str | None:
         try:
             reply = query(host, rtype, self.server, self.port, timeout=self.timeout)
-        except socket.timeout:
+        except TimeoutError:
             self._fail(host, "timeout", f"no answer from the DNS server {self.server}:{self.port} for {host} "
                                         f"within {self.timeout:g} s")
         except OSError as exc:
@@ -111,7 +110,7 @@ def _connection_class(base, resolver: LabResolver, port_map: dict[int, int]):
         timeout = self.timeout if isinstance(self.timeout, (int, float)) else None
         try:
             sock = socket.create_connection((address, port), timeout, source_address=self.source_address)
-        except socket.timeout as exc:
+        except TimeoutError as exc:
             raise ConnectTimeoutError(self, f"connection to {self.host} ({address}:{port}) timed out") from exc
         except OSError as exc:
             raise NewConnectionError(self, f"cannot connect to {self.host} ({address}:{port}): {exc}") from exc

@@ -30,7 +30,7 @@ SIGNING_ONLY = x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_si
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _name(common_name: str) -> x509.Name:

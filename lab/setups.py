@@ -4,7 +4,7 @@ A setup is the mock's own configuration (``MDMSetup``, ``DomainSetup``, ``ABMSet
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from lab.scenario import Domain, Scenario
 from mocks import abm, apple_id, mdm, org_domain

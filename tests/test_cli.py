@@ -49,7 +49,7 @@ def test_the_cli_imports_no_mock_and_its_modules_form_no_cycle():
                 imported.update(alias.name for alias in node.names)
         assert not any(m == "mocks" or m.startswith("mocks.") for m in imported), path.name
         graph[f"lab.cli.{path.stem}"] = {m for m in imported if m.startswith("lab.cli.")}
-    seen, done = set(), set()
+    done = set()
 
     def visit(module, stack):
         assert module not in stack, " → ".join([*stack, module])

@@ -458,7 +458,7 @@ def test_times_are_local_and_readable_whatever_their_form():
     import datetime as dt
 
     from lab.console.dashboard import _is_time_key, when
-    moment = dt.datetime(2026, 11, 30, 0, 52, 45, tzinfo=dt.timezone.utc)
+    moment = dt.datetime(2026, 11, 30, 0, 52, 45, tzinfo=dt.UTC)
     local = moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     assert when(moment.timestamp()) == local and when("2026-11-30T00:52:45Z") == local
     assert when("not a time") == "not a time"

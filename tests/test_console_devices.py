@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from lab.device.store import DeviceStore
 from lab.net import LabResolver, lab_session
-
 from tests.conftest import IDENTIFIER, PASSWORD
 
 

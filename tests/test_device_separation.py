@@ -9,8 +9,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lab.device import Device, Network
 from lab.device.contents import Contents
 from lab.device.device import Enrollment
-from lab.device.separation import (CALENDAR, CONTENT, KEYCHAIN, MANAGED_APPS, NOTES, REMINDERS, Unreadable, Vault,
-                                   separated_classes)
+from lab.device.separation import (
+    CALENDAR,
+    CONTENT,
+    KEYCHAIN,
+    MANAGED_APPS,
+    NOTES,
+    REMINDERS,
+    Unreadable,
+    Vault,
+    separated_classes,
+)
 from lab.device.store import DeviceStore, UnknownDevice
 from lab.pki import CertificateAuthority
 
@@ -140,7 +149,10 @@ def test_tokens_are_only_in_the_sealed_keychain_and_keys_leave_the_files_at_unen
     device = enrolled_device(ca)
     try:
         store.save(device)
-        files = lambda: b"".join(p.read_bytes() for p in sorted((tmp_path / "devices").glob("devices.db*")))
+
+        def files() -> bytes:
+            return b"".join(p.read_bytes() for p in sorted((tmp_path / "devices").glob("devices.db*")))
+
         keys = list(device.contents.vault.keys.values())
         assert b"ACCESS-TOKEN-0123456789" not in files() and b"REFRESH-TOKEN" not in files()
         assert all(key in files() for key in keys)  # the test looks in the right place

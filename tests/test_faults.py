@@ -5,7 +5,7 @@ import pytest
 from dnslib import DNSRecord
 
 import mocks
-from lab.dns import DNS_FAULTS, ZoneResolver, Zone
+from lab.dns import DNS_FAULTS, Zone, ZoneResolver
 from lab.events import EventLog
 from lab.faults import TLS_FAULTS, FaultBoard, FaultRegistry, TLSFaults, catalogue
 from lab.launcher import fault_catalogue

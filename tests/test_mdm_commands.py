@@ -11,8 +11,23 @@ import pytest
 
 from lab import cms
 from lab.pki import CertificateAuthority
-from tests.mdm_support import (IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, TOPIC, Clock, check_in,
-                               client_of, enroll, enrolled, location_query, make_state, poll)
+from tests.mdm_support import (
+    IDENTIFIER,
+    ORIGIN,
+    OTHER,
+    OTHER_PASSWORD,
+    PASSWORD,
+    PATH,
+    TOPIC,
+    Clock,
+    check_in,
+    client_of,
+    enroll,
+    enrolled,
+    location_query,
+    make_state,
+    poll,
+)
 
 EID = {"EnrollmentID": "ENROLLMENT-0001"}
 UDID = {"UDID": "0A1B2C3D-0000-4000-8000-000000000001", "SerialNumber": "LAB00000001"}

@@ -13,9 +13,29 @@ from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
 from mocks.mdm import FAULTS, IdPState, create_idp_app
 from mocks.mdm.faults import fault
-from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, REDIRECT, TOPIC, URLS, USERS, Clock, authorize,
-                               authorize_query, check_in, client_of, enroll, enrolled, fault_board, location_query,
-                               make_state, poll, token, tokens_for)
+from tests.mdm_support import (
+    IDENTIFIER,
+    ORIGIN,
+    PASSWORD,
+    PATH,
+    REDIRECT,
+    TOPIC,
+    URLS,
+    USERS,
+    Clock,
+    authorize,
+    authorize_query,
+    check_in,
+    client_of,
+    enroll,
+    enrolled,
+    fault_board,
+    location_query,
+    make_state,
+    poll,
+    token,
+    tokens_for,
+)
 
 EID = {"EnrollmentID": "ENROLLMENT-0001"}
 IDP_ORIGIN = "https://idp.betterbag.test:8443"

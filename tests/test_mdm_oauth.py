@@ -10,9 +10,29 @@ import pytest
 
 from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
-from tests.mdm_support import (CLIENT_ID, IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PATH, REDIRECT, TTL, URLS, Clock,
-                               authorize, authorize_query, client_of, code_for, enroll, location_query, make_state,
-                               request_id_of, token, tokens_for)
+from mocks.mdm.errors import CommandRefused
+from tests.mdm_support import (
+    CLIENT_ID,
+    IDENTIFIER,
+    ORIGIN,
+    OTHER,
+    OTHER_PASSWORD,
+    PATH,
+    REDIRECT,
+    TTL,
+    URLS,
+    Clock,
+    authorize,
+    authorize_query,
+    client_of,
+    code_for,
+    enroll,
+    location_query,
+    make_state,
+    request_id_of,
+    token,
+    tokens_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -268,7 +288,7 @@ def test_token_lifetime_is_a_runtime_setting(client, state, clock):
     clock.now += 60
     assert enroll(client, body["access_token"]).get_json()["error"] == "expired-token"
     for bad in (0, -5, True, "60", 400 * 86400):
-        with pytest.raises(Exception):
+        with pytest.raises(CommandRefused):
             state.set_token_ttl(bad)
     assert state.token_ttl == 60
 

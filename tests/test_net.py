@@ -6,7 +6,6 @@ from pathlib import Path
 
 from lab import config
 from lab.net import DEFAULT_APPLE_HOST, LabResolver, Network, lab_session
-
 from tests.conftest import lab_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -157,7 +157,7 @@ def test_server_leaf_names_usage_and_validity(ca):
     assert list(ext(leaf.cert, x509.ExtendedKeyUsage).value) == [ExtendedKeyUsageOID.SERVER_AUTH]
     assert ext(leaf.cert, x509.BasicConstraints).value.ca is False
     assert isinstance(leaf.key, ec.EllipticCurvePrivateKey)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     assert leaf.cert.not_valid_before_utc <= now < leaf.cert.not_valid_after_utc
     assert leaf.cert.not_valid_after_utc - leaf.cert.not_valid_before_utc <= dt.timedelta(days=MAX_LEAF_DAYS)
     leaf.cert.verify_directly_issued_by(ca.cert)
@@ -200,7 +200,7 @@ def forge_leaf(ca: CertificateAuthority, name: str, tmp_path):
         general_name = x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
         general_name = x509.DNSName(name)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"forged leaf for {name}")]))
@@ -336,7 +336,7 @@ def test_a_leaf_is_issued_anew_when_it_no_longer_fits(tmp_path, change):
         first.key_path.write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
         again = ca.issue_server("mdm.lab.test")
     elif change == "expiring":
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         ca.issue_server("mdm.lab.test", not_after=now + dt.timedelta(days=3))
         first = ca.issue_server("mdm.lab.test")  # a short-lived leaf is not kept for reuse
         again = ca.issue_server("mdm.lab.test")

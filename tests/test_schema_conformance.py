@@ -18,8 +18,21 @@ from mocks.mdm.profiles import SAMPLE_PROFILES, sample_profile
 from mocks.org_domain import FAULTS as ORG_FAULTS
 from mocks.org_domain import DomainSetup, OrgDomainState
 from mocks.org_domain import create_app as org_app
-from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, Clock, check_in, client_of, enroll, enrolled,
-                               fault_board, location_query, make_state, poll)
+from tests.mdm_support import (
+    IDENTIFIER,
+    ORIGIN,
+    PASSWORD,
+    PATH,
+    Clock,
+    check_in,
+    client_of,
+    enroll,
+    enrolled,
+    fault_board,
+    location_query,
+    make_state,
+    poll,
+)
 
 MODES = {"base_url": ("user", ADUE_MINIMUM), "adde_base_url": ("adde", ADDE_MINIMUM)}
 

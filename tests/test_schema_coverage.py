@@ -4,7 +4,6 @@ of Apple's repository, in the project's own shape."""
 from __future__ import annotations
 
 import json
-import plistlib
 from importlib import resources
 
 import pytest
@@ -14,8 +13,18 @@ from lab.device import commands as device_commands
 from lab.pki import CertificateAuthority
 from mocks.mdm.commands import REPORT_STATUSES
 from mocks.mdm.profiles import SAMPLE_PROFILES, sample_profile
-from tests.mdm_support import IDENTIFIER, ORIGIN, PASSWORD, PATH, TOPIC, Clock, check_in, client_of, location_query, \
-    make_state
+from tests.mdm_support import (
+    IDENTIFIER,
+    ORIGIN,
+    PASSWORD,
+    PATH,
+    TOPIC,
+    Clock,
+    check_in,
+    client_of,
+    location_query,
+    make_state,
+)
 
 # The check-in messages the lab's device sends and its MDM takes. The MDM test below fails when the MDM starts taking
 # another MessageType, so this list (and the schema check on it) follows the code.
@@ -91,7 +100,7 @@ def test_the_data_holds_facts_only():
 
     def walk(node):
         assert set(node) <= fields, set(node) - fields
-        for platform, values in node.get("os", {}).items():
+        for values in node.get("os", {}).values():
             assert set(values) <= facts, set(values) - facts
         for child in node.get("keys", []) + ([node["item"]] if "item" in node else []):
             walk(child)

@@ -109,7 +109,8 @@ def banner(lab) -> str:
     lines = [
         f"mdmlab is up · {lab.headline} ({sc.organization})",
         f"  DNS      {info['dns']} (UDP+TCP)   e.g. dig @{info['dns_address']}{dns_flag} {sc.domains[0].name}",
-        f"  HTTPS    {lab.listen}:{info['https_port']}   hosts: {', '.join(h for h in info['hosts'] if h != 'localhost')}",
+        f"  HTTPS    {lab.listen}:{info['https_port']}   "
+        f"hosts: {', '.join(h for h in info['hosts'] if h != 'localhost')}",
         f"  CA       {info['ca_cert']}",
         f"  Console  {info['console_url']}  (also https://localhost:{info['https_port']}/)",
     ]

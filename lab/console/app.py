@@ -2,8 +2,8 @@
 
 The parts live in their own modules: ``api`` (health, events, enrollments, state, faults, DNS, reset, CA),
 ``sse`` (the live event stream), ``openapi`` (the API's document), ``dashboard`` (the page and its fragments),
-``auth`` (the admin gate: token beyond loopback, origins, CSRF), ``mdm`` (MDM controls and device traces). ``bp`` below carries
-the shared templates.
+``auth`` (the admin gate: token beyond loopback, origins, CSRF), ``mdm`` (MDM controls and device traces).
+``bp`` below carries the shared templates.
 """
 from __future__ import annotations
 

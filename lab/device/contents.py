@@ -12,8 +12,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from lab.device.separation import (APP_STORE, KEYCHAIN, MANAGED_APPS, PERSONAL_SEED, STORE_IDS, WORK_SEED, App,
-                                   Profile, Unreadable, Vault, separated_classes, separation_table)
+from lab.device.separation import (
+    APP_STORE,
+    KEYCHAIN,
+    MANAGED_APPS,
+    PERSONAL_SEED,
+    STORE_IDS,
+    WORK_SEED,
+    App,
+    Profile,
+    Unreadable,
+    Vault,
+    separated_classes,
+    separation_table,
+)
 
 
 @dataclass
@@ -29,7 +41,7 @@ class Contents:
 
     @classmethod
     def new(cls, os_name: str, version: tuple[int, int], personal_account: str | None,
-            personal_apps: tuple[str, ...]) -> "Contents":
+            personal_apps: tuple[str, ...]) -> Contents:
         contents = cls(os_name, version, personal_account)
         owner = personal_account or "this device"
         for content, text in PERSONAL_SEED.items():

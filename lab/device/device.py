@@ -22,8 +22,15 @@ from lab.device.authentication import Credentials
 from lab.device.commands import CommandContext, Facts, Outcome, execute
 from lab.device.contents import Contents
 from lab.device.http import DeviceHTTP
-from lab.device.model import (ADDE_MINIMUM, ADUE_MINIMUM, DEFAULT_OS, FAMILIES, Client, Enrollment,  # noqa: F401
-                              parse_version)  # re-exported: lab.device.device names them
+from lab.device.model import (  # noqa: F401
+    ADDE_MINIMUM,
+    ADUE_MINIMUM,
+    DEFAULT_OS,
+    FAMILIES,
+    Client,
+    Enrollment,
+    parse_version,  # re-exported: lab.device.device names them
+)
 from lab.device.separation import DEFAULT_PERSONAL_APPS
 from lab.device.trace import Trace
 from lab.net import LabResolver, Network

@@ -12,10 +12,10 @@ import json
 import plistlib
 
 from lab import cms
-from lab.device.errors import exchange
-from lab.device.separation import APP_STORE, Profile
 from lab.device.contents import Contents
+from lab.device.errors import exchange
 from lab.device.model import Client
+from lab.device.separation import APP_STORE, Profile
 from lab.device.trace import OK, Trace
 
 STAGE = "authentication"

@@ -29,7 +29,7 @@ REDIRECTS = (301, 302, 303, 307, 308)
 class HTTPStatusError(Exception):
     """``raise_for_status`` on a 4xx/5xx answer."""
 
-    def __init__(self, response: "Response"):
+    def __init__(self, response: Response):
         super().__init__(f"{response.status_code} {response.reason} for {response.url}")
         self.response = response
 
@@ -187,7 +187,7 @@ class DeviceHTTP:
                 return
         conn.close()
 
-    def __enter__(self) -> "DeviceHTTP":
+    def __enter__(self) -> DeviceHTTP:
         return self
 
     def __exit__(self, *exc) -> None:

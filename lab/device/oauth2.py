@@ -18,8 +18,7 @@ import time
 import uuid
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from lab.device.authentication import (OAUTH2, STAGE, Callback, Challenge, Credentials, browse,
-                                       judge_callback_status)
+from lab.device.authentication import OAUTH2, STAGE, Callback, Challenge, Credentials, browse, judge_callback_status
 from lab.device.errors import exchange
 from lab.device.model import Client
 from lab.device.trace import OK, WARN, DeviceFailure, Trace

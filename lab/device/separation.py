@@ -76,7 +76,7 @@ class Vault:
     destroyed: float | None = None
 
     @classmethod
-    def create(cls, enrollment_id: str, classes: list[str]) -> "Vault":
+    def create(cls, enrollment_id: str, classes: list[str]) -> Vault:
         return cls(enrollment_id, {c: AESGCM.generate_key(bit_length=256) for c in classes}, classes=tuple(classes))
 
     def _aad(self, content: str, item_id: str) -> bytes:

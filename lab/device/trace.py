@@ -88,8 +88,9 @@ class Trace:
         return [s for s in self.steps if s.verdict == WARN]
 
     def to_dict(self) -> dict:
-        return {"outcome": self.outcome, "path": self.path, "diagnosis": self.diagnosis, "explanation": self.explanation,
-                "elapsed_ms": self.elapsed_ms, "steps": [s.to_dict() for s in self.steps]}
+        return {"outcome": self.outcome, "path": self.path, "diagnosis": self.diagnosis,
+                "explanation": self.explanation, "elapsed_ms": self.elapsed_ms,
+                "steps": [s.to_dict() for s in self.steps]}
 
     def render(self) -> str:
         lines, current = [], None

@@ -50,8 +50,8 @@ class Node:
     values: list | None = None
     range: dict | None = None
     pattern: str | None = None
-    keys: list["Node"] = field(default_factory=list)
-    item: "Node | None" = None
+    keys: list[Node] = field(default_factory=list)
+    item: Node | None = None
     choices: list[dict] | None = None  # a string's possible values, each with its own per-OS facts
     json: bool = False
 

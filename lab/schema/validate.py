@@ -258,12 +258,12 @@ class Key:
         return f"Key({self.name!r}, {self.type}{', required' if self.required else ''})"
 
     @cached_property
-    def keys(self) -> dict[str, "Key"]:
+    def keys(self) -> dict[str, Key]:
         """A dictionary's keys available in the context (a wildcard key stands for any name)."""
         return _available(self.node, self.facts, self.ctx)
 
     @cached_property
-    def item(self) -> "Key | None":
+    def item(self) -> Key | None:
         if self.node.item is None:
             return None
         return Key(self.node.item, effective(self.facts, self.node.item, self.ctx), self.ctx, True)

@@ -14,16 +14,16 @@ import secrets
 import string
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from lab import oauth1
 from lab.pki import write_private
+from lab.protocol import MODEL_FAMILIES
 from lab.store import Store
 from mocks.abm import faults as catalogue
-from lab.protocol import MODEL_FAMILIES
 from mocks.abm.errors import APIError, BadAdminInput, FallbackRefused, unauthorized
 from mocks.well_known import UnknownModelFamily, check_model_family, identifier_parts
 
@@ -70,7 +70,7 @@ class ABMSetup:
 
 
 def rfc3339(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _hash(token: str) -> str:
@@ -110,7 +110,7 @@ def _url_problem(url: str) -> str | None:
         return "it contains spaces or control characters"
     try:
         parts = urlsplit(url)
-        parts.port  # raises on a port that is not a number in range
+        _ = parts.port  # raises on a port that is not a number in range
     except ValueError:
         return "it is not a URL"
     if parts.scheme != "https":

@@ -3,8 +3,19 @@ from flask import jsonify
 
 from lab import flaskapp
 from mocks.mdm.errors import AppleError
-from mocks.mdm.routes import (ADDE_ENROLL_PATH, AUTH_PATH, AUTHORIZE_PATH, CHECKIN_PATH, DISCOVERY_PATH, ENROLL_PATH,
-                              ESSO_PATH, FEDERATED_CALLBACK_PATH, SERVER_PATH, TOKEN_PATH, bp)
+from mocks.mdm.routes import (
+    ADDE_ENROLL_PATH,
+    AUTH_PATH,
+    AUTHORIZE_PATH,
+    CHECKIN_PATH,
+    DISCOVERY_PATH,
+    ENROLL_PATH,
+    ESSO_PATH,
+    FEDERATED_CALLBACK_PATH,
+    SERVER_PATH,
+    TOKEN_PATH,
+    bp,
+)
 from mocks.mdm.state import MDMState
 
 

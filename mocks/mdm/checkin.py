@@ -239,7 +239,8 @@ class Channel:
                                          "should remove its enrollment (ErrorUnrecognizedDevice)")
             self.tokens.bind(bearer_of(authorization), enrollment_id, mode)
             with self.store.transaction() as db:
-                db.execute("UPDATE enrollments SET last_seen = ? WHERE enrollment_id = ?", (self.clock(), enrollment_id))
+                db.execute("UPDATE enrollments SET last_seen = ? WHERE enrollment_id = ?",
+                           (self.clock(), enrollment_id))
             status, answered = report["Status"], None
             if status != "Idle":
                 answered = self.commands.request_type(enrollment_id, report["CommandUUID"])
@@ -269,4 +270,5 @@ def _chain_summary(report: dict) -> str:
     if not isinstance(chain, list) or not chain or not isinstance(chain[0], dict):
         return ""
     top = chain[0]
-    return f" ({top.get('ErrorDomain')} {top.get('ErrorCode')}: {top.get('USEnglishDescription') or top.get('LocalizedDescription')})"
+    description = top.get("USEnglishDescription") or top.get("LocalizedDescription")
+    return f" ({top.get('ErrorDomain')} {top.get('ErrorCode')}: {description})"

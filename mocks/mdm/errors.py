@@ -49,7 +49,8 @@ class OAuthError(LabError):
 
 
 class BadAuthorizationRequest(LabError):
-    """The authorization request cannot be answered by redirecting (unknown client or redirect URI: RFC 6749 4.1.2.1)."""
+    """The authorization request cannot be answered by redirecting (unknown client or redirect URI:
+    RFC 6749 4.1.2.1)."""
     status = 400
     code = "bad-authorization-request"
 

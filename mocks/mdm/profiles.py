@@ -101,8 +101,9 @@ class Profiles:
                "ExtensionIdentifier": "test.mdmlab.enrollment-sso.extension", "TeamIdentifier": "MDMLAB0001",
                "Type": "Redirect", "URLs": [f"https://{s.host}/", *([s.idp_origin + "/"] if s.idp_origin else [])]}
         profile = {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadUUID": str(uuid.uuid4()).upper(),
-                   "PayloadIdentifier": f"{self.base_id}.esso", "PayloadDisplayName": f"{s.organization} single sign-on",
-                   "PayloadOrganization": s.organization, "PayloadContent": [sso]}
+                   "PayloadIdentifier": f"{self.base_id}.esso",
+                   "PayloadDisplayName": f"{s.organization} single sign-on", "PayloadOrganization": s.organization,
+                   "PayloadContent": [sso]}
         document = {"iTunesStoreID": s.esso_app_id, "AssociatedDomains": [f"authsrv:{s.host}"],
                     "ConfigurationProfile": base64.b64encode(self.sign(profile)).decode()}
         return 200, "application/json", json.dumps(document).encode()

@@ -17,8 +17,14 @@ from mocks.mdm.abm_client import DEPClient, RegistrationError
 from mocks.mdm.checkin import Channel
 from mocks.mdm.commands import SCHEMA as COMMANDS_SCHEMA
 from mocks.mdm.commands import CommandQueue
-from mocks.mdm.errors import (BadDiscoveryRequest, BadEnrollmentRequest, CommandRefused, EnrollmentRefused,
-                              UnknownEnrollment, WellKnownFailed)
+from mocks.mdm.errors import (
+    BadDiscoveryRequest,
+    BadEnrollmentRequest,
+    CommandRefused,
+    EnrollmentRefused,
+    UnknownEnrollment,
+    WellKnownFailed,
+)
 from mocks.mdm.faults import Taps
 from mocks.mdm.identity import IdentityCA
 from mocks.mdm.maid import MAIDSigner

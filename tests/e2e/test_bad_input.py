@@ -1,7 +1,7 @@
 """Bad input gets a clear 4xx JSON reason, every exchange is in the timeline, and the lab keeps serving.
 
-Everything goes through the lab's real DNS and TLS (the lab's client plumbing (lab.net), raw ssl sockets, curl); after every
-test a whole device enrollment must still succeed.
+Everything goes through the lab's real DNS and TLS (the lab's client plumbing (lab.net), raw ssl sockets, curl);
+after every test a whole device enrollment must still succeed.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from dnslib import DNSRecord
 from lab import cms
 from lab.device import Device
 from lab.device.http import DeviceHTTP
-from lab.net import LabResolver, lab_session
 from lab.dns import TCP_IDLE_TIMEOUT, query
+from lab.net import LabResolver, lab_session
 from lab.pki import self_signed
 from lab.scenario import load
 from lab.server import WORKER_THREADS
@@ -229,7 +229,7 @@ def _read_responses(sock: ssl.SSLSocket, count: int) -> list[tuple[int, dict, by
             responses.append((int(status_line.split()[1]), headers, body))
             if headers.get("connection", "").lower() == "close":
                 break
-    except (ConnectionError, ssl.SSLError, socket.timeout):
+    except (TimeoutError, ConnectionError, ssl.SSLError):
         pass
     finally:
         reader.close()

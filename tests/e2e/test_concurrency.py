@@ -31,9 +31,12 @@ def test_no_command_is_lost_or_duplicated_under_a_concurrent_fleet(lab, device):
 
     # Round 1: commands queued from many threads at once, then every device polls at once.
     with ThreadPoolExecutor(THREADS) as pool:
-        queued = dict(zip(ids, pool.map(lambda eid: [lab.mdm.queue_command(eid, rt, PARAMS.get(rt)) for rt in FIRST], ids)))
+        def queue_first(eid: str) -> list:
+            return [lab.mdm.queue_command(eid, rt, PARAMS.get(rt)) for rt in FIRST]
+
+        queued = dict(zip(ids, pool.map(queue_first, ids), strict=True))
         synced = list(pool.map(lambda d: d.sync(), devices))
-    for d, trace in zip(devices, synced):
+    for trace in synced:
         assert trace.outcome == "synced", trace.render()
         assert _ran(trace) == list(FIRST)  # each of its own commands once, in the order queued
 

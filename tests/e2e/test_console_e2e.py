@@ -94,7 +94,7 @@ def test_each_event_reaches_an_open_stream_at_once(session, lab):
         started = time.monotonic()
         armed = session.post(base(lab) + "/api/faults", json={"name": "well-known-404", "times": n + 1})
         assert armed.status_code == 201
-        line = reader.wait_for(lambda l: l.startswith("data:") and "fault well-known-404 set" in l)
+        line = reader.wait_for(lambda text: text.startswith("data:") and "fault well-known-404 set" in text)
         assert time.monotonic() - started < 2
         assert json.loads(line[5:])["component"] == "faults"
     assert not reader.ended.is_set()
@@ -130,7 +130,7 @@ def test_a_live_enrollment_streams_its_exchanges(session, lab, device):
     thread.start()
     stages = []
     while "enrollment" not in stages:
-        line = reader.wait_for(lambda l: l.startswith("data:"))
+        line = reader.wait_for(lambda text: text.startswith("data:"))
         stages.append(json.loads(line[5:])["stage"])
     thread.join(WAIT)
     assert stages[0] == "discovery" and "authentication" in stages
@@ -186,7 +186,7 @@ def test_events_follow_prints_json_lines_as_they_happen(lab, session):
                              "--state-dir", str(lab.state_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
     try:
         deadline = time.monotonic() + WAIT
         got = None

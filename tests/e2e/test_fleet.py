@@ -11,7 +11,6 @@ from lab.fleet import FleetError, Journal, Target, assign_models, parse_mix, per
 from tests.conftest import IDENTIFIER, PASSWORD
 from tests.e2e.test_cli import mdmlab, start_lab, stop_lab
 
-
 # -- the mix and the summary's arithmetic ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [

@@ -334,7 +334,7 @@ def test_curl_only_simple_flow_then_openssl_and_plistutil_accept_the_profile(lab
 def _self_signed_ca(name: str) -> x509.Certificate:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=1))
@@ -365,7 +365,7 @@ def test_openssl_shows_critical_name_constraints_on_the_ca(lab):
 def _leaf(lab, host: str, tmp_path: Path, *, org: str = "mdmlab") -> Path:
     """A leaf for ``host`` signed with the lab CA's key, kept out of the lab's state dir."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
                                      x509.NameAttribute(NameOID.COMMON_NAME, host)]))

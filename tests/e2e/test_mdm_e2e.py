@@ -325,7 +325,7 @@ def test_backup_and_restore_bring_back_personal_data_not_the_enrollment(simple, 
     store.close()
 
 
-# -- federated sign-in and Enrollment SSO --------------------------------------------------------------------------------
+# -- federated sign-in and Enrollment SSO ----------------------------------------------------------------------------
 def test_federated_oauth2_sign_in_goes_through_the_idp_host(tmp_path):
     with running("auth-oauth2-federated", tmp_path) as env:
         after = env.lab.events.last_id()

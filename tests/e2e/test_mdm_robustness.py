@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from lab.net import LabResolver, lab_session
 from lab.launcher import Lab
+from lab.net import LabResolver, lab_session
 from lab.scenario import load
 from mocks.mdm.signin import THROTTLE_AFTER
 from tests.test_plists import bomb

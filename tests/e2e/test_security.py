@@ -102,7 +102,7 @@ def test_databases_and_journals_are_owner_only_in_an_owner_only_state_dir(lab, d
 def _forge(lab, name: str, path: Path) -> tuple[Path, Path]:
     """A leaf for ``name`` signed with the lab CA's own key: what a thief of the key could make."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     try:
         san, common_name = x509.IPAddress(ipaddress.ip_address(name)), f"forged {name}"
     except ValueError:

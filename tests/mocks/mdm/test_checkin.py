@@ -12,8 +12,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from lab import cms
-from tests.mdm_support import (DEVICE_INFO, IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, TOPIC, Clock,
-                               bearer, check_in, enrolled, location_query, poll)
+from tests.mdm_support import (
+    DEVICE_INFO,
+    IDENTIFIER,
+    ORIGIN,
+    OTHER,
+    OTHER_PASSWORD,
+    PASSWORD,
+    PATH,
+    TOPIC,
+    Clock,
+    bearer,
+    check_in,
+    enrolled,
+    location_query,
+    poll,
+)
 from tests.test_plists import binary, bomb
 
 EID = "ENROLLMENT-0001"

@@ -7,9 +7,23 @@ from urllib.parse import urlencode
 import pytest
 
 from mocks.mdm.signin import THROTTLE_AFTER, THROTTLE_SECONDS
-from tests.mdm_support import (IDENTIFIER, ORIGIN, OTHER, OTHER_PASSWORD, PASSWORD, PATH, REDIRECT,
-                               authorize_query, client_of, code_for, enroll, location_query, make_state,
-                               request_id_of, token)
+from tests.mdm_support import (
+    IDENTIFIER,
+    ORIGIN,
+    OTHER,
+    OTHER_PASSWORD,
+    PASSWORD,
+    PATH,
+    REDIRECT,
+    authorize_query,
+    client_of,
+    code_for,
+    enroll,
+    location_query,
+    make_state,
+    request_id_of,
+    token,
+)
 
 
 @pytest.fixture(params=["simple", "oauth2"])

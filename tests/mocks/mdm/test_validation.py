@@ -5,8 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mocks.mdm.validation import device_of, problems
-from tests.mdm_support import (IDENTIFIER, ORIGIN, PASSWORD, PATH, TOPIC, Clock, check_in, client_of, enroll,
-                               location_query, make_state, poll)
+from tests.mdm_support import (
+    IDENTIFIER,
+    ORIGIN,
+    PASSWORD,
+    PATH,
+    TOPIC,
+    Clock,
+    check_in,
+    client_of,
+    enroll,
+    location_query,
+    make_state,
+    poll,
+)
 
 EID = "ENROLLMENT-0001"
 AUTHENTICATE = {"MessageType": "Authenticate", "Topic": TOPIC, "EnrollmentID": EID, "ProductName": "iPhone17,2",
