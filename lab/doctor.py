@@ -199,7 +199,7 @@ def _upstream(info: dict, outside_name: str) -> Check:
 
 
 def _clock(ca_cert: Path) -> Check:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca = x509.load_pem_x509_certificate(ca_cert.read_bytes())
     if now < ca.not_valid_before_utc:
         return _fail("clock", f"this machine's clock ({now:%Y-%m-%d %H:%M} UTC) is before the lab CA was made "

@@ -27,8 +27,8 @@ SECRET_KEYS = frozenset({
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-adm-auth-session",
                             "mdm-signature"})
 # Any other name that says it carries a credential: X-API-Key, X-Auth-Token, client_secret, sessionToken, ...
-_SECRET_WORDS = re.compile(r"token|secret|authoriz|passw(?:or)?d|passphrase|api[-_]?key|credential|private[-_]?key|session"
-                           r"|csrf|signature|cookie", re.I)
+_SECRET_WORDS = re.compile(r"token|secret|authoriz|passw(?:or)?d|passphrase|api[-_]?key|credential|private[-_]?key"
+                           r"|session|csrf|signature|cookie", re.I)
 _NOT_SECRET = re.compile(r"[-_]?(?:url|uri|type|ttl|expiry|expires(?:[-_]in)?|endpoint|hint|method|length|name)$",
                          re.I)
 _BEARER = re.compile(r"\b(Bearer|Basic)(\s+)([A-Za-z0-9._~+/-]{8,}=*)(?![\w=])")
@@ -151,9 +151,9 @@ def _redact_json(value):
 
 
 _NAME = r"[\w.-]{1,64}"
-_QUERY_SECRET = re.compile(r"((?:^|[?&;\s\"'])(%s)=)([^&\"'<>\s]+)" % _NAME)
-_JSON_SECRET = re.compile(r'("(%s)"\s*:\s*")((?:[^"\\]|\\.)*)' % _NAME)
-_XML_SECRET = re.compile(r"(<key>(%s)</key>\s*<(?:string|data)>)([^<]*)" % _NAME, re.I)
+_QUERY_SECRET = re.compile(r"((?:^|[?&;\s\"'])(" + _NAME + r")=)([^&\"'<>\s]+)")
+_JSON_SECRET = re.compile(r'("(' + _NAME + r')"\s*:\s*")((?:[^"\\]|\\.)*)')
+_XML_SECRET = re.compile(r"(<key>(" + _NAME + r")</key>\s*<(?:string|data)>)([^<]*)", re.I)
 
 
 def _masked_if_secret(match: re.Match) -> str:

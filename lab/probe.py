@@ -54,7 +54,8 @@ class SystemResolver:
 def system_resolver_note(resolver: SystemResolver, failure: DNSFailure) -> str:
     """Who was asked and what its failure likely means: a probe on a machine that is offline or behind a
     filtering resolver must not blame the organization's record."""
-    meaning = ("no answer came: this machine is likely offline, or its resolver unreachable" if failure.code != "nxdomain"
+    meaning = ("no answer came: this machine is likely offline, or its resolver unreachable"
+               if failure.code != "nxdomain"
                else "it says the name does not exist: either the record is missing, or this resolver cannot see "
                     "it (offline, or a filtering or split-horizon resolver; try --dns with another server)")
     return f"asked {resolver.describe()}: {meaning}"

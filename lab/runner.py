@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from lab.events import EventLog, device_trace_events
 from lab.launcher import Lab

@@ -10,8 +10,7 @@ import pytest
 from werkzeug.test import Client
 
 from lab.dispatch import Dispatcher
-from lab.events import (Event, EventLog, device_trace_events, mask, redact_body, redact_headers, redact_query,
-                        redact_url)
+from lab.events import Event, EventLog, device_trace_events, mask, redact_body, redact_headers, redact_query, redact_url
 
 SECRET = "s3cr3t-Token-0123456789abcdef"  # long enough that mask() keeps a prefix
 SHORT = "pw123"
@@ -363,7 +362,8 @@ def test_a_signed_profile_is_stored_opened_readable_and_without_its_secrets():
     assert "<key>AccessRights</key>" in shown and "<integer>8191</integer>" in shown
     assert f"[{len(p12)} bytes of data, redacted]" in shown
     assert SECRET not in shown and "PKCS12" not in shown
-    assert redact_body(b"\x30\x82garbage", "application/x-apple-aspen-config") == "<9 bytes application/x-apple-aspen-config>"
+    aspen = "application/x-apple-aspen-config"
+    assert redact_body(b"\x30\x82garbage", aspen) == f"<9 bytes {aspen}>"
 
 
 # -- secrets outside the known fields (issue 13 §5, F20) ----------------------------------------------------------

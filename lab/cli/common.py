@@ -12,7 +12,6 @@ from lab import config
 from lab.device.model import FAMILIES
 
 
-
 def _existing_dir(ctx, param, value: str | None) -> str | None:
     if value is not None and not Path(value).is_dir():
         raise click.BadParameter(f"{value} is not a directory: give the state dir of a lab ('mdmlab up --state-dir "

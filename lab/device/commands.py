@@ -21,9 +21,9 @@ from lab import cms
 from lab.device import messages
 from lab.device import payloads as effects_of
 from lab.device import renewal
-from lab.device.rules import FORBIDDEN_UE, RULES, Rule, refusal  # noqa: F401 (re-exported)
 from lab.device.contents import Contents
 from lab.device.model import Client
+from lab.device.rules import FORBIDDEN_UE, RULES, Rule, refusal  # noqa: F401 (re-exported)
 from lab.device.separation import APP_STORE, STORE_IDS, Profile
 
 ERROR_DOMAIN = "MCMDMErrorDomain"

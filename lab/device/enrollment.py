@@ -18,6 +18,7 @@ from lab.device.model import ABM_FALLBACK_MINIMUM, ADUE_MINIMUM, ENROLL_TYPE, FO
 from lab.device.separation import Profile
 from lab.device.trace import OK, WARN, DeviceFailure, Trace
 
+
 def enroll(device, identifier: str, password: str | None) -> Trace:
     trace = Trace()
     device.password = password

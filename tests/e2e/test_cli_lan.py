@@ -7,7 +7,7 @@ import re
 import threading
 
 import pytest
-from dnslib import RR, QTYPE, A
+from dnslib import QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
 from tests.conftest import IDENTIFIER, PASSWORD
