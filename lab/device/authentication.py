@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
 from lab.device.errors import exchange
+from lab.device.http import Response
 from lab.device.trace import OK, WARN, Trace
 from lab.protocol import CALLBACK_SCHEME
 
@@ -66,7 +67,9 @@ def parse_challenge(header: str | None, *, strict: bool = False) -> Challenge:
             value = re.sub(r"\\(.)", r"\1", value[1:-1])
         params[name] = value
         position = match.end()
-        sep = re.match(r"\s*[,;]?\s*", rest[position:]).group(0)
+        found = re.match(r"\s*[,;]?\s*", rest[position:])
+        assert found is not None  # the pattern matches the empty string
+        sep = found.group(0)
         if position < len(rest):
             separators.add(sep.strip() or " ")
         position += len(sep)
@@ -168,7 +171,7 @@ def sign_in_url(url: str, identifier: str) -> str:
 class Callback:
     """Where the web sign-in ended: the callback Location and the exchange that sent it."""
     location: str
-    response: object
+    response: Response
     action: str
     request: dict
     elapsed: float
@@ -262,7 +265,7 @@ def simple_sign_in(client, browser, challenge: Challenge, identifier: str, passw
                   "user-identifier, so keep server state in the path", code="auth-url-query")
     callback = browse(client, browser, sign_in_url(start, identifier), identifier, password, trace, stage=stage)
     query = parse_qs(urlsplit(callback.location).query)
-    token = (query.get("access-token") or [None])[0]
+    token = next(iter(query.get("access-token") or ()), None)
     if not token:
         trace.stop(stage, "callback-without-token",
                    f"the callback {callback.location.split('?')[0]} has no access-token "

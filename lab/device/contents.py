@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from lab.device.separation import (
     APP_STORE,
@@ -68,6 +69,7 @@ class Contents:
     def put_work_item(self, content: str, item_id: str, text: str, account: str) -> str:
         """Work data: sealed when this OS separates the class, else in the shared store tagged with the account."""
         if self.separated(content):
+            assert self.vault is not None  # separated() says there is one
             self.vault.seal(content, item_id, text.encode())
             return "sealed"
         self.personal.setdefault(content, []).append({"id": item_id, "text": text, "account": account,
@@ -80,6 +82,7 @@ class Contents:
             self.put_work_item(content, f"work-{content}", text.format(org=organization), maa)
 
     def keychain_put(self, item_id: str, data: bytes) -> None:
+        assert self.vault is not None, "the managed keychain lives on the enrollment's volume"
         self.vault.seal(KEYCHAIN, item_id, data)
 
     def keychain_get(self, item_id: str) -> bytes | None:
@@ -92,6 +95,7 @@ class Contents:
     def install_managed_app(self, bundle: str, name: str, store_id: int | None, source: str = "mdm") -> App:
         app = App(bundle, name, True, store_id, source=source, management_flags=1)
         self.apps[bundle] = app
+        assert self.vault is not None, "managed apps install on an enrolled device, which has its volume"
         self.vault.seal(MANAGED_APPS, bundle, f"{name}: work documents".encode())
         return app
 
@@ -117,7 +121,7 @@ class Contents:
     # -- unenrollment, erase, backup, restore ----------------------------------------------------------------
     def remove_enrollment(self, maa: str | None) -> dict:
         """Unenrollment (by the person or the MDM): keys destroyed first, then everything managed goes."""
-        removed = {"managed_apps": sorted(a.bundle_id for a in self.managed_apps()),
+        removed: dict[str, Any] = {"managed_apps": sorted(a.bundle_id for a in self.managed_apps()),
                    "profiles": sorted(p.identifier for p in self.profiles.values() if p.managed),
                    "shared_work_items": 0, "shredded_items": 0}
         if self.vault is not None:

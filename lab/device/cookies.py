@@ -106,8 +106,8 @@ class CookieJar:
             expires = self.clock() + max_age if max_age > 0 else 0.0
         cookie = Cookie(name, value, domain or host, path or _default_path(request_path), secure,
                         host_only=domain is None, expires=expires)
-        key = (cookie.domain, cookie.path, cookie.name)
+        slot = (cookie.domain, cookie.path, cookie.name)
         if expires is not None and expires <= self.clock():
-            self._cookies.pop(key, None)
+            self._cookies.pop(slot, None)
         else:
-            self._cookies[key] = cookie
+            self._cookies[slot] = cookie

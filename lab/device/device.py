@@ -61,7 +61,7 @@ class Device:
     supervised: bool = False
     locked: bool = False
     history: list[dict] = field(default_factory=list)
-    contents: Contents | None = None
+    contents: Contents = field(init=False)  # the device's own data, made with it
 
     def __post_init__(self):
         bad = next((a for a in self.personal_apps if not BUNDLE_ID.fullmatch(str(a))), None)
@@ -81,9 +81,7 @@ class Device:
         # Stands in for the device's built-in identity that signs the first enrollment request.
         self.builtin_identity = self_signed(f"{self.product} {self.serial} (mdmlab device)", self.key)
         self.password: str | None = None  # what the person types; in memory only, never stored
-        if self.contents is None:
-            self.contents = Contents.new(self.os_name, self.client.version, self.personal_account,
-                                         self.personal_apps)
+        self.contents = Contents.new(self.os_name, self.client.version, self.personal_account, self.personal_apps)
 
     # -- facts about the model -------------------------------------------------------------------------------
     @property
@@ -121,6 +119,7 @@ class Device:
 
     def command_context(self) -> CommandContext:
         enrolled, identity = self.enrollment, self.identity
+        assert enrolled is not None, "commands reach an enrolled device only"
         return CommandContext(self.contents, Facts(
             self.client, self.udid, self.serial, self.name, enrolled.mode, enrolled.identifier,
             enrolled.profile_identifier, identity[1] if identity else None, self.locked, enrolled.mdm_payload))

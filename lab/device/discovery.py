@@ -137,7 +137,7 @@ def _judge(url, response, trace, request, elapsed, client: Client, context) -> S
     media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if context["via_abm"] and urlsplit(url).hostname == client.apple_host and status == 404:
         reason = _abm_reason(response)
-        template = ABM_REASONS.get(reason)
+        template = ABM_REASONS.get(reason) if reason else None
         if template:
             fail(f"abm-{reason}", template.format(**context))
         fail("abm-http-404", "Apple Business/School Manager found no MDM for this account and device")

@@ -28,7 +28,8 @@ _TLS_CODES = {
 
 
 def _causes(exc: BaseException):
-    seen, stack = set(), [exc]
+    seen: set[int] = set()
+    stack: list = [exc]
     while stack:
         item = stack.pop()
         if item is None or id(item) in seen or not isinstance(item, BaseException):

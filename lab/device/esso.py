@@ -98,7 +98,8 @@ def _profile(document: dict, client: Client, store_id: int, trace: Trace) -> Pro
     except (binascii.Error, ValueError, cms.CMSError, plistlib.InvalidFileException):
         trace.stop(STAGE, "esso-profile-invalid", "ConfigurationProfile is not a base64 (signed) profile", ACTION)
     payloads = profile.get("PayloadContent") if isinstance(profile, dict) else None
-    types = [p.get("PayloadType") for p in payloads if isinstance(p, dict)] if isinstance(payloads, list) else []
+    types = [_named(p.get("PayloadType")) for p in payloads if isinstance(p, dict)] \
+        if isinstance(payloads, list) else []
     if "com.apple.extensiblesso" not in types:
         trace.stop(STAGE, "esso-profile-invalid",
                    "the Enrollment SSO profile needs at least one com.apple.extensiblesso " "payload", ACTION)
@@ -111,13 +112,18 @@ def _profile(document: dict, client: Client, store_id: int, trace: Trace) -> Pro
                    str(profile.get("PayloadOrganization", "")))
 
 
+def _named(kind) -> str:
+    """A payload's or declaration's type as the message names it (one without a string type included)."""
+    return kind if isinstance(kind, str) else f"(no type: {kind!r})"
+
+
 def _declarations(declarations, store_id: int, trace: Trace) -> Profile:
     """The DDM variant: one activation, one managed app with AppStoreID = iTunesStoreID, legacy profile(s)."""
     try:
         parsed = [json.loads(base64.b64decode(d, validate=True)) for d in declarations]
     except (TypeError, binascii.Error, ValueError):
         trace.stop(STAGE, "esso-declarations-invalid", "Declarations must be base64-encoded JSON declarations", ACTION)
-    kinds = [d.get("Type") for d in parsed if isinstance(d, dict)]
+    kinds = [_named(d.get("Type")) for d in parsed if isinstance(d, dict)]
     apps = [d for d in parsed if isinstance(d, dict) and d.get("Type") == "com.apple.configuration.app.managed"]
     if kinds.count("com.apple.activation.simple") != 1 or len(apps) != 1 \
             or "com.apple.configuration.legacy" not in kinds:

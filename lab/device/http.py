@@ -78,14 +78,14 @@ class _Connection(http.client.HTTPSConnection):
 
     def __init__(self, host: str, port: int, dial_port: int, resolver: LabResolver, context, timeout):
         super().__init__(host, port, timeout=timeout, context=context)
-        self._dial_port, self._resolver = dial_port, resolver
+        self._dial_port, self._resolver, self._tls = dial_port, resolver, context
 
     def connect(self) -> None:
         address = self._resolver.resolve(self.host)
         sock = socket.create_connection((address, self._dial_port), self.timeout)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+            self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
         except BaseException:
             sock.close()
             raise

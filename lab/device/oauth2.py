@@ -16,6 +16,7 @@ import json
 import secrets
 import time
 import uuid
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from lab.device.authentication import OAUTH2, STAGE, Callback, Challenge, Credentials, browse, judge_callback_status
@@ -48,16 +49,16 @@ def _check_callback(callback: Callback, challenge: Challenge, state: str, trace:
                     stage: str) -> str:
     where = urlsplit(callback.location)
     query = parse_qs(where.query)
-    args = dict(action=callback.action, request=callback.request, response=callback.response,
+    args: dict[str, Any] = dict(action=callback.action, request=callback.request, response=callback.response,
                 elapsed=callback.elapsed)
     if query.get("error"):
         trace.stop(stage, "oauth2-authorization-error", f"the authorization server refused: {query['error'][0]} "
                    f"{(query.get('error_description') or [''])[0]}".strip(), **args)
-    code = (query.get("code") or [None])[0]
+    code = next(iter(query.get("code") or ()), None)
     if not code:
         trace.stop(stage, "callback-without-code", "the callback has no code query item; end the authorization with "
                    "308 to <redirect-url>?code=<code>&state=<state>", **args)
-    if (query.get("state") or [None])[0] != state:
+    if next(iter(query.get("state") or ()), None) != state:
         trace.stop(stage, "oauth2-state-mismatch", "the callback's state is not the one the device sent; echo the "
                    "authorization request's state unchanged", **args)
     expected = urlsplit(challenge.params["redirect-url"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization.pkcs12 import PKCS12PrivateKeyTypes
 
 from lab.device.profile import ProfileProblem, identity_of
 from lab.device.separation import Profile
@@ -29,7 +30,7 @@ KEEPABLE = (str, int, float, bool, list)  # what the enrollment record keeps of 
 @dataclass
 class Renewal:
     mdm: dict
-    key: object
+    key: PKCS12PrivateKeyTypes
     cert: x509.Certificate
     profile: Profile
 

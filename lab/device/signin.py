@@ -21,12 +21,13 @@ def sso_app(device) -> str | None:
 
 def _browser(device) -> DeviceHTTP:
     """The web session for a sign-in: ephemeral, or the Enrollment SSO app's own (kept in its container)."""
-    browser = DeviceHTTP(device.resolver, device.network.ca_cert, cookies=CookieJar())
+    jar = CookieJar()
+    browser = DeviceHTTP(device.resolver, device.network.ca_cert, cookies=jar)
     app = sso_app(device)
     if app:
         try:
             for cookie in json.loads(device.contents.vault.open(MANAGED_APPS, f"{app}/web-session")):
-                browser.cookies.set(**cookie)
+                jar.set(**cookie)
         except (Unreadable, ValueError, TypeError):  # no session kept, or not one this browser wrote
             pass
     return browser
@@ -36,7 +37,7 @@ def _keep_browser(device, browser: DeviceHTTP) -> None:
     app = sso_app(device)
     if app and device.contents.vault is not None and device.contents.vault.readable:
         jar = [{"name": c.name, "value": c.value, "domain": c.stored_domain, "path": c.path, "secure": c.secure,
-                "expires": c.expires} for c in browser.cookies]
+                "expires": c.expires} for c in browser.cookies or ()]
         device.contents.vault.seal(MANAGED_APPS, f"{app}/web-session", json.dumps(jar).encode())
 
 

@@ -79,6 +79,7 @@ class DeviceStore:
     def load(self, device_id: str, network: Network) -> Device:
         device_id = self.resolve(device_id)
         row = self.store.one("SELECT record FROM devices WHERE device_id = ?", (device_id,))
+        assert row is not None  # resolve() found it
         record = json.loads(row["record"])
         keys = {r["content"]: r["key"] for r in self.store.query(
             "SELECT content, key FROM volume_keys WHERE device_id = ?", (device_id,))}

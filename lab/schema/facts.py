@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
+from typing import overload
 from importlib import resources
 
 # Our areas: which data file, and which part of an entry, each kind reads.
@@ -104,7 +105,7 @@ def root(kind: str, name: str | None) -> Node:
     file, part = KINDS[kind]
     data = area(file)
     if kind == "response" and name is None:
-        entry = {"os": {p: {} for p in PLATFORMS if p not in SCHEMA_PLATFORM}, "response": []}
+        entry: dict = {"os": {p: {} for p in PLATFORMS if p not in SCHEMA_PLATFORM}, "response": []}
     else:
         entry = data["items"].get(name)
         if entry is None or part not in entry:
@@ -184,6 +185,10 @@ class Context:
                 + (", Shared iPad" if self.shared_ipad else "") + f", {self.channel} channel")
 
 
+@overload
+def effective(parent: dict, node: Node, ctx: Context) -> dict: ...
+@overload
+def effective(parent: None, node: Node, ctx: Context) -> dict | None: ...
 def effective(parent: dict | None, node: Node, ctx: Context) -> dict | None:
     """The node's facts on the context's platform: the parent's, updated by the node's own. None: not on it."""
     own = node.os.get(ctx.schema_platform)

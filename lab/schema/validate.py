@@ -110,7 +110,7 @@ class _Walk:
     def add(self, path: str, code: str, message: str, severity: str = "error") -> None:
         self.problems.append(Problem(path, code, message, severity))
 
-    def key_gate(self, node: Node, parent: dict, path: str) -> tuple[dict | None, tuple[str, str] | None]:
+    def key_gate(self, node: Node, parent: dict, path: str) -> tuple[dict, tuple[str, str] | None]:
         facts = effective(parent, node, self.ctx)
         own = node.os.get(self.ctx.schema_platform) or {}
         return facts, _gate(facts, path, self.ctx, own)
@@ -191,7 +191,10 @@ def supported(kind: str, name: str, **context) -> list[Problem]:
     """Why this device cannot take or send ``name`` at all (empty when it can): the entry's own facts only.
     ``context``: the keywords of ``Context`` (platform, os_version, enrollment, channel, ...)."""
     ctx, (node, unknown) = Context(**context), _lookup(kind, name)
-    return [unknown] if unknown else _entry(kind, name, node, ctx)
+    if unknown:
+        return [unknown]
+    assert node is not None  # _lookup gives a node or the problem
+    return _entry(kind, name, node, ctx)
 
 
 def _lookup(kind: str, name: str | None) -> tuple[Node | None, Problem | None]:
@@ -207,6 +210,7 @@ def _entry(kind: str, name: str | None, node: Node, ctx: Context) -> list[Proble
     blocked = _gate(facts, what, ctx, None)
     if blocked:
         return [Problem("", *blocked)]
+    assert facts is not None  # _gate blocks an entry without facts on the platform
     return [Problem("", code, message, "warning") for code, message in _notes(facts, what, ctx)]
 
 
@@ -222,19 +226,24 @@ def check(kind: str, name: str | None, message, **context) -> list[Problem]:
     ctx, (node, unknown) = Context(**context), _lookup(kind, name)
     if unknown:
         return [unknown]
+    assert node is not None  # _lookup gives a node or the problem
     problems = _entry(kind, name, node, ctx)
     if any(p.severity == "error" for p in problems):
         return problems
     if not isinstance(message, dict):
         return problems + [Problem("", "wrong-type", f"{_WHAT[kind]} must be a dictionary, not "
                                    f"{_type_name(message)}")]
-    walk, optional, needed = _Walk(ctx, problems, node.json), frozenset(), frozenset()
+    walk: _Walk = _Walk(ctx, problems, node.json)
+    optional: frozenset[str] = frozenset()
+    needed: frozenset[str] = frozenset()
     if kind == "response":
         status = message.get("Status")
         own = frozenset(k.name for k in node.keys[len(root("response", None).keys):])
         optional = own if status != "Acknowledged" else frozenset()  # results come with Acknowledged only
         needed = frozenset({"CommandUUID"}) if status != "Idle" else frozenset()
-    walk.dictionary(node, effective(None, node, ctx), message, "", optional, needed)
+    facts = effective(None, node, ctx)
+    assert facts is not None  # _entry found no error, so the entry exists on the platform
+    walk.dictionary(node, facts, message, "", optional, needed)
     if kind == "payload" and name == "Configuration" and isinstance(message.get("PayloadContent"), list):
         for i, payload in enumerate(message["PayloadContent"]):
             path = f"PayloadContent[{i}]"
@@ -298,7 +307,9 @@ def keys_for(kind: str, name: str | None, **context) -> dict[str, Key]:
     node = root(kind, name)
     if any(p.severity == "error" for p in _entry(kind, name, node, ctx)):
         return {}
-    keys = _available(node, effective(None, node, ctx), ctx)
+    facts = effective(None, node, ctx)
+    assert facts is not None  # _entry found no error, so the entry exists on the platform
+    keys = _available(node, facts, ctx)
     if kind == "response" and "CommandUUID" in keys:
         keys["CommandUUID"].required = True
     return keys
