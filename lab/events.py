@@ -341,12 +341,12 @@ class EventLog:
         self.store = Store(path, _SCHEMA)
         _migrate(self.store)
         self.retain = max(1, retain or self.RETAIN)
-        self._oldest = (self.store.one("SELECT MIN(id) AS m FROM events")["m"] or 1)
+        self._oldest = self.store.value("SELECT MIN(id) FROM events") or 1
         self._changed = threading.Condition()  # notified when an id is assigned (wait)
         self._written_cond = threading.Condition()  # notified when the writer committed a batch (flush)
         self._id_lock = threading.Lock()
         row = self.store.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        top = self.store.one("SELECT MAX(id) AS m FROM events")["m"] or 0
+        top = self.store.value("SELECT MAX(id) FROM events") or 0
         self._last_assigned = max(top, row["seq"] if row else 0)
         self._written = self._last_assigned
         self._pending: collections.deque = collections.deque()  # (id, event), in id order
@@ -384,7 +384,7 @@ class EventLog:
             self._wake.clear()
             self._hurry.clear()
             while pending:
-                batch = []
+                batch: list = []
                 while pending and len(batch) < self.BATCH_LIMIT:
                     batch.append(pending.popleft())
                 with self._id_lock:
@@ -468,7 +468,8 @@ class EventLog:
         if unknown:
             raise TypeError(f"no such event filter: {', '.join(sorted(unknown))}")
         self.flush()
-        sql, params = "SELECT * FROM events WHERE id > ?", [after]
+        sql = "SELECT * FROM events WHERE id > ?"
+        params: list[object] = [after]
         if before is not None:
             sql += " AND id < ?"
             params.append(before)
@@ -483,8 +484,7 @@ class EventLog:
 
     def last_id(self) -> int:
         self.flush()
-        row = self.store.one("SELECT MAX(id) AS m FROM events")
-        return row["m"] or 0
+        return self.store.value("SELECT MAX(id) FROM events") or 0
 
     def wait(self, after: int, timeout: float) -> bool:
         """Block until an event newer than ``after`` exists, or the timeout passes."""

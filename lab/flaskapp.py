@@ -67,8 +67,9 @@ def create_app(import_name: str, component: str) -> Flask:
             message = f"{request.method} is not allowed on {request.path}"
         response = jsonify({"error": code, "message": message})
         response.status_code = exc.code or 500
-        if exc.code == 405 and getattr(exc, "valid_methods", None):
-            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        valid_methods = getattr(exc, "valid_methods", None)  # a MethodNotAllowed's
+        if exc.code == 405 and valid_methods:
+            response.headers["Allow"] = ", ".join(valid_methods)
         return response
 
     @app.errorhandler(Exception)

@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import NoReturn
 
 import requests
 from dnslib import QTYPE, RCODE
@@ -95,7 +96,7 @@ class LabResolver:
                 return address
         return None
 
-    def _fail(self, host: str, code: str, message: str):
+    def _fail(self, host: str, code: str, message: str) -> NoReturn:
         self.log.append({"name": host, "error": code})
         raise DNSFailure(host, code, message)
 

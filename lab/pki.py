@@ -60,6 +60,14 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """A private key the lab wrote (always EC); ValueError for anything else."""
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{path} holds a {type(key).__name__}, not the EC key the lab writes")
+    return key
+
+
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -201,7 +209,7 @@ class CertificateAuthority:
         try:
             chain = cert_path.read_bytes()
             cert = x509.load_pem_x509_certificate(chain)
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            key = load_ec_key(key_path)
             cert.verify_directly_issued_by(self.cert)
             current = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except (OSError, ValueError, TypeError, x509.ExtensionNotFound, InvalidSignature):

@@ -60,6 +60,12 @@ class Store:
         with self._lock:
             return self._conn.execute(sql, params).fetchone()
 
+    def value(self, sql: str, params=()):
+        """The first column of a query that yields exactly one row (an aggregate, a row that always exists)."""
+        row = self.one(sql, params)
+        assert row is not None, f"no row for {sql}"
+        return row[0]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

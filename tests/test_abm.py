@@ -239,16 +239,6 @@ def test_inconsistent_setup_fails_at_construction(tmp_path, dns, overrides):
         ABMState(make_setup(**overrides), tmp_path, dns)
 
 
-def test_reset_starts_over_from_the_setup(state, dns):
-    publish(dns, state)
-    state.remove_account(ELIZA)
-    token = state.server_token("Lab MDM")
-    state.reset()
-    assert state.server_token("Lab MDM") != token
-    assert ELIZA in state.accounts()
-    assert not any(d["verified"] for d in state.snapshot()["domains"])
-
-
 # -- device-facing fallback ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("identifier, family, status, reason", [
     (None, "iPhone", 400, "malformed-identifier"),

@@ -182,13 +182,6 @@ class ABMState:
                 db.execute("INSERT INTO assignments VALUES (?, ?)", (family, server))
             db.execute("INSERT INTO meta VALUES ('seeded', '1')")
 
-    def reset(self) -> None:
-        """Back to the scenario: a new database, new secrets, nothing verified."""
-        self.close()
-        for suffix in ("", "-wal", "-shm"):
-            (self.directory / f"abm.db{suffix}").unlink(missing_ok=True)
-        self.__init__(self.setup, self.directory, self.txt_lookup, clock=self.clock, faults=self.faults)
-
     # -- domains -------------------------------------------------------------------------------------------
     def _domain(self, domain: str):
         row = self.store.one("SELECT * FROM domains WHERE name = ?", ((domain or "").lower().rstrip("."),))
@@ -249,7 +242,8 @@ class ABMState:
                 "access_token_expiry": rfc3339(row["token_expiry"])}
 
     def default_assignments(self) -> dict[str, str | None]:
-        rows = dict(self.store.query("SELECT model_family, server FROM assignments"))
+        rows: dict[str, str] = {r["model_family"]: r["server"] for r in self.store.query(
+            "SELECT model_family, server FROM assignments")}
         return {family: rows.get(family) for family in MODEL_FAMILIES}
 
     def set_default_assignments(self, choices: dict[str, str | None]) -> None:
@@ -291,6 +285,7 @@ class ABMState:
             raise unauthorized(f"{exc.reason}: {exc.message}") from exc
         row = self.store.one("SELECT name, token_expiry FROM servers WHERE consumer_key = ?",
                              (verified.consumer_key,))
+        assert row is not None  # verify() knew the consumer key from this table
         if row["token_expiry"] <= now:
             raise unauthorized(f"the server token of {row['name']} expired on {rfc3339(row['token_expiry'])}")
         token = secrets.token_urlsafe(32)
@@ -314,7 +309,7 @@ class ABMState:
     def account(self, server_name: str) -> dict:
         server = self._server(server_name)
         admin = f"admin@{self.setup.domains[0]}" if self.setup.domains else "admin@lab.test"
-        org_id = self.store.one("SELECT value FROM meta WHERE key = 'org_id'")["value"]
+        org_id = self.store.value("SELECT value FROM meta WHERE key = 'org_id'")
         return {
             "server_name": server["name"], "server_uuid": server["server_uuid"],
             "admin_id": admin, "facilitator_id": admin,
@@ -361,6 +356,7 @@ class ABMState:
         """The Location to send the device to, or FallbackRefused with the first requirement that fails."""
         account, domain = check_identifier(identifier)
         check_model_family(model_family, required=True)
+        assert identifier is not None and model_family is not None  # both checked just above
         program, org = KINDS[self.setup.kind], self.setup.organization
         armed = self.faults.peek(catalogue.COMPONENT, self.setup.hosts["api"], at="adde-profile") \
             if self.faults is not None else None
@@ -388,7 +384,7 @@ class ABMState:
     def snapshot(self) -> dict:
         return {
             "organization": self.setup.organization, "kind": self.setup.kind, "program": KINDS[self.setup.kind],
-            "org_id": self.store.one("SELECT value FROM meta WHERE key = 'org_id'")["value"],
+            "org_id": self.store.value("SELECT value FROM meta WHERE key = 'org_id'"),
             "domains": [{"name": r["name"], "verified": bool(r["verified"]), "verification_record": r["txt_value"],
                          "last_checked": r["checked"] and rfc3339(r["checked"]), "last_check": r["check_result"]}
                         for r in self.store.query("SELECT * FROM domains ORDER BY name")],

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from lab.pki import cert_pem, key_pem, write_private
+from lab.pki import cert_pem, key_pem, load_ec_key, write_private
 
 IDENTITY_DAYS = 365
 
@@ -25,7 +25,7 @@ class IdentityCA:
         self.key_path = Path(directory) / "identity-ca.key"
         if self.cert_path.exists() and self.key_path.exists():
             self.cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-            self.key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            self.key = load_ec_key(self.key_path)
         else:
             self.cert, self.key = self._create(organization)
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from lab.pki import key_pem, write_private
+from lab.pki import key_pem, load_ec_key, write_private
 
 SERVICE_TYPE = "com.apple.maid"
 
@@ -28,7 +28,7 @@ class MAIDSigner:
     def __init__(self, directory: Path):
         path = Path(directory) / "maid-signer.key"
         if path.exists():
-            self.key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            self.key = load_ec_key(path)
         else:
             self.key = ec.generate_private_key(ec.SECP256R1())
             write_private(path, key_pem(self.key))

@@ -112,9 +112,6 @@ class OrgDomainState:
         return Answer(broken.status, broken.content_type, broken.body, self.faults.label(armed),
                       broken.location, broken.delay, broken.reset, broken.extra_headers)
 
-    def reset(self) -> None:
-        self.__init__(self.setups, origin=self.origin, faults=self.faults, zone=self.zone)
-
     def snapshot(self) -> dict:
         return {"domains": {d.name: {"version": d.version, "versions": d.versions, "base_url": d.base_url,
                                      "mdm_origins": d.mdm_origins,
