@@ -21,7 +21,7 @@ class DEPClient:
         self.api_origin, self.token, self.session = api_origin.rstrip("/"), token, session
         self.auth_session: str | None = None
 
-    def _new_session(self) -> None:
+    def _new_session(self) -> str:
         url = self.api_origin + "/session"
         header = oauth1.authorization_header("GET", url, self.token["consumer_key"], self.token["consumer_secret"],
                                              self.token["access_token"], self.token["access_secret"])
@@ -29,13 +29,13 @@ class DEPClient:
         if response.status_code != 200:
             raise RegistrationError(f"GET /session answered {response.status_code}: {response.text[:200]}")
         self.auth_session = response.json()["auth_session_token"]
+        return self.auth_session
 
     def call(self, method: str, path: str, **kwargs) -> requests.Response:
         """One DEP call; a 401 gets a new session and one retry, as Apple's clients do."""
         for attempt in range(2):
-            if self.auth_session is None:
-                self._new_session()
-            headers = {**HEADERS, "X-ADM-Auth-Session": self.auth_session,
+            auth_session = self.auth_session if self.auth_session is not None else self._new_session()
+            headers = {**HEADERS, "X-ADM-Auth-Session": auth_session,
                        "Content-Type": "application/json;charset=UTF8"}
             response = self.session.request(method, self.api_origin + path, headers=headers, timeout=10, **kwargs)
             if response.headers.get("X-ADM-Auth-Session"):

@@ -158,6 +158,7 @@ class Channel:
         found = validation.problems(kind, name, message, device, self.checker)
         if not found:
             return ""
+        assert device is not None  # problems are found only for a device whose platform is known
         note(detail={"schema_problems": found})
         said = validation.summary_of(found)
         if self.setup.schema_check == "strict":
@@ -166,7 +167,7 @@ class Channel:
                         problems=found)
         return f"; {said}"
 
-    def _authenticate(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
+    def _authenticate(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> tuple[str, bytes]:
         now = self.clock()
         product, os_version = message.get("ProductName"), message.get("OSVersion")
         with self.store.transaction() as db:
@@ -182,7 +183,7 @@ class Channel:
         self.commands.cancel(enrollment_id)  # a new Authenticate starts a new enrollment
         return f"Authenticate {enrollment_id} for {token.user} ({mode})", b""
 
-    def _token_update(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
+    def _token_update(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> tuple[str, bytes]:
         push_token, push_magic = message.get("Token"), message.get("PushMagic")
         if not isinstance(push_token, bytes) or not isinstance(push_magic, str):
             raise BadCheckIn("TokenUpdate needs Token (data) and PushMagic (string)", code="incomplete-token-update")
@@ -200,7 +201,7 @@ class Channel:
         channel = f" (user channel {user_channel})" if user_channel else ""
         return f"TokenUpdate {enrollment_id}: enrolled{channel}", b""
 
-    def _check_out(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> str:
+    def _check_out(self, token: TokenInfo, enrollment_id: str, message: dict, mode: str) -> tuple[str, bytes]:
         with self.store.transaction() as db:
             db.execute("UPDATE enrollments SET status = 'checked-out', updated = ? WHERE enrollment_id = ?",
                        (self.clock(), enrollment_id))

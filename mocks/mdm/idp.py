@@ -109,7 +109,7 @@ def _render(answer: IdPAnswer) -> Response:
         response = Response(b"", status=answer.status, headers={"Location": answer.location})
     else:
         html = render_template("idp_signin.html", organization=state.organization, host=request.host.split(":")[0],
-                               identifier=answer.identifier, error=answer.error, **answer.params)
+                               identifier=answer.identifier, error=answer.error, **(answer.params or {}))
         response = Response(html, status=answer.status, content_type="text/html; charset=utf-8")
     if answer.session:
         response.set_cookie(SESSION_COOKIE, answer.session, secure=True, httponly=True, samesite="Lax",

@@ -116,7 +116,7 @@ class Profiles:
 def sample_profile(kind: str, organization: str, base_id: str, user: str) -> dict:
     """A small configuration profile for InstallProfile, one per content the device keeps apart."""
     profile_uuid = str(uuid.uuid4()).upper()
-    payloads = {
+    payloads: dict[str, dict] = {
         "wifi": {"PayloadType": "com.apple.wifi.managed", "SSID_STR": f"{organization} Staff",
                  "EncryptionType": "WPA2", "AutoJoin": True},
         "mail": {"PayloadType": "com.apple.mail.managed", "EmailAccountType": "EmailTypeIMAP",

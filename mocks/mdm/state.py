@@ -123,7 +123,9 @@ class MDMState:
                                     code="personal-devices-refused")
         token = self.signin.check_token(authorization, esso=True)
         profile = self.profiles.enrollment_profile(token.user, mode)
-        self.tokens.set_mode(bearer_of(authorization), mode)
+        bearer = bearer_of(authorization)
+        assert bearer is not None  # check_token accepted it
+        self.tokens.set_mode(bearer, mode)
         return token, info, profile
 
     def service_discovery(self, identifier: str | None, model_family: str | None) -> dict:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-try:
-    from lab.schema import check as schema_check
-except ImportError:  # lab/schema lands with its own change; until then there are no facts to check against
-    schema_check = None
+from lab.schema import check as schema_check
 
 MODES = ("warn", "strict", "off")
 PLATFORMS = {"iPhone": "iOS", "iPad": "iPadOS", "Mac": "macOS", "RealityDevice": "visionOS", "AppleTV": "tvOS",
@@ -41,7 +38,7 @@ def device_of(product: str | None, os_version: str | None, mode: str, message: d
 def problems(kind: str, name: str | None, message: dict, device: Device | None, checker=None) -> list[dict]:
     """The schema's errors for ``message`` as JSON-ready dictionaries (path, code, message); warnings are left out."""
     checker = checker or schema_check
-    if checker is None or device is None:
+    if device is None:
         return []
     found = checker(kind, name, message, platform=device.platform, os_version=device.os_version,
                     enrollment=device.enrollment, channel=device.channel)

@@ -60,7 +60,7 @@ class OrgDomainState:
         self.setups = list(domains)
         self.domains = {d.name: d for d in domains}
         self.origin, self.faults, self.zone = origin, faults, zone
-        self.routes: dict[tuple[str, str], object] = {}
+        self.routes: dict[tuple[str, str], DomainSetup | Hop] = {}
         for d in domains:
             entry = (d.name, WELL_KNOWN_PATH)
             for hop in d.hops:
@@ -95,6 +95,7 @@ class OrgDomainState:
 
     def answer(self, setup: DomainSetup, identifier: str | None, model_family: str | None) -> Answer:
         identifier_parts(identifier)
+        assert identifier is not None  # identifier_parts refuses a missing one
         check_model_family(model_family, required=False)
         server = setup.document(identifier, model_family)["Servers"][0]
         return Answer(200, "application/json", json.dumps({"Servers": [server]}).encode(),
