@@ -134,7 +134,9 @@ def _https(info: dict, resolver: LabResolver) -> list[Check]:
         try:
             with socket.create_connection((address, info["https_port"]), timeout=TIMEOUT) as sock, \
                     context.wrap_socket(sock, server_hostname=host) as tls:
-                cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+                der = tls.getpeercert(binary_form=True)
+                assert der is not None  # a verified handshake carries the peer's certificate
+                cert = x509.load_der_x509_certificate(der)
         except ssl.SSLCertVerificationError as exc:
             checks.append(_fail(label, f"{address}:{info['https_port']} presents a certificate the lab CA does not "
                                        f"vouch for {host}: {exc.verify_message}",

@@ -71,9 +71,9 @@ class FaultRegistry:
             return hook
         return register
 
-    def places(self) -> dict[str, tuple[str, ...]]:
-        """Fault names by the place they apply at."""
-        places: dict[str, tuple[str, ...]] = {}
+    def places(self) -> dict[str | None, tuple[str, ...]]:
+        """Fault names by the place they apply at (None: the component's one place)."""
+        places: dict[str | None, tuple[str, ...]] = {}
         for spec in self.specs:
             places[spec.at] = (*places.get(spec.at, ()), spec.name)
         return places

@@ -176,6 +176,7 @@ def _stage_times(trace, into: dict[str, float]) -> None:
 
 def _enrollment_record(device: Device) -> dict:
     e = device.enrollment
+    assert e is not None  # recorded after a successful enrollment
     return {"enrollment_id": e.enrollment_id, "mode": e.mode, "topic": e.topic, "identifier": e.identifier,
             "checkin_url": e.checkin_url, "server_url": e.server_url, "access_token": e.access_token,
             "udid": device.udid, "serial": device.serial, "model_family": device.model_family}
@@ -259,7 +260,8 @@ class Report:
                 self._stages.setdefault(stage, []).append(ms)
         else:
             self.failed += 1
-            self.errors[result.cause] = self.errors.get(result.cause, 0) + 1
+            cause = result.cause or "unknown"
+            self.errors[cause] = self.errors.get(cause, 0) + 1
             stage = result.stage or "unknown"
             self.errors_by_stage[stage] = self.errors_by_stage.get(stage, 0) + 1
 

@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 import requests
 from dnslib import QTYPE, RCODE
@@ -53,6 +53,12 @@ class DNSFailure(socket.gaierror):
     def __init__(self, host: str, code: str, message: str):
         super().__init__(message)
         self.host, self.code, self.message = host, code, message
+
+
+class Resolver(Protocol):
+    """What the client plumbing asks for an address: the lab's stub resolver, or another that answers alike."""
+
+    def resolve(self, host: str) -> str: ...
 
 
 class LabResolver:
@@ -101,7 +107,7 @@ class LabResolver:
         raise DNSFailure(host, code, message)
 
 
-def _connection_class(base, resolver: LabResolver, port_map: dict[int, int]):
+def _connection_class(base, resolver: Resolver, port_map: dict[int, int]):
     def _new_conn(self):
         try:
             address = resolver.resolve(self._dns_host)
@@ -142,7 +148,7 @@ class LabAdapter(HTTPAdapter):
     ``trust`` (a CA bundle's path) gets one shared verifying context; any other ``verify`` takes requests' path.
     """
 
-    def __init__(self, resolver: LabResolver, port_map: dict[int, int] | None = None, trust: str | None = None,
+    def __init__(self, resolver: Resolver, port_map: dict[int, int] | None = None, trust: str | bool | None = None,
                  **kwargs):
         self.resolver = resolver
         self.port_map = dict(port_map or {})
@@ -173,7 +179,7 @@ class LabAdapter(HTTPAdapter):
         }
 
 
-def lab_session(resolver: LabResolver, ca_cert: str, port_map: dict[int, int] | None = None) -> requests.Session:
+def lab_session(resolver: Resolver, ca_cert: str | bool, port_map: dict[int, int] | None = None) -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # an exported REQUESTS_CA_BUNDLE would silently replace verify
     session.verify = ca_cert

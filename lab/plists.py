@@ -140,15 +140,15 @@ def check_binary(data: bytes, limits: Limits = DEFAULT) -> None:
                            "outside the data", code="plist-too-large")
     offsets = _ints(data, table, offset_size, count)
     # Per object: the nodes, bytes and depth of the tree it expands to, computed once (a DAG costs its edges).
-    nodes: list[int | None] = [None] * count
+    nodes: list[int] = [0] * count  # 0: not computed yet (a computed object counts at least itself)
     size: list[int] = [0] * count
     depth: list[int] = [0] * count
     on_path = [False] * count
-    stack = [(top, None)]
+    stack: list[tuple[int, list[int] | None]] = [(top, None)]
     while stack:
         ref, refs = stack.pop()
         if refs is None:  # first visit: expand the children, come back after them
-            if nodes[ref] is not None:
+            if nodes[ref]:
                 continue
             if on_path[ref]:
                 raise PlistRefused("the binary plist refers to itself (a cycle)", code="bad-binary-plist")
@@ -158,17 +158,17 @@ def check_binary(data: bytes, limits: Limits = DEFAULT) -> None:
             on_path[ref], size[ref] = True, held
             stack.append((ref, refs))
             for child in refs:
-                if on_path[child] and nodes[child] is None:
+                if on_path[child] and not nodes[child]:
                     raise PlistRefused("the binary plist refers to itself (a cycle)", code="bad-binary-plist")
                 stack.append((child, None))
             continue
         on_path[ref] = False
-        nodes[ref] = 1 + sum(nodes[c] for c in refs)
+        nodes[ref] = total = 1 + sum(nodes[c] for c in refs)
         size[ref] += sum(size[c] for c in refs)
         depth[ref] = 1 + max((depth[c] for c in refs), default=0)
         if depth[ref] > limits.depth:
             raise PlistRefused(f"the plist nests deeper than {limits.depth} levels", code="plist-too-deep")
-        if nodes[ref] > limits.nodes:
+        if total > limits.nodes:
             raise PlistRefused(f"the plist expands to more than {limits.nodes} objects ({len(data)} bytes that "
                                "refer to the same objects again and again)", code="plist-too-large")
         if size[ref] > limits.size:

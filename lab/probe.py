@@ -48,7 +48,7 @@ class SystemResolver:
             code = "nxdomain" if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5)) else "timeout"
             raise DNSFailure(host, code, f"cannot resolve {host}: {exc.strerror}") from None
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        return infos[0][4][0]
+        return str(infos[0][4][0])
 
 
 def system_resolver_note(resolver: SystemResolver, failure: DNSFailure) -> str:

@@ -266,7 +266,7 @@ def _enrollment_id(state_dir, device_id: str) -> str:
     store = _store(state_dir)
     try:
         rows = {r["device_id"]: r for r in store.listing()}
-        row = rows.get(store.resolve(device_id))
+        row = rows[store.resolve(device_id)]  # resolve() names a stored device
     except UnknownDevice as exc:
         fail(str(exc))
     finally:
@@ -277,7 +277,7 @@ def _enrollment_id(state_dir, device_id: str) -> str:
 
 
 # Keys a command needs that the admin need not type: what a console's defaults would fill in.
-COMMAND_DEFAULTS = {
+COMMAND_DEFAULTS: dict[str, dict] = {
     "DeviceInformation": {"Queries": ["DeviceName", "OSVersion", "BuildVersion", "ModelName", "Model",
                                       "ProductName"]},
     # a User Enrollment installs App Store apps only with a VPP license (PurchaseMethod 1)

@@ -59,7 +59,9 @@ def _faults(lab) -> dict:
 
 def _mdm_view(mdm: dict | None) -> dict | None:
     """The MDM's state as the panel shows it: refresh tokens are an OAuth 2 matter, apple-as-web has none."""
-    auth = (mdm or {}).get("auth")
+    if mdm is None:
+        return None
+    auth = mdm.get("auth")
     if isinstance(auth, dict) and auth.get("method") != "apple-oauth2" and "refresh_tokens" in auth:
         auth = {k: v for k, v in auth.items() if k != "refresh_tokens"}
         auth["refresh_tokens"] = f"none: {auth.get('method')} signs in again when its token expires"

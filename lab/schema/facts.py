@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
-from typing import overload
 from importlib import resources
+from typing import overload
 
 # Our areas: which data file, and which part of an entry, each kind reads.
 KINDS = {"checkin": ("checkin", "keys"), "checkin-reply": ("checkin", "reply"), "command": ("commands", "request"),
