@@ -66,3 +66,14 @@ def run(args, **kwargs) -> subprocess.CompletedProcess:
 
 def lab_json(lab) -> dict:
     return json.loads((lab.state_dir / "lab.json").read_text())
+
+
+_MARKS = {"e2e": pytest.mark.e2e, "browser": pytest.mark.browser}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Marks every test by its folder, so ``-m "not browser"`` or ``-m e2e`` selects them."""
+    for item in items:
+        folder = item.path.relative_to(ROOT / "tests").parts[0]
+        if folder in _MARKS:
+            item.add_marker(_MARKS[folder])

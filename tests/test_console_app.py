@@ -205,7 +205,8 @@ def test_beyond_loopback_the_api_needs_the_token(client, admin_token):
 def test_beyond_loopback_the_ca_and_static_files_stay_public(client, admin_token):
     assert get(client, "/ca.pem").status_code == 200
     assert get(client, "/ca.mobileconfig").status_code == 200
-    assert get(client, "/static/dashboard.css").status_code == 200
+    with get(client, "/static/dashboard.css") as static:  # closes the file it streams
+        assert static.status_code == 200
 
 
 def test_a_browser_without_the_token_gets_a_form_then_a_cookie(client, admin_token):
@@ -347,7 +348,8 @@ def test_the_page_renders_every_section_with_a_strict_policy(client):
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert "<script>" not in page.text and "style=" not in page.text  # nothing inline: the policy allows none
-    assert get(client, "/static/dashboard.js").status_code == 200
+    with get(client, "/static/dashboard.js") as script:  # closes the file it streams
+        assert script.status_code == 200
 
 
 @pytest.mark.parametrize("section", ["timeline", "faults", "abm", "mdm", "devices", "dns", "events"])
