@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from pathlib import Path
 
 import pytest
 from dnslib import QTYPE, RR, A
@@ -86,7 +87,7 @@ def test_fault_dns_ca_and_events(lan_lab, tmp_path):
     pem = tmp_path / "ca.pem"
     mdmlab("ca", "export", "-o", str(pem), state_dir=lan_lab)
     info = json.loads((lan_lab / "lab.json").read_text())
-    assert pem.read_bytes() == open(info["ca_cert"], "rb").read()
+    assert pem.read_bytes() == Path(info["ca_cert"]).read_bytes()
     assert "fault well-known-404 set" in run(lan_lab, "events", "--component", "faults")
 
 
