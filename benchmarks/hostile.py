@@ -84,7 +84,7 @@ class _Attack:
         while self.left() > 0:
             try:
                 reader, writer = await self._tls("mdm.lab.test")
-            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            except (TimeoutError, OSError, ssl.SSLError):
                 await asyncio.sleep(0.5)
                 continue
             self._idle_open += 1
@@ -92,7 +92,7 @@ class _Attack:
             try:
                 await asyncio.wait_for(reader.read(1), timeout=max(self.left(), 0.01))
                 self.stats["idle_reopened"] += 1
-            except (asyncio.TimeoutError, OSError, ssl.SSLError):
+            except (TimeoutError, OSError, ssl.SSLError):
                 pass
             self._idle_open -= 1
             self._closed(writer)
@@ -107,7 +107,7 @@ class _Attack:
         while self.left() > 0:
             try:
                 reader, writer = await self._tls("mdm.lab.test" if body else "localhost")
-            except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            except (TimeoutError, OSError, ssl.SSLError):
                 await asyncio.sleep(0.5)
                 continue
             try:
@@ -122,7 +122,7 @@ class _Attack:
                         data = await asyncio.wait_for(reader.read(4096), timeout=min(TRICKLE, max(self.left(), 0.01)))
                         if data or reader.at_eof():
                             break
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
                 self.stats["slow_reopened"] += 1
             except (OSError, ssl.SSLError):
@@ -133,14 +133,14 @@ class _Attack:
         while self.left() > 0:
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 5)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 await asyncio.sleep(0.5)
                 continue
             self.open += 1
             try:
                 writer.write(HELLO_PREFIX)
                 await asyncio.wait_for(reader.read(1), timeout=max(self.left(), 0.01))
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pass
             self.stats["hello_rounds"] += 1
             self._closed(writer)
@@ -149,7 +149,7 @@ class _Attack:
         while self.left() > 0:
             try:
                 reader, writer = await self._tls("localhost")
-            except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            except (TimeoutError, OSError, ssl.SSLError) as exc:
                 key = f"stream_connect_{type(exc).__name__}"
                 self.stats[key] = self.stats.get(key, 0) + 1
                 await asyncio.sleep(0.5)
@@ -171,7 +171,7 @@ class _Attack:
                             self.stats["stream_bytes"] += len(data)
                     finally:
                         self._streams_open -= 1
-            except (asyncio.TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
                 key = f"stream_{type(exc).__name__}"
                 self.stats[key] = self.stats.get(key, 0) + 1
             self._closed(writer)

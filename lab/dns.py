@@ -9,7 +9,7 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 
-from dnslib import AAAA, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord, NS
+from dnslib import AAAA, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord
 
 from lab.dns_server import TCP_IDLE_TIMEOUT, DNSStartError, LabDNS, query
 from lab.events import Event, EventLog
@@ -163,7 +163,7 @@ class ZoneResolver:
     def listing(self) -> list[dict]:
         """Every record the DNS serves. A name an armed fault overrides is shown as the fault makes it answer
         (``overridden``, with ``fault`` naming it unless the board conceals it)."""
-        overrides = {}
+        overrides: dict[str, object] = {}
         for armed in (self.faults.armed_on("dns") if self.faults is not None else []):
             overrides.setdefault(armed.host, armed)
         rows = [r for r in self.zone.listing() if r["name"] not in overrides]
@@ -233,6 +233,7 @@ class ZoneResolver:
     def forward(self, request: DNSRecord, protocol: str = "udp") -> DNSRecord:
         """Ask the upstream server (blocking, bounded by UPSTREAM_TIMEOUT); silence or garbage becomes SERVFAIL.
         A truncated upstream answer is asked again over TCP only for a TCP client (a UDP client gets TC)."""
+        assert self.upstream is not None  # only asked when there is one
         host, port = self.upstream
         try:
             reply = DNSRecord.parse(request.send(host, port, timeout=UPSTREAM_TIMEOUT, ipv6=":" in host))
@@ -276,7 +277,9 @@ class ZoneResolver:
         """The zone's answer for ``name`` (inside the zone), as the armed fault (if any) changes it."""
         name = name.lower().rstrip(".")
         records = self.zone.lookup(name)
-        answer = DNSAnswer(name, self.zone.apex(name), records is not None or self.zone.exists(name), records or {})
+        apex = self.zone.apex(name)
+        assert apex is not None, f"{name} is outside the lab's zones"  # asked only for the zones' own names
+        answer = DNSAnswer(name, apex, records is not None or self.zone.exists(name), records or {})
         return armed.apply(answer) if armed is not None else answer
 
     def _answer(self, request: DNSRecord, reply: DNSRecord, armed=None) -> bool:

@@ -145,7 +145,7 @@ def serves(listen: str):
             ip = ipaddress.ip_address(client.split("%")[0])
         except ValueError:
             return False
-        if getattr(ip, "ipv4_mapped", None):
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return ip.is_loopback or ip.is_private or ip.is_link_local or (ip.version == own.version and ip in own)
     return check
@@ -181,6 +181,7 @@ class LabDNS:
             except OSError as exc:
                 last_error = exc
         else:
+            assert last_error is not None  # every attempt failed, so there was one
             raise DNSStartError(last_error.errno or errno.EADDRINUSE,
                                 f"cannot bind DNS on {address}:{port} (UDP and TCP): {last_error.strerror}")
         self.port = self.udp.getsockname()[1]

@@ -299,7 +299,7 @@ def _domain(path: Path, i: int, d: dict) -> Domain:
     mdm_hosts = d.get("mdm_hosts", {})
     if not isinstance(mdm_hosts, dict):
         raise ScenarioError(f"{path}: {where}.mdm_hosts must be a table of model family = MDM host")
-    for family, host in mdm_hosts.items():
+    for family in mdm_hosts:
         _want(path, f"{where}.mdm_hosts.{family}", family, str, choices=MODEL_FAMILIES)
     routes = tuple(sorted((f, _host(path, f"{where}.mdm_hosts.{f}", h)) for f, h in mdm_hosts.items()))
     # Version is not checked against the known values: a wrong Version is a field issue scenarios reproduce.

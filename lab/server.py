@@ -1,12 +1,12 @@
 """One HTTPS listener for every lab host: a TLS context per host chosen by SNI, an event loop for waiting.
 
-One selector thread holds every connection while it only waits: for the TLS handshake's next message (whose crypto
-then runs on a worker), the request head and body (parsed by h11 as bytes arrive), a kept-alive client's silence. Each wait has a deadline (HANDSHAKE_TIMEOUT, HEAD_TIMEOUT,
-BODY_TIMEOUT, IDLE_TIMEOUT), so a silent or trickling client costs a socket and a few kB, never a thread. A worker
-thread runs the WSGI app only on a complete request, writes the answer, and serves the client's next request if it
-arrives within LINGER; otherwise it hands the connection back. A streaming answer (no Content-Length: the console's
-event stream) moves to a thread of its own, at most MAX_STREAMS of them; past that the answer is 503; a client that
-leaves is noticed by the selector at once (its slot is freed, the socket shut).
+One selector thread holds every connection while it only waits: for the TLS handshake's next message (whose crypto then
+runs on a worker), the request head and body (parsed by h11 as bytes arrive), a kept-alive client's silence. Each wait
+has a deadline (HANDSHAKE_TIMEOUT, HEAD_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT), so a silent or trickling client costs a
+socket and a few kB, never a thread. A worker thread runs the WSGI app only on a complete request, writes the answer,
+and serves the client's next request if it arrives within LINGER; otherwise it hands the connection back. A streaming
+answer (no Content-Length: the console's event stream) moves to a thread of its own, at most MAX_STREAMS of them; past
+that the answer is 503; a client that leaves is noticed by the selector at once (its slot is freed, the socket shut).
 
 The previous listener (cheroot's thread pool) spent a worker on every connection it read from, and 48 silent or
 slow clients took the lab down (issue 13; benchmarks/hostile.py measures both).
@@ -95,7 +95,7 @@ class StreamGate:
     streaming answer open (it keeps the slot until the answer ends or the client leaves). The dispatcher asks
     before it records the exchange, so a refusal is in the timeline as the 503 the client gets."""
 
-    def __init__(self, server: "HTTPSServer"):
+    def __init__(self, server: HTTPSServer):
         self._server = server
         self.reserved = False
         self.departed = threading.Event()
@@ -313,6 +313,7 @@ class HTTPSServer:
 
     def _on_readable(self, conn: _Conn) -> None:
         if conn.state == "stream":  # the client of a streaming answer sent something or left: it is done
+            assert conn.gate is not None  # a streaming answer has its gate
             self._unregister(conn)
             conn.gate.departed.set()
             conn.gate.release()
@@ -346,6 +347,7 @@ class HTTPSServer:
             self._register(conn)
             return
         if conn.state == "stream":
+            assert conn.gate is not None  # a streaming answer has its gate
             if not conn.gate.departed.is_set() and not conn.registered:
                 self._register(conn)
             return
@@ -552,7 +554,8 @@ class HTTPSServer:
                 return
 
     def _environ(self, conn: _Conn) -> dict:
-        request = conn.request
+        request, gate = conn.request, conn.gate
+        assert request is not None and gate is not None  # a parsed request head, and _respond made the gate
         target = request.target
         if target.startswith((b"http://", b"https://")):  # absolute form: the path is what follows the authority
             target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
@@ -578,16 +581,16 @@ class HTTPSServer:
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
-            STREAM_GATE_KEY: conn.gate,
-            DEPARTED_KEY: conn.gate.departed,
+            STREAM_GATE_KEY: gate,
+            DEPARTED_KEY: gate.departed,
             **conn.environ,
         }
         if conn.refusal is not None:
             r = conn.refusal
             environ[REFUSAL_KEY] = (f"{r.status} {_REASONS.get(r.status, 'Error')}", r.error, r.message)
-        for name, value in request.headers:
+        for name, raw in request.headers:
             key = name.decode("latin-1").upper().replace("-", "_")
-            value = value.decode("latin-1")
+            value = raw.decode("latin-1")
             if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
                 environ[key] = value
                 continue
@@ -658,6 +661,7 @@ class HTTPSServer:
 
     def _stream(self, conn: _Conn, started: dict, result) -> None:
         gate = conn.gate
+        assert gate is not None  # _respond made it
         head_sent = watched = False
         try:
             for chunk in result:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TextIO
 
 from lab.config import ADMIN_TOKEN_FILE, LAB_FILE
 from lab.pki import write_private
@@ -23,15 +24,15 @@ class StateDirBusy(RuntimeError):
 class StateDir:
     def __init__(self, path: Path):
         self.path = Path(path).resolve()
-        self._lock_file = None
+        self._lock_file: TextIO | None = None
 
     def lock(self) -> None:
         owner_only_dir(self.path)
-        self._lock_file = open(self.path / "lab.lock", "w")
+        self._lock_file = lock_file = open(self.path / "lab.lock", "w")
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self._lock_file.close()
+            lock_file.close()
             self._lock_file = None
             raise StateDirBusy(f"another lab is running on the state dir {self.path}; "
                                "stop it or use --state-dir") from None

@@ -14,10 +14,10 @@ import threading
 import time
 
 import pytest
-from dnslib import OPCODE, QTYPE, RCODE, RR, TXT, A, DNSHeader, DNSQuestion, DNSRecord
+from dnslib import OPCODE, QTYPE, RCODE, RR, A, DNSHeader, DNSQuestion, DNSRecord
 
 from lab import dns_server
-from lab.dns import LabDNS, ZoneResolver, Zone, query
+from lab.dns import LabDNS, Zone, ZoneResolver, query
 from lab.dns_server import Wire, serves
 from tests.conftest import require_tool
 from tests.test_dns_unit import udp_exchange as udp
@@ -148,7 +148,7 @@ def test_a_tcp_client_too_slow_to_finish_its_message_is_closed(server, monkeypat
                 sock.settimeout(0.2)
                 closed = sock.recv(1)
                 break
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (ConnectionResetError, BrokenPipeError):
                 closed = b""
@@ -159,13 +159,15 @@ def test_a_tcp_client_too_slow_to_finish_its_message_is_closed(server, monkeypat
 # -- opcodes and conformance ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("opcode", ["UPDATE", "NOTIFY", "IQUERY", "STATUS"])
 def test_opcodes_other_than_query_get_notimp(server, opcode):
-    request = DNSRecord(DNSHeader(id=0x1234, opcode=getattr(OPCODE, opcode)), q=DNSQuestion("betterbag.test", QTYPE.SOA))
+    request = DNSRecord(DNSHeader(id=0x1234, opcode=getattr(OPCODE, opcode)),
+                        q=DNSQuestion("betterbag.test", QTYPE.SOA))
     reply = DNSRecord.parse(udp(server.port, request.pack()))
     assert (reply.header.id, reply.header.qr, reply.header.rcode) == (0x1234, 1, RCODE.NOTIMP)
 
 
 def test_nsupdate_is_refused_and_changes_nothing(server):
-    script = f"server {LOOPBACK} {server.port}\nzone betterbag.test\nupdate add evil.betterbag.test 60 A 10.0.0.1\nsend\n"
+    script = (f"server {LOOPBACK} {server.port}\nzone betterbag.test\n"
+              "update add evil.betterbag.test 60 A 10.0.0.1\nsend\n")
     result = subprocess.run([require_tool("nsupdate"), "-t", "3"], input=script, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode != 0 and "NOTIMP" in result.stdout + result.stderr
@@ -215,7 +217,7 @@ class Upstream:
         while self.running:
             try:
                 data, peer = self.sock.recvfrom(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

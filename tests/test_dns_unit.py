@@ -8,9 +8,9 @@ import struct
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from lab.dns import DNS_FAULTS, DNSStartError, LabDNS, ZoneResolver, Zone, query
-from lab.faults import FaultBoard, catalogue
+from lab.dns import DNS_FAULTS, DNSStartError, LabDNS, Zone, ZoneResolver, query
 from lab.events import EventLog
+from lab.faults import FaultBoard, catalogue
 
 LOOPBACK = "127.0.0.1"
 
@@ -222,7 +222,7 @@ def udp_exchange(port: int, payload: bytes, timeout: float = 1.0) -> bytes | Non
         sock.sendto(payload, (LOOPBACK, port))
         try:
             return sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             return None
 
 
@@ -350,6 +350,6 @@ def test_adding_a_record_says_whether_it_is_served():
 
 def test_removing_says_which_records_went():
     resolver = ZoneResolver(make_zone())
-    assert resolver.remove("betterbag.test", "TXT") == {
-        "removed": 1, "records": [{"name": "betterbag.test", "type": "TXT", "value": "apple-domain-verification=abc123"}]}
+    assert resolver.remove("betterbag.test", "TXT") == {"removed": 1, "records": [
+        {"name": "betterbag.test", "type": "TXT", "value": "apple-domain-verification=abc123"}]}
     assert "nothing changed" in resolver.remove("betterbag.test", "TXT")["note"]

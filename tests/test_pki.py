@@ -354,7 +354,7 @@ def test_a_leaf_is_issued_anew_when_it_no_longer_fits(tmp_path, change):
 def forge_identity(ca: CertificateAuthority, name: x509.GeneralName, usage, tmp_path) -> tuple:
     """A leaf signed with the lab CA key for a mailbox or a URI, as a thief of the key would make one."""
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "forged identity")]))
             .issuer_name(ca.cert.subject).public_key(key.public_key())

@@ -12,7 +12,7 @@ from dnslib.buffer import Buffer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.dns import ZoneResolver, Zone, query
+from lab.dns import Zone, ZoneResolver, query
 from lab.dns_server import Wire
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,

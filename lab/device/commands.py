@@ -18,9 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from lab import cms
-from lab.device import messages
+from lab.device import messages, renewal
 from lab.device import payloads as effects_of
-from lab.device import renewal
 from lab.device.contents import Contents
 from lab.device.model import Client
 from lab.device.rules import FORBIDDEN_UE, RULES, Rule, refusal  # noqa: F401 (re-exported)

@@ -3,7 +3,7 @@
 The admin site is an admin surface like the console: behind the lab's admin gate (the admin token beyond loopback,
 changes only from its own pages with their CSRF token, never framed).
 """
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask, Response, render_template
 

@@ -3,8 +3,8 @@ redirect chain, and the faults armed on it."""
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from lab.protocol import WELL_KNOWN_PATH, discovery_server
 from mocks.org_domain import faults as catalogue

@@ -132,7 +132,8 @@ def test_the_admin_site_is_behind_the_admin_gate_over_real_tls(lab, session):
                    str(lab.pki.cert_path), "--resolve", f"{host}:{port}:127.0.0.1", *args], timeout=30)
         return out.stdout.decode()
 
-    cross_site = curl("-H", "Origin: https://evil.example", "-d", f"identifier={IDENTIFIER}", f"{admin}/accounts/remove")
+    cross_site = curl("-H", "Origin: https://evil.example", "-d", f"identifier={IDENTIFIER}",
+                      f"{admin}/accounts/remove")
     assert cross_site == "403" and IDENTIFIER in lab.abm.accounts()
     framed = session.get(admin + "/", timeout=5)
     assert "frame-ancestors 'none'" in framed.headers["Content-Security-Policy"]

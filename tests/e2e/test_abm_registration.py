@@ -2,14 +2,13 @@
 registration failure is an event of the timeline, and Apple's fallback has nowhere to send the device."""
 from __future__ import annotations
 
+import pytest
 import requests
 
 from lab.device import Device, Network
 from lab.launcher import Lab
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD
-
-import pytest
 
 
 @pytest.fixture(scope="module")
