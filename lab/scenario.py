@@ -66,7 +66,7 @@ class ABM:
     # after the profile: Apple's side of the Managed Apple Account sign-in (mocks/apple_id)
     maa_allowed_on: str = "any"  # Access Management, "Allow Managed Apple Account on": any, managed, supervised
     aliases: tuple[tuple[str, str], ...] = ()  # (mail alias, the Managed Apple Account it reaches)
-    other_organizations: tuple["OtherOrganization", ...] = ()
+    other_organizations: tuple[OtherOrganization, ...] = ()
 
 
 @dataclass(frozen=True)

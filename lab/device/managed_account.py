@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NoReturn
 
-from lab.protocol import MAA_SIGN_IN_PATH
-from lab.protocol import MAID_TOKEN_SERVICE as MAID_SERVICE
 from lab.device.trace import OK, Trace, describe_request
+from lab.protocol import MAA_SIGN_IN_PATH
+from lab.protocol import MAID_TOKEN_SERVICE as MAID_SERVICE  # noqa: F401 (enrollment.py asks for it here)
 
 STAGE = "enrollment"
 IDENTITY_HOST_PREFIX = "gsa"  # Apple's identity service (GrandSlam) beside axm-adm-enroll in Apple's zone
@@ -100,5 +101,5 @@ def sign_in(http, trace: Trace, origin: str, account: str, password: str | None,
           + cause.format(account=account, reason=reason), request, response)
 
 
-def _stop(trace: Trace, action: str, code: str, explanation: str, request=None, response=None):
+def _stop(trace: Trace, action: str, code: str, explanation: str, request=None, response=None) -> NoReturn:
     trace.stop(STAGE, code, explanation, action, request=request, response=response)

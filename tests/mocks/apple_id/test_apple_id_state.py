@@ -4,12 +4,11 @@ import uuid
 
 import jwt
 import pytest
-
-from mocks.apple_id import AppleIDSetup, AppleIDState
-from mocks.apple_id.errors import BadSignInRequest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mocks.apple_id import AppleIDSetup, AppleIDState
+from mocks.apple_id.errors import BadSignInRequest
 from mocks.mdm.maid import MAIDSigner
 
 NOW = 1_800_000_000.0
@@ -92,7 +91,8 @@ def test_the_account_signs_in():
 def test_unknown_alias_and_wrong_password_get_apples_vague_alert(account, password, code):
     answer = service().sign_in("gsa.lab.test", body(account, password))
     assert answer.status == 401 and answer.body["error"] == code
-    assert answer.body["alert"] == {"title": "Sign-in Failed", "message": "Your Apple Account or password was incorrect."}
+    assert answer.body["alert"] == {"title": "Sign-in Failed",
+                                    "message": "Your Apple Account or password was incorrect."}
     if code == "alias-not-account":
         assert "eliza@betterbag.test" in answer.body["reason"]
 
