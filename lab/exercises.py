@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.events import Event
 from lab.scenario import Scenario, available, load
@@ -14,7 +15,8 @@ EXERCISE_DIR = ROOT / "docs" / "exercises"
 ANSWERS = ROOT / "docs" / "instructor" / "ANSWERS.md"
 SECTIONS = ("Symptom", "What to look at", "Hints")
 ANSWER = "Instructor's answer"
-DEFAULTS = {"https_port": 8443, "dns_port": 10053, "listen": "127.0.0.1", "ca_cert": ".mdmlab/pki/ca.pem"}
+DEFAULTS: dict[str, Any] = {
+    "https_port": 8443, "dns_port": 10053, "listen": "127.0.0.1", "ca_cert": ".mdmlab/pki/ca.pem"}
 
 
 class ExerciseError(ValueError):

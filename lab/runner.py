@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from lab.events import EventLog, device_trace_events
 from lab.launcher import Lab
@@ -63,8 +64,16 @@ def observe(events: list[dict]) -> dict:
             "diagnosis": None if outcome is None else outcome["detail"]["diagnosis"]}
 
 
+class EnrollingDevice(Protocol):
+    """What the runner needs of the device that ``make_device`` builds (the launcher does not import the device)."""
+
+    def enroll(self, identifier: str, password: str | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 def device_for(scenario: Scenario, network, make_device: Callable, *,
-               os_version: str | None = None) -> tuple[object, str, str | None]:
+               os_version: str | None = None) -> tuple[EnrollingDevice, str, str | None]:
     """The scenario's device (``[device]``), made by ``make_device`` for ``network``; its account and password."""
     setup = scenario.device
     identifier = setup.identifier or scenario.users[0].identifier

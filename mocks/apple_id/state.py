@@ -27,7 +27,7 @@ from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from lab.protocol import MAA_ALLOWED_ON as ALLOW_ON
 from lab.protocol import MAA_SIGN_IN_PATH as SIGN_IN_PATH
@@ -35,8 +35,8 @@ from lab.protocol import MAID_TOKEN_SERVICE as MAID_SERVICE
 from mocks.apple_id.errors import BadSignInRequest
 from mocks.apple_id.faults import COMPONENT
 
-__all__ = ["UsersDirectory", "ALLOW_ON", "SIGN_IN_PATH", "MAID_SERVICE", "AccountRecord", "AppleIDSetup", "AppleIDState", "Directory",
-           "ServerRecord", "maid_claims"]
+__all__ = ["UsersDirectory", "ALLOW_ON", "SIGN_IN_PATH", "MAID_SERVICE", "AccountRecord", "AppleIDSetup",
+           "AppleIDState", "Directory", "ServerRecord", "maid_claims"]
 
 TOKEN_LIFETIME = 600  # seconds an MDM's maid token is taken after its iat (lab choice; Apple: "limited")
 
@@ -228,6 +228,8 @@ class AppleIDState:
             key = serialization.load_pem_public_key(server.public_key_pem.encode())
         except ValueError:
             return "maid-token-no-key", f"the public key ABM/ASM holds for {server.name} is not a PEM public key"
+        if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+            return "maid-token-no-key", f"the public key ABM/ASM holds for {server.name} is neither RSA nor EC"
         # Apple verifies with the key the admin uploaded: RS256 for an RSA key (as vendors' servers sign), ES256
         # for a P-256 one; a token whose header names another algorithm does not verify.
         algorithm = "RS256" if isinstance(key, rsa.RSAPublicKey) else "ES256"

@@ -23,7 +23,8 @@ OPERATIONS = ["health", "openapi", "listEvents", "getEvent", "listEnrollments", 
               "listAccounts", "exerciseAttempt"]
 WITH_INPUT = ["listEvents", "getEvent", "listEnrollments", "getStatePart", "setFault", "clearFaults", "clearFault",
               "addRecord", "removeRecord", "mdmRevoke", "mdmExpire", "mdmSetTokenLifetime", "mdmCommands",
-              "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace", "exerciseAttempt"]  # the rest take nothing to get wrong
+              "mdmQueueCommand", "mdmUnenroll", "mdmPush", "recordDeviceTrace",
+              "exerciseAttempt"]  # the rest take nothing to get wrong
 NOT_FUZZED = {"streamEvents"}
 
 

@@ -35,14 +35,15 @@ def read(path: Path) -> dict:
     lines = text.splitlines()
     title = re.fullmatch(r"# Exercise (\d\d): (\S.*)", lines[0])
     assert title, f"{path.name}: the first line must be '# Exercise NN: <title>', got {lines[0]!r}"
-    assert not any(line.startswith("Scenario:") for line in lines), f"{path.name}: the trainee's file names its scenario"
+    assert not any(line.startswith("Scenario:") for line in lines), \
+        f"{path.name}: the trainee's file names its scenario"
     headings = [line[3:] for line in lines if line.startswith("## ")]
     assert headings == list(SECTIONS), f"{path.name}: sections must be exactly {SECTIONS}, in order; got {headings}"
     parts = re.split(r"^## (.+)$", text, flags=re.M)
     sections = {parts[i].strip(): parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
     guide = ANSWERS.read_text(encoding="utf-8")
-    entry = re.search(rf"^## Exercise {title.group(1)}: [^\n]*\n\nScenario: (\S+) [^\n]*\n(.*?)(?=^## Exercise |\Z)", guide,
-                      re.M | re.S)
+    entry = re.search(rf"^## Exercise {title.group(1)}: [^\n]*\n\nScenario: (\S+) [^\n]*\n(.*?)(?=^## Exercise |\Z)",
+                      guide, re.M | re.S)
     assert entry, f"docs/instructor/ANSWERS.md has no entry for exercise {title.group(1)}"
     sections["Instructor's answer"] = entry.group(2).strip()
     return {"number": int(title.group(1)), "title": title.group(2), "scenario": entry.group(1), "sections": sections}
