@@ -2,16 +2,15 @@
 clear message when a port cannot be bound. Ports stay ephemeral and everything stays on loopback."""
 from __future__ import annotations
 
-import socket
 import json
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from lab.dns import LabDNS, Zone, query
-from lab.dns import ZoneResolver
+from lab.dns import LabDNS, Zone, ZoneResolver, query
 from tests.e2e.test_cli import start_lab, stop_lab
 
 
