@@ -11,7 +11,6 @@ import pytest
 from lab import oauth1
 from lab.device import Device
 from lab.launcher import Lab
-from lab.net import LabResolver, lab_session
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
 

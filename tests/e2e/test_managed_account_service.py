@@ -7,7 +7,6 @@ import json
 import pytest
 
 from lab.launcher import Lab
-from lab.net import LabResolver, lab_session
 from lab.scenario import load
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
 
