@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from lab.protocol import WELL_KNOWN_PATH
+from lab.protocol import STAGES, WELL_KNOWN_PATH
 
-DEVICE_STAGES = ("identifier", "discovery", "authentication", "enrollment", "check-in", "commands")
+DEVICE_STAGES = tuple(stage for stage in STAGES if stage not in ("ongoing-authentication", "unenrollment"))
 SERVER_STAGES = ("abm-api", "abm-admin")  # the MDM talking to ABM, an admin in ABM's site: not a device's
 LANES = ("device", "dns", "org-domain", "abm", "idp", "mdm", "apple-id")
 LANE_TITLES = {"device": "Device", "dns": "DNS", "org-domain": "Org domain", "abm": "ABM / ASM", "idp": "IdP",

@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass, field
 from typing import NoReturn
 
 from lab.events import redact_headers, redact_url
+from lab.protocol import STAGES
 
-STAGES = {"identifier": 1, "discovery": 1, "authentication": 2, "enrollment": 3, "check-in": 3,
-          "ongoing-authentication": 4, "commands": 4, "unenrollment": 4}
 OK, WARN, FAIL = "ok", "warn", "fail"
 
 
