@@ -14,6 +14,8 @@ import time
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from lab.cli.events import sse_events
 from tests.conftest import IDENTIFIER, PASSWORD, require_tool, run
@@ -27,6 +29,9 @@ def session(lab):
     s = requests.Session()
     s.trust_env = False
     s.verify = str(lab.pki.cert_path)
+    # As browsers do, retry an idempotent request once when a kept-alive connection turns out closed: the server
+    # may close an idle one (its 30 s idle deadline) just as the next request goes out (RFC 9112 9.3.1).
+    s.mount("https://", HTTPAdapter(max_retries=Retry(total=1, connect=0, read=1, status=0)))
     yield s
     s.close()
 
