@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from lab.pki import key_pem, load_ec_key, write_private
+from lab.protocol import MAID_TOKEN_SERVICE
 
-SERVICE_TYPE = "com.apple.maid"
+SERVICE_TYPE = MAID_TOKEN_SERVICE
 
 
 def _b64(data: bytes) -> str:

@@ -2,8 +2,7 @@
 (Apple's schema facts, lab.schema; here a stand-in checker, so these tests judge the MDM's side only)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from lab.schema import Problem
 from mocks.mdm.validation import device_of, problems
 from tests.mdm_support import (
     IDENTIFIER,
@@ -23,14 +22,6 @@ from tests.mdm_support import (
 EID = "ENROLLMENT-0001"
 AUTHENTICATE = {"MessageType": "Authenticate", "Topic": TOPIC, "EnrollmentID": EID, "ProductName": "iPhone17,2",
                 "OSVersion": "17.5", "BuildVersion": "21F79"}
-
-
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    code: str
-    message: str
-    severity: str = "error"
 
 
 class Checker:
