@@ -13,14 +13,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab import cms
-from lab.device import authentication, discovery
+from lab.device import authentication, discovery, messages
 from lab.device.errors import transport_failure
 from lab.device.model import Client
+from lab.device.profile import MODES
 from lab.device.trace import FAIL, OK, WARN, DeviceFailure, Trace
 from lab.net import DNSFailure, LabResolver, lab_session
 from lab.pki import self_signed
 
 APPLE_HOST = "axm-adm-enroll.apple.com"
+# The probe's own device identifiers: what it sends where Apple's MachineInfo asks for them (Device Enrollment).
+PROBE_UDID, PROBE_SERIAL = "00000000-0000-4000-8000-0000000A11CE", "PROBE0000001"
 REQUIRED = {"apple-as-web": ("url",),
             "apple-oauth2": ("authorization-url", "token-url", "redirect-url", "client-id")}
 
@@ -112,7 +115,8 @@ def probe(identifier: str, *, dns: tuple[str, int] | None = None, ca: str | None
 
 def _first_enrollment_request(client: Client, session, service, trace: Trace) -> None:
     cert, key = _probe_signer()
-    body = cms.sign(plistlib.dumps({"LANGUAGE": "en-US", "PRODUCT": "iPhone17,2", "VERSION": "23B85"}), cert, key)
+    info = messages.machine_info(client, PROBE_UDID, PROBE_SERIAL, MODES[service.version])
+    body = cms.sign(plistlib.dumps(info), cert, key)
     url = service.base_url
     try:
         response = session.post(url, data=body, timeout=30, allow_redirects=False,

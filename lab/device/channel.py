@@ -17,13 +17,15 @@ MAX_COMMANDS = 200  # per sync
 
 
 def identity_keys(device, *, user_channel: bool = False) -> dict:
-    """User Enrollment hides the device (EnrollmentID only); Device Enrollment names it (PROTOCOL.md 3.4)."""
+    """Every identifier the device could give; each message keeps those Apple's schema allows in it (``fit``):
+    User Enrollment hides the device (EnrollmentID) except where Apple requires UDID (a Mac's CheckOut), Device
+    Enrollment names it (UDID) (PROTOCOL.md 3.4). Never send a message built from these without ``fit``."""
     enrollment = device.enrollment
-    if enrollment.mode == "ADDE":
-        return {"Topic": enrollment.topic, "UDID": device.udid, "SerialNumber": device.serial}
-    keys = {"Topic": enrollment.topic, "EnrollmentID": enrollment.enrollment_id}
-    if user_channel and enrollment.enrollment_user_id:
-        keys["EnrollmentUserID"] = enrollment.enrollment_user_id
+    keys = {"Topic": enrollment.topic, "UDID": device.udid, "SerialNumber": device.serial}
+    if enrollment.mode != "ADDE":
+        keys["EnrollmentID"] = enrollment.enrollment_id
+        if user_channel and enrollment.enrollment_user_id:
+            keys["EnrollmentUserID"] = enrollment.enrollment_user_id
     return keys
 
 
@@ -53,12 +55,13 @@ def get_token(device, service: str, trace: Trace) -> str | None:
     """GetToken (check-in, iOS 17, macOS 14): a token of ``service`` from the MDM, or None when it gives none
     (the device goes on without; whoever asked for the token judges). On a Mac it comes on the user channel."""
     enrollment = device.enrollment
-    keys = {k: v for k, v in identity_keys(device, user_channel=device.os_name == "macOS").items() if k != "Topic"}
-    message = {"MessageType": "GetToken", "TokenServiceType": service, **keys}
+    message = {"MessageType": "GetToken", "TokenServiceType": service,
+               **identity_keys(device, user_channel=device.os_name == "macOS")}
     if device.os_name == "macOS":
         message.update({"UserID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{device.udid}/user")),
                         "UserLongName": device.owner_name,
                         "UserShortName": device.owner_name.lower()})
+    message = fit(device, "checkin", "GetToken", message, "user" if device.os_name == "macOS" else "device")
     response, action, request, elapsed = mdm_put(device, enrollment.checkin_url, message, CHECKIN_TYPE, "check-in",
                                                  f"GetToken {service}", trace)
     token = None

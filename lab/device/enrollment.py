@@ -11,7 +11,7 @@ import uuid
 from cryptography.hazmat.primitives import serialization
 
 from lab import cms
-from lab.device import channel, discovery, esso, managed_account, profile, renewal, signin
+from lab.device import channel, discovery, esso, managed_account, messages, profile, renewal, signin
 from lab.device.authentication import Credentials, read_challenge
 from lab.device.errors import exchange
 from lab.device.model import ABM_FALLBACK_MINIMUM, ADUE_MINIMUM, ENROLL_TYPE, FORM_TYPE, VERSIONS, Enrollment
@@ -40,9 +40,9 @@ def _enroll(device, identifier: str, password: str | None, trace: Trace) -> None
               f"domain {domain}: the device asks it for the enrollment service")
     service = _discover(device, domain, identifier, trace)
     enrollment_id = device.udid if service.version == "mdm-adde" else uuid.uuid4().hex.upper()
-    body = cms.sign(plistlib.dumps({"LANGUAGE": client.language, "PRODUCT": client.product,
-                                    "VERSION": client.build}), device.builtin_identity, device.key)
-    response = _post_enroll(device, service.base_url, body, None, trace)
+    info = messages.machine_info(client, device.udid, device.serial, profile.MODES[service.version])
+    body = cms.sign(plistlib.dumps(info), device.builtin_identity, device.key)
+    response = _post_enroll(device, service.base_url, body, None, trace, sent=", ".join(info))
     if response.status_code != 401:
         _unexpected_enroll_status(response, trace, first=True, labelled=client.enroll_content_type)
     try:
@@ -171,7 +171,7 @@ def _discover(device, domain: str, identifier: str, trace: Trace) -> discovery.S
         return service
 
 
-def _post_enroll(device, url: str, body: bytes, token: str | None, trace: Trace):
+def _post_enroll(device, url: str, body: bytes, token: str | None, trace: Trace, sent: str = ""):
     headers = {"Content-Type": device.client.enroll_content_type, "User-Agent": device.client.user_agent_enroll}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -180,7 +180,7 @@ def _post_enroll(device, url: str, body: bytes, token: str | None, trace: Trace)
                                           what="the MDM enrollment endpoint", data=body, timeout=60)
     trace.add(stage, f"POST {url} → {response.status_code}", OK,
               "enrollment request sent with the access token" if token else
-              "first enrollment request (signed LANGUAGE, PRODUCT, VERSION)",
+              f"first enrollment request (signed MachineInfo: {sent})",
               request=request, response=response, elapsed=elapsed)
     return response
 
@@ -200,5 +200,9 @@ def _unexpected_enroll_status(response, trace: Trace, *, first: bool, labelled: 
                    "stores and looks up tokens, and their lifetime")
     if not first and status == 200:
         trace.stop(stage, "profile-empty", "the MDM answered 200 with an empty body; send the profile")
+    reason = channel.reason_of(response)
+    if reason:  # the MDM said why (e.g. which MachineInfo key breaks which of Apple's rules): pass it on
+        trace.stop(stage, f"enroll-http-{status}", f"the MDM enrollment endpoint refused the request with "
+                   f"{status}{reason}")
     trace.stop(stage, f"enroll-http-{status}", f"the MDM enrollment endpoint answered {status}; it expects a POST of "
                "the signed device information and answers 401 (first) or 200 with the profile (with a token)")

@@ -33,6 +33,15 @@ def fit(kind: str, name: str | None, facts: dict, client: Client, mode: str, cha
     return _fit(facts, keys(kind, name, client.os_name, client.os_version, mode, channel))
 
 
+def machine_info(client: Client, udid: str, serial: str, mode: str) -> dict:
+    """The enrollment request's signed MachineInfo (PROTOCOL.md 2.1): what the device says of itself, fitted to
+    Apple's MachineInfo for its OS version and enrollment type, so User Enrollment leaves out UDID and SERIAL and
+    an OS before iOS 17 / macOS 14 leaves out OS_VERSION."""
+    facts = {"UDID": udid, "SERIAL": serial, "PRODUCT": client.product, "VERSION": client.build,
+             "OS_VERSION": client.os_version, "LANGUAGE": client.language}
+    return fit("document", "MachineInfo", facts, client, mode)
+
+
 def report_name(request_type: str | None, client: Client, mode: str) -> str | None:
     """The schema entry a command's report follows: its own, or the bare report when the device does not know it."""
     if request_type is None:

@@ -3,7 +3,7 @@ command report, payload and error body carries, with their types, presence, OS v
 enrollment type and channel. The device builds its messages from ``keys_for``; the MDM mock checks what it
 receives with ``check``. The data is derived by scripts/derive-schema (README.md, "Apple's schema facts")."""
 from lab.schema.facts import CHANNELS, ENROLLMENTS, KINDS, PLATFORMS, Context, UnknownName, names
-from lab.schema.validate import CODES, Key, Problem, check, keys_for, supported
+from lab.schema.validate import CODES, Key, Problem, check, introduced, keys_for, supported
 
 __all__ = ["CHANNELS", "CODES", "ENROLLMENTS", "KINDS", "PLATFORMS", "Context", "Key", "Problem", "UnknownName",
-           "check", "keys_for", "names", "supported"]
+           "check", "introduced", "keys_for", "names", "supported"]

@@ -313,3 +313,16 @@ def keys_for(kind: str, name: str | None, **context) -> dict[str, Key]:
     if kind == "response" and "CommandUUID" in keys:
         keys["CommandUUID"].required = True
     return keys
+
+
+def introduced(kind: str, name: str, key: str, platform: str) -> str | None:
+    """The OS version of ``platform`` in which the top-level ``key`` of ``name`` came, None when it never exists
+    there (e.g. MachineInfo's OS_VERSION: iOS 17.0). A key without its own version came with its message."""
+    ctx = Context(platform, "0")
+    node = root(kind, name)
+    facts = effective(None, node, ctx)
+    found = next((k for k in node.keys if k.name == key), None)
+    if facts is None or found is None:
+        return None
+    since = effective(facts, found, ctx).get("since")
+    return str(since) if since else None

@@ -123,11 +123,21 @@ class Channel:
         enrollment_id = message.get("EnrollmentID")
         if not isinstance(enrollment_id, str) or not enrollment_id:
             raise BadCheckIn("a User Enrollment message must carry EnrollmentID", code="missing-enrollment-id")
-        present = [k for k in FORBIDDEN_BYOD_KEYS if k in message]
+        present = [k for k in FORBIDDEN_BYOD_KEYS if k in message and k not in self._apple_allows(message, mode)]
         if present:
             raise BadCheckIn(f"a User Enrollment message must not carry {', '.join(present)}",
                              code="device-identifier-in-user-enrollment")
         return enrollment_id, mode
+
+    def _apple_allows(self, message: dict, mode: str) -> frozenset[str]:
+        """The keys Apple's schema allows in this check-in from the device of this enrollment: a few device
+        identifiers are required even under User Enrollment (UDID in a Mac's CheckOut)."""
+        known = self.enrollment(str(message.get("EnrollmentID") or ""))
+        kind = message.get("MessageType")
+        if known is None or not isinstance(kind, str):
+            return frozenset()
+        return validation.allowed("checkin", kind, validation.device_of(known["product"], known["os_version"], mode,
+                                                                        message))
 
     def _check_binding(self, token: TokenInfo, enrollment_id: str, *, check_in: bool = False) -> None:
         """A token works for its own enrollment only, and for the enrollment's user only (PROTOCOL.md 4.4).

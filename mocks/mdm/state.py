@@ -13,6 +13,7 @@ from pathlib import Path
 from lab.events import Event
 from lab.protocol import MODEL_FAMILIES, discovery_server
 from lab.store import Store
+from mocks.mdm import validation
 from mocks.mdm.abm_client import DEPClient, RegistrationError
 from mocks.mdm.checkin import Channel
 from mocks.mdm.commands import SCHEMA as COMMANDS_SCHEMA
@@ -114,6 +115,7 @@ class MDMState:
                 "application/x-www-form-urlencoded (iOS 15's label for its signed request); a server must read "
                 "the body whatever its label (PROTOCOL.md 2.1, 6.7)", code="body-parsed-as-form")
         info = parse_enrollment_body(body)
+        validation.check_enrollment_request(info, mode, self.setup.schema_check)
         family = family_of(info["PRODUCT"])
         if family in self.setup.refused_families:
             raise EnrollmentRefused(f"this MDM does not enroll {family} devices ({info['PRODUCT']})",

@@ -1,7 +1,7 @@
-"""What the MDM tells a device about its messages: each check-in message and command report held against Apple's
-schema facts (lab.schema, derived from apple/device-management) for the device that sent it (platform, OS
-version, enrollment type, channel), so an MDM developer testing a device, or the lab's own device, learns exactly
-which key is missing, forbidden, not yet introduced or of the wrong type.
+"""What the MDM tells a device about its messages: its enrollment request (MachineInfo), each check-in message and
+command report held against Apple's schema facts (lab.schema, derived from apple/device-management) for the device
+that sent it (platform, OS version, enrollment type, channel), so an MDM developer testing a device, or the lab's
+own device, learns exactly which key is missing, forbidden, not yet introduced or of the wrong type.
 
 ``strict`` answers 400 with the problems; ``warn`` (the default) answers as usual and records them; ``off`` skips.
 Either way the problems are in the timeline event's detail.
@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask import has_request_context
+
+from lab import schema
+from lab.flaskapp import label
 from lab.schema import check as schema_check
+from mocks.mdm.errors import BadEnrollmentRequest
 
 MODES = ("warn", "strict", "off")
 PLATFORMS = {"iPhone": "iOS", "iPad": "iPadOS", "Mac": "macOS", "RealityDevice": "visionOS", "AppleTV": "tvOS",
@@ -46,8 +51,58 @@ def problems(kind: str, name: str | None, message: dict, device: Device | None, 
             if getattr(p, "severity", "error") == "error"]
 
 
+def allowed(kind: str, name: str | None, device: Device | None) -> frozenset[str]:
+    """The keys Apple's schema allows in this message from this device (empty when either is unknown)."""
+    if device is None:
+        return frozenset()
+    try:
+        return frozenset(schema.keys_for(kind, name, platform=device.platform, os_version=device.os_version,
+                                         enrollment=device.enrollment, channel=device.channel))
+    except schema.UnknownName:
+        return frozenset()
+
+
 def summary_of(found: list[dict]) -> str:
     first = found[0]
     where = f"{first['path']}: " if first["path"] else ""
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
     return f"{len(found)} schema problem(s): {where}{first['message']}{more}"
+
+
+def machine_info_device(info: dict, mode: str) -> Device | None:
+    """The device an enrollment request is read for: its PRODUCT's platform and its OS_VERSION. A request without
+    OS_VERSION is read as from the last OS before Apple added the key (iOS 16, macOS 13), unless the platform had it
+    from the start (then it is missing)."""
+    product, os_version = info.get("PRODUCT"), info.get("OS_VERSION")
+    platform = next((p for family, p in PLATFORMS.items() if str(product or "").startswith(family)), None)
+    if platform is None:
+        return None
+    if not isinstance(os_version, str) or not os_version:
+        came, first = (schema.introduced("document", "MachineInfo", key, platform) for key in ("OS_VERSION", "PRODUCT"))
+        if came is None or first is None:
+            return None
+        major = int(came.split(".")[0]) - 1
+        os_version = first if came == first or major < int(first.split(".")[0]) else str(major)
+    return Device(platform, os_version, mode)
+
+
+def check_enrollment_request(info: dict, mode: str, policy: str, checker=None) -> list[dict]:
+    """Hold the enrollment request's MachineInfo against Apple's schema for the enrollment type this endpoint serves
+    (``mode``: BYOD for mdm-byod, ADDE for mdm-adde). ``policy`` strict refuses it (BadEnrollmentRequest
+    ``schema-violation``, every problem in the body); warn returns the problems; either way they go to the
+    timeline event's detail."""
+    if policy == "off":
+        return []
+    device = machine_info_device(info, mode)
+    found = problems("document", "MachineInfo", info, device, checker)
+    if not found:
+        return []
+    assert device is not None  # problems are found only for a device whose platform is known
+    if has_request_context():
+        label(detail={"schema_problems": found})
+    if policy == "strict":
+        what = schema.ENROLLMENTS[schema.Context(device.platform, device.os_version, mode).enrollment]
+        raise BadEnrollmentRequest(f"the enrollment request's MachineInfo departs from Apple's schema for "
+                                   f"{device.platform} {device.os_version} ({what}): {summary_of(found)}",
+                                   code="schema-violation", problems=found)
+    return found

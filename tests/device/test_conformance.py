@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from lab import schema
-from lab.device import Device, Network, channel, esso
-from lab.device.model import ABM_FALLBACK_MINIMUM, ADDE_MINIMUM, ADUE_MINIMUM, DEFAULT_OS, Enrollment
+from lab.device import Device, Network, channel, esso, messages
+from lab.device.model import ABM_FALLBACK_MINIMUM, ADDE_MINIMUM, ADUE_MINIMUM, DEFAULT_OS, Client, Enrollment
 from lab.device.separation import Profile
 from lab.device.trace import Trace
 from lab.pki import CertificateAuthority, self_signed
@@ -42,10 +42,7 @@ COMMANDS = [
     {"RequestType": "InstallApplication", "iTunesStoreID": 1_660_000_004, "Options": {"PurchaseMethod": 1}},
     {"RequestType": "RestartDevice"}, {"RequestType": "ShutDownDevice"},
 ]
-# Apple's CheckOut schema requires UDID on macOS even under User Enrollment, while its Authenticate, TokenUpdate and
-# reports forbid it there; the device keeps hiding its UDID under User Enrollment, as User Enrollment promises.
 OS = {"iPhone": "iOS", "iPad": "iPadOS", "Mac": "macOS", "Vision": "visionOS"}
-KNOWN = {("macOS", "user", "CheckOut", "UDID", "missing-required")}
 
 
 def modelled_versions(family: str) -> list[str]:
@@ -89,6 +86,8 @@ def sent_by(device: Device) -> RecordingMDM:
     device.session.close()
     device.session = mdm
     channel.first_check_ins(device, Trace())
+    if messages.refusal("checkin", "GetToken", device.os_name, device.os_version, device.enrollment.mode) is None:
+        channel.get_token(device, "com.apple.maid", Trace())  # the Managed Apple Account step (iOS 17, macOS 14)
     assert device.sync().outcome == "synced"
     device.unlock()
     assert device.unenroll().outcome == "unenrolled"
@@ -103,7 +102,7 @@ def problems(sent, os_name: str, version: str, mode: str) -> list[str]:
         message = item.message
         if "MessageType" in message:
             kind, name = "checkin", message["MessageType"]
-            where = "user" if "EnrollmentUserID" in message else "device"
+            where = "user" if {"EnrollmentUserID", "UserID"} & set(message) else "device"
         else:
             kind, name, where = "response", item.command, "device"
             unknown = name is not None and any(p.severity == "error" for p in schema.supported(
@@ -111,7 +110,7 @@ def problems(sent, os_name: str, version: str, mode: str) -> list[str]:
             if name is None or unknown:
                 name = None  # a refused command is answered with the bare report
         for problem in schema.check(kind, name, message, channel=where, **context):
-            if problem.severity == "error" and (os_name, enrollment, name, problem.path, problem.code) not in KNOWN:
+            if problem.severity == "error":
                 found.append(f"{kind} {name or 'report'} ({where} channel): {problem}")
     return found
 
@@ -128,7 +127,7 @@ def test_every_message_the_device_sends_conforms_to_apples_schema(ca, family, ve
 
 def test_a_mac_in_user_enrollment_also_speaks_on_its_user_channel(ca):
     sent = sent_by(enrolled(ca, "Mac", "14.0", "BYOD")).sent
-    [user] = [m.message for m in sent if "EnrollmentUserID" in m.message]
+    [user] = [m.message for m in sent if "EnrollmentUserID" in m.message and m.message["MessageType"] == "TokenUpdate"]
     assert user["MessageType"] == "TokenUpdate" and {"UserLongName", "NotOnConsole"} <= set(user)
 
 
@@ -163,3 +162,48 @@ def test_the_conformance_check_catches_each_deviation_the_device_once_had(ca, fa
     assert problems([captured], os_name, version, mode) == []
     deviate(captured.message)
     assert problems([captured], os_name, version, mode)
+
+
+@pytest.mark.parametrize("family, version, mode", CASES)
+def test_the_enrollment_request_conforms_to_apples_machine_info(family, version, mode):
+    """The signed MachineInfo of the first enrollment request: Device Enrollment (mdm-adde) names the device,
+    User Enrollment (mdm-byod) never does; OS_VERSION from iOS 17 / macOS 14 on."""
+    client = Client(family, version)
+    info = messages.machine_info(client, "UDID-1", "SERIAL-1", mode)
+    enrollment = {"BYOD": "user", "ADDE": "adde"}[mode]
+    assert [str(p) for p in schema.check("document", "MachineInfo", info, platform=client.os_name, os_version=version,
+                                         enrollment=enrollment) if p.severity == "error"] == []
+    assert {"PRODUCT", "VERSION", "LANGUAGE"} <= set(info)
+    assert ({"UDID", "SERIAL"} <= set(info)) == (mode == "ADDE")
+    assert not {"UDID", "SERIAL", "IMEI", "MEID"} & set(info) or mode == "ADDE"
+    has_os_version = client.version >= {"iOS": (17, 0), "iPadOS": (17, 0), "macOS": (14, 0)}.get(client.os_name, (0, 0))
+    assert ("OS_VERSION" in info) == has_os_version
+
+
+def test_the_check_catches_machine_info_that_names_a_user_enrolled_device_or_hides_an_enrolled_one():
+    context = dict(platform="iOS", os_version="26.1")
+    byod = messages.machine_info(Client("iPhone", "26.1"), "UDID-1", "SERIAL-1", "BYOD")
+    adde = messages.machine_info(Client("iPhone", "26.1"), "UDID-1", "SERIAL-1", "ADDE")
+    codes = {p.code for p in schema.check("document", "MachineInfo", {**byod, "UDID": "U"}, enrollment="user",
+                                          **context)}
+    assert "forbidden-under-user-enrollment" in codes
+    hidden = {k: v for k, v in adde.items() if k != "SERIAL"}
+    assert [p.path for p in schema.check("document", "MachineInfo", hidden, enrollment="adde", **context)] == ["SERIAL"]
+    old_style = {k: v for k, v in adde.items() if k != "OS_VERSION"}  # what the device sent before (PROTOCOL.md 2.1)
+    assert [p.path for p in schema.check("document", "MachineInfo", old_style, enrollment="adde", **context)] == \
+        ["OS_VERSION"]
+
+
+@pytest.mark.parametrize("family, version, mode", [c for c in CASES if c[0] in ("Mac", "iPhone", "Vision")])
+def test_check_out_carries_the_identifiers_apple_requires_for_the_os_and_enrollment_type(ca, family, version, mode):
+    """Apple's CheckOut requires UDID on a Mac even under User Enrollment (beside EnrollmentID), and forbids it
+    under User Enrollment on iOS and visionOS; Authenticate and TokenUpdate hide it on every platform."""
+    device = enrolled(ca, family, version, mode)
+    sent = [m.message for m in sent_by(device).sent if "MessageType" in m.message]
+    check_out = next(m for m in sent if m["MessageType"] == "CheckOut")
+    user_enrollment = mode == "BYOD"
+    assert ("UDID" in check_out) == (not user_enrollment or family == "Mac")
+    assert ("EnrollmentID" in check_out) == user_enrollment
+    for message in sent:
+        if user_enrollment and message["MessageType"] != "CheckOut":
+            assert not {"UDID", "SerialNumber"} & set(message), message["MessageType"]
