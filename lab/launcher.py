@@ -111,18 +111,15 @@ class Lab:
         self._build_mocks()
         self._build_zone(ipaddress.ip_address(self.listen).version)
         served = set(self.dispatcher.hosts) - {"localhost", sc.console_host}
-        self.faults.hosts.update({"dns": set(self.zone.records) - {"localhost"}, "tls": served,
-                                  "org-domain": {d.name for d in sc.domains}, "mdm": {sc.mdm.host},
-                                  "abm": {sc.abm_hosts["api"]} if self.abm is not None else set(),
-                                  "apple-id": {sc.apple_identity_host}})
-        self.faults.default_hosts.update({"mdm": sc.mdm.host, "apple-id": sc.apple_identity_host,
-                                          **({"abm": sc.abm_hosts["api"]} if self.abm else {})})
+        hosts, defaults = setups.fault_hosts(sc, set(self.zone.records), served, self.abm is not None)
+        self.faults.hosts.update(hosts)
+        self.faults.default_hosts.update(defaults)
         for armed in sc.faults:
             self.faults.set(armed.name, armed.host, armed.times, armed.seconds)
 
     def _build_mocks(self) -> None:
         sc, urls = self.scenario, self.urls["mdm"]
-        federation_secret = secrets.token_bytes(32)  # shared by the MDM and the IdP, like an OIDC client secret
+        federation_secret = secrets.token_bytes(32)  # the IdP's signing key, shared with its relying parties
         idp_origin = self.origin(sc.idp_host) if sc.idp_host else ""
         self.mdm = mdm.MDMState(setups.mdm_setup(sc, urls, idp_origin, federation_secret), self.state_dir / "mdm",
                                 self.pki.issue_profile_signer(sc.organization), faults=self.faults)
@@ -131,9 +128,11 @@ class Lab:
         self._mount(sc.console_host, "console", create_console(self))
         self.dispatcher.apps["localhost"] = self.dispatcher.apps[sc.console_host]
         self._mount(sc.mdm.host, "mdm", mdm.create_app(self.mdm))
+        apple_origin = self.origin(sc.apple_identity_host)
         if sc.idp_host:
             self._mount(sc.idp_host, "idp", mdm.create_idp_app(mdm.IdPState(
-                sc.organization, idp_origin, sc.users, federation_secret, {urls["federated_callback_url"]})))
+                sc.organization, idp_origin, sc.users, federation_secret,
+                setups.idp_relying_parties(sc, urls, apple_origin), faults=self.faults)))
         org_app = org_domain.create_app(self.org_domain)
         for host in sorted(self.org_domain.hosts - set(self.dispatcher.apps)):
             self._mount(host, "org-domain", org_app)
@@ -144,7 +143,8 @@ class Lab:
             for role, app in abm.create_apps(self.abm, lambda: self.admin_token).items():
                 self._mount(sc.abm_hosts[role], "abm", app)
         self.directory = setups.apple_directory(sc, self.abm, self.mdm)
-        self.apple_id = apple_id.AppleIDState(setups.apple_id_setup(sc), self.directory, faults=self.faults)
+        self.apple_id = apple_id.AppleIDState(setups.apple_id_setup(sc, apple_origin, idp_origin, federation_secret),
+                                              self.directory, faults=self.faults)
         self._mount(sc.apple_identity_host, "apple-id", apple_id.create_app(self.apple_id))
 
     def _build_zone(self, ip_version: int) -> None:

@@ -30,3 +30,5 @@ BUNDLE_ID = re.compile(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 MAA_ALLOWED_ON = ("any", "managed", "supervised")
 MAID_TOKEN_SERVICE = "com.apple.maid"
 MAA_SIGN_IN_PATH = "/v1/managed-account/sign-in"  # (lab) Apple's identity service is private
+# (lab) where the web view of a federated Managed Apple Account sign-in ends: Apple's result code for the device
+MAA_FEDERATED_SCHEME = "mdmlab-maa"

@@ -67,6 +67,9 @@ class ABM:
     maa_allowed_on: str = "any"  # Access Management, "Allow Managed Apple Account on": any, managed, supervised
     aliases: tuple[tuple[str, str], ...] = ()  # (mail alias, the Managed Apple Account it reaches)
     other_organizations: tuple[OtherOrganization, ...] = ()
+    # federated authentication: the organization's Managed Apple Accounts sign in at its IdP (idp.<first domain>)
+    federated: bool = False
+    federation_redirect_registered: bool = True  # False: the IdP does not allow Apple's redirect URI
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,9 @@ class Scenario:
 
     @property
     def idp_host(self) -> str | None:
-        """The organization's identity provider when sign-in is federated: idp.<first domain>."""
-        return f"idp.{self.domains[0].name}" if self.mdm.federated and self.domains else None
+        """The organization's identity provider when the MDM's sign-in or ABM/ASM's Managed Apple Accounts are
+        federated: idp.<first domain>."""
+        return f"idp.{self.domains[0].name}" if (self.mdm.federated or self.abm.federated) and self.domains else None
 
     @property
     def abm_hosts(self) -> dict[str, str]:
@@ -189,7 +193,8 @@ _SCHEMA = {
             "federated", "esso", "pkce_plain", "callback_status", "challenge_separator", "parse_by_content_type",
             "refuse_families", "personal_devices", "schema_check", "maid_tokens"},
     "abm": {"enabled", "verified_domains", "unverified_domains", "accounts", "servers", "register_url",
-            "session_ttl", "maa_allowed_on", "aliases", "other_organizations"},
+            "session_ttl", "maa_allowed_on", "aliases", "other_organizations", "federated",
+            "federation_redirect_registered"},
     "other_organizations": {"name", "accounts", "maa_allowed_on"},
     "servers": {"name", "default_for", "mdm"},
     "faults": {"name", "host", "times", "seconds"},
@@ -349,7 +354,10 @@ def _abm(path: Path, a: dict, domains: list[Domain]) -> ABM:
         session_ttl=_want(path, "abm.session_ttl", a.get("session_ttl", 1800), int),
         maa_allowed_on=_want(path, "abm.maa_allowed_on", a.get("maa_allowed_on", "any"), str,
                              choices=MAA_ALLOWED_ON),
-        aliases=tuple(sorted(aliases.items())), other_organizations=tuple(others))
+        aliases=tuple(sorted(aliases.items())), other_organizations=tuple(others),
+        federated=_want(path, "abm.federated", a.get("federated", False), bool),
+        federation_redirect_registered=_want(path, "abm.federation_redirect_registered",
+                                             a.get("federation_redirect_registered", True), bool))
 
 
 def _device(path: Path, d: dict) -> DeviceSetup:

@@ -13,7 +13,8 @@ from mocks import abm, apple_id, mdm, org_domain
 def mdm_setup(sc: Scenario, urls: dict, idp_origin: str, federation_secret: bytes) -> mdm.MDMSetup:
     first = sc.domains[0]
     return mdm.MDMSetup(organization=sc.organization, host=sc.mdm.host, topic=sc.mdm.topic, users=sc.users,
-                        version=first.version, versions=dict(first.versions), idp_origin=idp_origin,
+                        version=first.version, versions=dict(first.versions),
+                        idp_origin=idp_origin if sc.mdm.federated else "",
                         federation_secret=federation_secret, **mdm.scenario_options(sc.mdm), **urls)
 
 
@@ -61,10 +62,34 @@ def directory_setup(sc: Scenario, mdm_state: mdm.MDMState) -> abm.DirectorySetup
     server = next((s for s in sc.abm.servers if s.mdm), None)
     others = tuple(abm.OtherOrganization(o.name, o.accounts, (), o.maa_allowed_on) for o in sc.abm.other_organizations)
     return abm.DirectorySetup(maa_allowed_on=sc.abm.maa_allowed_on, aliases=dict(sc.abm.aliases),
-                              other_organizations=others,
+                              other_organizations=others, federated=sc.abm.federated,
                               server_keys={server.name: mdm_state.maid_public_key()} if server else {})
 
 
-def apple_id_setup(sc: Scenario) -> apple_id.AppleIDSetup:
-    """The Managed Apple Accounts' passwords at Apple: the scenario's users' (federated ones: their IdP's)."""
-    return apple_id.AppleIDSetup(passwords={u.identifier.lower(): u.password for u in sc.users})
+def apple_id_setup(sc: Scenario, origin: str, idp_origin: str, federation_secret: bytes) -> apple_id.AppleIDSetup:
+    """The Managed Apple Accounts' passwords at Apple (the scenario's users'; federated accounts never use them),
+    Apple's own origin, and the organization's IdP when ABM/ASM federates its accounts."""
+    return apple_id.AppleIDSetup(passwords={u.identifier.lower(): u.password for u in sc.users}, origin=origin,
+                                 idp_origin=idp_origin if sc.abm.federated else "",
+                                 federation_secret=federation_secret)
+
+
+def idp_relying_parties(sc: Scenario, urls: dict, apple_origin: str) -> dict[str, set[str]]:
+    """The applications registered at the organization's IdP: the MDM's web sign-in, and Apple when ABM/ASM
+    federates the Managed Apple Accounts (without Apple's redirect URI when the scenario says the registration is
+    incomplete: ``[abm] federation_redirect_registered = false``)."""
+    parties = {mdm.FEDERATION_CLIENT_ID: {urls["federated_callback_url"]}}
+    if sc.abm.federated:
+        registered = sc.abm.federation_redirect_registered
+        parties[apple_id.CLIENT_ID] = {apple_origin + apple_id.FEDERATED_CALLBACK_PATH} if registered else set()
+    return parties
+
+
+def fault_hosts(sc: Scenario, zone_names: set[str], served: set[str], abm_hosts: bool) -> tuple[dict, dict]:
+    """Which hosts each component's faults may target, and the host each targets when none is named."""
+    hosts = {"dns": zone_names - {"localhost"}, "tls": served, "org-domain": {d.name for d in sc.domains},
+             "mdm": {sc.mdm.host}, "abm": {sc.abm_hosts["api"]} if abm_hosts else set(),
+             "apple-id": {sc.apple_identity_host}, "idp": {sc.idp_host} if sc.idp_host else set()}
+    defaults = {"mdm": sc.mdm.host, "apple-id": sc.apple_identity_host, **({"idp": sc.idp_host} if sc.idp_host else {}),
+                **({"abm": sc.abm_hosts["api"]} if abm_hosts else {})}
+    return hosts, defaults

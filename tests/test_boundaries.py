@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 PLUMBING = {"pki", "dns", "dns_server", "server", "dispatch", "store", "events", "faults", "cms", "oauth1",
-            "protocol", "flaskapp", "config", "net", "plists", "schema", "admin_gate", "statedir"}
+            "protocol", "flaskapp", "config", "net", "plists", "schema", "admin_gate", "statedir", "throttle",
+            "federation"}
 LAUNCHER = {"launcher", "scenario", "runner", "exercises", "setups"}
 TOOLS = {"fleet", "probe", "doctor"}
 CLI = {"cli", "__main__", "control"}

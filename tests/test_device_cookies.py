@@ -78,3 +78,11 @@ def test_a_kept_session_comes_back_as_it_was_stored(jar, clock):
         assert restored.header(host, "/auth/web") == jar.header(host, "/auth/web")
     restored.set(name="old", value="v", domain="mdm.lab.test", path="/", secure=True)  # stored before "expires"
     assert "old=v" in restored.header("mdm.lab.test", "/")
+
+
+def test_a_cookie_for_another_host_is_refused_and_noted_as_a_web_inspector_shows_it(jar):
+    jar.receive("mdm.lab.test", "/oauth2/authorize", ["mdm_signin=abc; Domain=idp.betterbag.test; Secure; Path=/",
+                                                      "mdm_ok=1; Domain=lab.test; Path=/"])
+    assert jar.header("mdm.lab.test", "/auth/federated/callback") == "mdm_ok=1"
+    assert jar.header("idp.betterbag.test", "/") is None  # nor is it handed to the other host
+    assert jar.refused == ["mdm_signin from mdm.lab.test with Domain=idp.betterbag.test"]

@@ -80,7 +80,7 @@ def test_every_word_about_a_fault_comes_from_the_board_and_exercise_mode_names_n
 def test_the_catalogue_is_joined_once_from_every_component():
     joined = fault_catalogue()
     assert list(joined) == [s.name for s in [*mocks.FAULTS, *DNS_FAULTS, *TLS_FAULTS]]
-    assert {s.component for s in mocks.FAULTS} == {"org-domain", "abm", "apple-id", "mdm"}
+    assert {s.component for s in mocks.FAULTS} == {"org-domain", "abm", "apple-id", "mdm", "idp"}
     assert all(s.apply is not None for s in [*DNS_FAULTS, *TLS_FAULTS, *org_domain_faults.FAULTS])
     assert {s.at for s in org_domain_faults.FAULTS} == {org_domain_faults.AT}
 

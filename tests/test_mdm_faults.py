@@ -11,8 +11,11 @@ import pytest
 from lab import cms
 from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
-from mocks.mdm import FAULTS, IdPState, create_idp_app
-from mocks.mdm.faults import fault
+from lab.throttle import AFTER as THROTTLE_AFTER
+from lab.throttle import SECONDS as THROTTLE_SECONDS
+from mocks.mdm import FAULTS, FEDERATION_CLIENT_ID, IdPState, create_idp_app
+from mocks.mdm.faults import fault, idp_fault
+from mocks.mdm.signin import SIGN_IN_COOKIE
 from tests.mdm_support import (
     IDENTIFIER,
     ORIGIN,
@@ -78,13 +81,15 @@ def simple_token(client) -> str:
 
 
 def test_every_fault_applies_somewhere_and_is_tested_here():
-    assert {f.name for f in FAULTS} == {n for names in fault.places().values() for n in names}
+    places = {n for registry in (fault, idp_fault) for names in registry.places().values() for n in names}
+    assert {f.name for f in FAULTS} == places
     assert all(f.at and f.apply for f in FAULTS)  # each a record: where it applies and what it does
-    assert all(f.component == "mdm" and f.description and f.symptom for f in FAULTS)
+    assert all(f.component in ("mdm", "idp") and f.description and f.symptom for f in FAULTS)
     tested = {"challenge-missing", "challenge-malformed", "challenge-missing-parameter", "challenge-unknown-method",
               "callback-302", "callback-wrong-host", "token-endpoint-down", "refresh-rejected",
               "refresh-drops-refresh-token", "token-expired-early", "token-revoked", "reauth-loop",
-              "esso-document-html", "profile-access-rights", "profile-missing-maa", "profile-mode-mismatch"}
+              "esso-document-html", "profile-access-rights", "profile-missing-maa", "profile-mode-mismatch",
+              "callback-drops-state", "session-cookie-other-host", "idp-drops-state", "idp-assertion-wrong-audience"}
     assert tested == {f.name for f in FAULTS}
 
 
@@ -137,6 +142,14 @@ def test_callback_302_simple_and_oauth2(make, board):
     _, oauth = make(auth="oauth2")
     response = authorize(oauth)
     assert response.status_code == 302 and response.headers["Location"].startswith(REDIRECT + "?code=")
+
+
+def test_callback_drops_state_keeps_the_code(make, board):
+    state, oauth = make(auth="oauth2")
+    board.set("callback-drops-state", times=1)
+    query = location_query(authorize(oauth))
+    assert "code" in query and "state" not in query
+    assert location_query(authorize(client_of(state)))["state"] == "STATE-1"  # one use consumed
 
 
 def test_callback_wrong_host(make, board):
@@ -269,7 +282,8 @@ def test_esso_document_html(make, board):
 # -- federated sign-in -----------------------------------------------------------------------------------------------
 @pytest.fixture
 def idp(clock):
-    state = IdPState("BetterBag", IDP_ORIGIN, USERS, SECRET, {URLS["federated_callback_url"]}, clock=clock)
+    state = IdPState("BetterBag", IDP_ORIGIN, USERS, SECRET, {FEDERATION_CLIENT_ID: {URLS["federated_callback_url"]}},
+                     clock=clock)
     return create_idp_app(state).test_client()
 
 
@@ -337,6 +351,70 @@ def test_mdm_refuses_tampered_replayed_or_foreign_assertions(make, idp):
     assert client.get(back.path + "?" + back.query, base_url=ORIGIN).status_code == 308
     replay = client.get(back.path + "?" + back.query, base_url=ORIGIN)
     assert replay.status_code == 400 and replay.get_json()["error"] == "sign-in-request-expired"
+
+
+def test_the_federated_sign_in_is_tied_to_the_browser_that_started_it(make, idp):
+    _, client = make(auth="oauth2", idp_origin=IDP_ORIGIN, federation_secret=SECRET)
+    start = client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query()), base_url=ORIGIN)
+    cookie = next(h for h in start.headers.getlist("Set-Cookie") if h.startswith(SIGN_IN_COOKIE + "="))
+    assert "Domain" not in cookie and "Secure" in cookie and "HttpOnly" in cookie  # host-only
+    back = urlsplit(_idp_sign_in(_to_idp(start, idp), idp).headers["Location"])
+    client.delete_cookie(SIGN_IN_COOKIE, domain=urlsplit(ORIGIN).hostname)
+    again = client.get(back.path + "?" + back.query, base_url=ORIGIN)
+    assert again.status_code == 302 and again.headers["Location"].startswith(IDP_ORIGIN + "/authorize?")  # over
+    assert any(h.startswith(SIGN_IN_COOKIE + "=") for h in again.headers.getlist("Set-Cookie"))
+
+
+def test_session_cookie_other_host_sets_the_idps_domain(make, board, idp):
+    _, client = make(auth="oauth2", idp_origin=IDP_ORIGIN, federation_secret=SECRET)
+    board.set("session-cookie-other-host")
+    start = client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query()), base_url=ORIGIN)
+    cookie = next(h for h in start.headers.getlist("Set-Cookie") if h.startswith(SIGN_IN_COOKIE + "="))
+    assert "Domain=idp.betterbag.test" in cookie
+    assert "session-cookie-other-host" in board.label(board.take("mdm", "mdm.lab.test", at="cookie"))
+
+
+def _idp_board(board):
+    board.hosts["idp"] = {"idp.betterbag.test"}
+    board.default_hosts["idp"] = "idp.betterbag.test"
+    return board
+
+
+def test_idp_drops_state_and_the_mdm_says_so(make, board, clock):
+    idp = create_idp_app(IdPState("BetterBag", IDP_ORIGIN, USERS, SECRET,
+                                  {FEDERATION_CLIENT_ID: {URLS["federated_callback_url"]}},
+                                  faults=_idp_board(board), clock=clock)).test_client()
+    _, client = make(auth="oauth2", idp_origin=IDP_ORIGIN, federation_secret=SECRET)
+    board.set("idp-drops-state", times=1)
+    page = _to_idp(client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query()), base_url=ORIGIN), idp)
+    back = _idp_sign_in(page, idp)
+    assert "state=" not in back.headers["Location"] and "code=" in back.headers["Location"]
+    refused = _back_to_mdm(back, client)
+    assert refused.status_code == 400 and refused.get_json()["error"] == "federated-state-missing"
+    assert "return state unchanged" in refused.get_json()["message"]
+
+
+def test_idp_assertion_wrong_audience_is_refused_by_the_mdm(make, board, clock):
+    parties = {FEDERATION_CLIENT_ID: {URLS["federated_callback_url"]}, "apple": {"https://gsa.lab.test/cb"}}
+    idp = create_idp_app(IdPState("BetterBag", IDP_ORIGIN, USERS, SECRET, parties, faults=_idp_board(board),
+                                  clock=clock)).test_client()
+    _, client = make(auth="oauth2", idp_origin=IDP_ORIGIN, federation_secret=SECRET)
+    board.set("idp-assertion-wrong-audience", times=1)
+    page = _to_idp(client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query()), base_url=ORIGIN), idp)
+    refused = _back_to_mdm(_idp_sign_in(page, idp), client)
+    assert refused.status_code == 401 and "aud is 'apple'" in refused.get_json()["message"]
+
+
+def test_idp_throttles_wrong_passwords(make, idp, clock):
+    _, client = make(auth="oauth2", idp_origin=IDP_ORIGIN, federation_secret=SECRET)
+    page = _to_idp(client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query()), base_url=ORIGIN), idp)
+    for _ in range(THROTTLE_AFTER):
+        assert _idp_sign_in(page, idp, password="guess").status_code == 401
+    throttled = _idp_sign_in(page, idp)  # even the right password waits
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == str(THROTTLE_SECONDS)
+    assert "Too many attempts" in throttled.get_data(as_text=True)
+    clock.now += THROTTLE_SECONDS
+    assert _idp_sign_in(page, idp).status_code == 302
 
 
 def test_mdm_refuses_an_assertion_signed_with_another_secret(make, idp):

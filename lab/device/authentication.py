@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
 
+from lab.device.cookies import CookieJar
 from lab.device.errors import exchange
 from lab.device.http import Response
 from lab.device.trace import OK, WARN, Trace
@@ -181,10 +182,16 @@ def browse(client, browser, url: str, identifier: str, password: str | None, tra
            stage: str = STAGE) -> Callback:
     """Load ``url`` and sign in until a redirect to the callback scheme; fail with a diagnosis otherwise."""
     method, data, submitted = "GET", None, False
+    jar = browser.cookies if browser.cookies is not None else CookieJar()
     for _ in range(MAX_WEB_HOPS):
+        seen = len(jar.refused)
         response, request, elapsed = exchange(browser, method, url, trace, stage=stage, what="the sign-in page",
                                               headers={"User-Agent": client.user_agent_web}, data=data, timeout=30)
         action = f"{method} {url} → {response.status_code}"
+        for refused in jar.refused[seen:]:
+            trace.add(stage, action, WARN, f"the browser refused the cookie {refused}: a host may set cookies only "
+                      "for itself and its parent domains (RFC 6265 5.3), so it will not be sent back",
+                      code="cookie-refused")
         location = response.headers.get("Location", "")
         if response.is_redirect or 300 <= response.status_code < 400 and location:
             if urlsplit(location).scheme == CALLBACK_SCHEME:
@@ -197,14 +204,14 @@ def browse(client, browser, url: str, identifier: str, password: str | None, tra
             url, method, data = target, "GET", None
             continue
         if response.status_code >= 400:
-            parser = _FormParser()
-            parser.feed(response.text)
-            shown = " ".join(parser.alerts) or f"HTTP {response.status_code}"
-            code = "sign-in-refused" if submitted else f"sign-in-page-http-{response.status_code}"
-            explanation = (f"the sign-in was refused: {shown} (check the account name and password)"
+            shown = page_message(response)
+            refused = submitted and response.status_code in (401, 403, 429)
+            code = "sign-in-refused" if refused else f"sign-in-page-http-{response.status_code}"
+            explanation = (f"the sign-in was refused: {shown} (check the account name and password)" if refused
+                           else f"after the password, the sign-in answered {response.status_code}: {shown}"
                            if submitted else f"the sign-in page answered {response.status_code}: {shown}")
             trace.stop(stage, code, explanation, action, request=request, response=response, elapsed=elapsed)
-        form = _password_form(response.text)
+        form = password_form(response.text)
         if submitted and form is None:
             trace.stop(stage, "sign-in-no-callback", "after the form was submitted the server answered "
                        f"{response.status_code} without redirecting to {CALLBACK_SCHEME}:; end a successful sign-in "
@@ -217,20 +224,45 @@ def browse(client, browser, url: str, identifier: str, password: str | None, tra
                        "(pass --password)", action, request=request, response=response, elapsed=elapsed)
         trace.add(stage, action, OK, "sign-in page shown; the user types the password", request=request,
                   response=response, elapsed=elapsed)
-        fields = {}
-        for item in form["inputs"]:
-            name = item.get("name")
-            if not name:
-                continue
-            kind = (item.get("type") or "text").lower()
-            fields[name] = password if kind == "password" else item.get("value") or (
-                identifier if "user" in name or kind == "email" else "")
-        url, method, data = urljoin(url, form["action"] or url), form["method"].upper(), fields
+        url, method, data = urljoin(url, form["action"] or url), form["method"].upper(), fill(form, identifier,
+                                                                                               password)
         submitted = True
-    trace.stop(stage, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in", ACTION)
+    cookies = (f"; the pages loop because the browser refused {', '.join(sorted(set(jar.refused)))}: set the "
+               "sign-in's cookies for the host that reads them (host-only, without Domain, or a Domain that covers "
+               "it)") if jar.refused else ""
+    trace.stop(stage, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in" + cookies,
+               ACTION)
 
 
-def _password_form(html: str) -> dict | None:
+def page_message(response: Response) -> str:
+    """What the web view shows of an error page: its alerts, a JSON error's message, or the status."""
+    if "json" in response.headers.get("Content-Type", ""):
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return f"HTTP {response.status_code} {body.get('error', '')}: {body['message']}"
+    parser = _FormParser()
+    parser.feed(response.text)
+    return " ".join(parser.alerts) or f"HTTP {response.status_code}"
+
+
+def fill(form: dict, identifier: str, password: str) -> dict:
+    """The fields the person submits: the password, the identifier in the user field, hidden values as given."""
+    fields = {}
+    for item in form["inputs"]:
+        name = item.get("name")
+        if not name:
+            continue
+        kind = (item.get("type") or "text").lower()
+        fields[name] = password if kind == "password" else item.get("value") or (
+            identifier if "user" in name or kind == "email" else "")
+    return fields
+
+
+def password_form(html: str) -> dict | None:
+    """The page's form with a password field, or None."""
     parser = _FormParser()
     parser.feed(html)
     return next((f for f in parser.forms if any((i.get("type") or "").lower() == "password" for i in f["inputs"])),

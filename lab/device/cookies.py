@@ -1,6 +1,7 @@
 """The sign-in browser's cookies, as RFC 6265 stores and sends them (the parts a sign-in uses).
 
-Host-only cookies and Domain cookies (a Domain that does not cover the answering host is refused), the default
+Host-only cookies and Domain cookies (a Domain that does not cover the answering host is refused, and noted in
+``refused`` as a browser's web inspector shows it), the default
 path and path matching, Max-Age before Expires, deletion by a past expiry, Secure cookies only over https.
 The web session an Enrollment SSO app keeps is this jar, persisted as name, value, domain (a leading dot for a
 Domain cookie, as browsers and requests write it), path and secure.
@@ -46,6 +47,7 @@ class CookieJar:
     def __init__(self, clock=time.time):
         self.clock = clock
         self._cookies: dict[tuple[str, str, str], Cookie] = {}
+        self.refused: list[str] = []  # the Set-Cookie fields not stored, and why
 
     def set(self, name: str, value: str, domain: str, path: str = "/", secure: bool = False,
             expires: float | None = None) -> None:
@@ -100,8 +102,9 @@ class CookieJar:
                     expires = parsedate_to_datetime(raw).timestamp()
                 except (TypeError, ValueError, IndexError, OverflowError):
                     continue
-        if domain is not None and not _domain_match(host, domain):
-            return  # a host cannot set cookies for another domain
+        if domain is not None and not _domain_match(host, domain):  # a host cannot set cookies for another domain
+            self.refused.append(f"{name} from {host} with Domain={domain}")
+            return
         if max_age is not None:
             expires = self.clock() + max_age if max_age > 0 else 0.0
         cookie = Cookie(name, value, domain or host, path or _default_path(request_path), secure,

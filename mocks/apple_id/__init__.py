@@ -4,6 +4,8 @@ from mocks.apple_id.app import create_app
 from mocks.apple_id.faults import FAULTS
 from mocks.apple_id.state import (
     ALLOW_ON,
+    CLIENT_ID,
+    FEDERATED_CALLBACK_PATH,
     AccountRecord,
     AppleIDSetup,
     AppleIDState,
@@ -13,5 +15,5 @@ from mocks.apple_id.state import (
     maid_claims,
 )
 
-__all__ = ["ALLOW_ON", "AccountRecord", "AppleIDSetup", "AppleIDState", "Directory", "FAULTS", "ServerRecord",
-           "UsersDirectory", "create_app", "maid_claims"]
+__all__ = ["ALLOW_ON", "CLIENT_ID", "FEDERATED_CALLBACK_PATH", "AccountRecord", "AppleIDSetup", "AppleIDState",
+           "Directory", "FAULTS", "ServerRecord", "UsersDirectory", "create_app", "maid_claims"]

@@ -4,9 +4,10 @@ from mocks.mdm.app import create_app, urls
 from mocks.mdm.faults import FAULTS
 from mocks.mdm.idp import IdPState, create_idp_app
 from mocks.mdm.setup import MDMSetup
+from mocks.mdm.signin import FEDERATION_CLIENT_ID
 from mocks.mdm.state import MDMState
 
-__all__ = ["create_app", "urls", "FAULTS", "IdPState", "create_idp_app", "MDMSetup", "MDMState",
+__all__ = ["create_app", "urls", "FAULTS", "FEDERATION_CLIENT_ID", "IdPState", "create_idp_app", "MDMSetup", "MDMState",
            "scenario_options"]
 
 

@@ -5,10 +5,14 @@ what that place hands over:
 
 - ``challenge``: ``(params, separator) → header value`` (None: no WWW-Authenticate at all);
 - ``callback``: ``(status, location) → (status, location)`` of the sign-in's last redirect;
+- ``cookie``: ``(MDM host, IdP host or None) → Domain`` of the cookies the sign-in sets (normally host-only);
 - ``token-endpoint``, ``refresh``, ``ongoing``: raise the error the MDM answers instead (``refresh`` may also
   return the refresh-token lifetime to use, None for none);
 - ``esso``: ``() → (status, content type, body)`` of the Enrollment SSO document;
 - ``profile``: ``(mdm payload, mode) → None``, changing the payload in place.
+
+The organization's IdP (idp.py, component ``idp``) has its own: ``assertion``: ``(audience, registered client ids) →
+audience`` of the assertion it signs; ``return``: ``query → query`` of its redirect back to the relying party.
 
 The MDM's parts take a fault only at their place (``Taps.take``), so a fault armed for the token endpoint is never
 consumed by a check-in; every word about a fault comes from the board (``Taps``), so an exercise never names it.
@@ -16,13 +20,17 @@ Deterministic: count-based (``times``) or until cleared.
 """
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode
+
 from lab.faults import FaultRegistry
 from lab.flaskapp import LabError
 from lab.protocol import CALLBACK_SCHEME
 from mocks.mdm.errors import OAuthError, ServiceUnavailable
 
 COMPONENT = "mdm"
+IDP_COMPONENT = "idp"
 fault = FaultRegistry(COMPONENT)
+idp_fault = FaultRegistry(IDP_COMPONENT)
 
 
 def _quoted(params: dict, separator: str) -> str:
@@ -77,6 +85,44 @@ def _callback_wrong_host(status: int, location: str) -> tuple[int, str]:
     if "://authentication-results?" in location:
         return status, location.replace("://authentication-results?", "://authentication-result?")
     return status, location.replace(f"{CALLBACK_SCHEME}:/", f"{CALLBACK_SCHEME}://", 1)
+
+
+@fault("callback-drops-state", at="callback",
+       description="the OAuth 2 sign-in's last redirect carries the code but not the state the device sent",
+       symptom="the sign-in page closes after the password and enrollment fails at once: the server builds the "
+               "redirect from its own parameters (or a proxy strips the query) and loses state")
+def _callback_drops_state(status: int, location: str) -> tuple[int, str]:
+    base, _, query = location.partition("?")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "state"]
+    return status, base + ("?" + urlencode(kept) if kept else "")
+
+
+@fault("session-cookie-other-host", at="cookie",
+       description="the MDM sets its sign-in cookies (the one that ties a federated sign-in to the browser, and the "
+                   "web session) with Domain=<the IdP's host>, a host that is not the MDM's",
+       symptom="after the password at the IdP the sign-in goes back and forth between the IdP and the MDM until the "
+               "web view gives up ('too many redirects'): a cookie domain configured for another host, e.g. after "
+               "the MDM moved to a new name")
+def _session_cookie_other_host(mdm_host: str, idp_host: str | None) -> str:
+    return idp_host or "sso." + mdm_host.split(".", 1)[-1]
+
+
+@idp_fault("idp-drops-state", at="return",
+           description="the IdP's redirect back to the relying party (the MDM, or Apple) carries the assertion but "
+                       "not state",
+           symptom="after the password at the IdP the sign-in ends on an error page ('state missing', 'correlation "
+                   "failed'): a customised IdP sign-in page or a proxy drops the query parameter")
+def _idp_drops_state(query: dict) -> dict:
+    return {k: v for k, v in query.items() if k != "state"}
+
+
+@idp_fault("idp-assertion-wrong-audience", at="assertion",
+           description="the IdP issues its assertions for another of its applications than the one that asked "
+                       "(aud = the other relying party's client id)",
+           symptom="after the IdP password the sign-in fails ('Verification Failed' at Apple, an error page at the "
+                   "MDM): two applications at the IdP share one configuration, e.g. a copied app registration")
+def _idp_assertion_wrong_audience(audience: str, clients: tuple[str, ...]) -> str:
+    return next((c for c in clients if c != audience), f"{audience}-other")
 
 
 @fault("token-endpoint-down", at="token-endpoint",
@@ -158,7 +204,7 @@ def _esso_document_html() -> tuple[int, str, bytes]:
     return 200, "text/html; charset=utf-8", b"<!doctype html><html><body><h1>Single sign-on</h1></body></html>"
 
 
-FAULTS = fault.specs
+FAULTS = [*fault.specs, *idp_fault.specs]
 
 
 class Taps:

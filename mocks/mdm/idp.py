@@ -1,8 +1,11 @@
 """The organization's identity provider at idp.<domain>, for federated sign-in (as with Entra ID or Google
-Workspace): the MDM's sign-in page sends the user here, and the IdP sends them back with a signed assertion.
+Workspace): a relying party's sign-in sends the user here, and the IdP sends them back with a signed assertion.
 
-A Flask app of its own with its own state: it shares with the MDM only the federation secret and the network.
-Users are the scenario's (the IdP is where their passwords really live when sign-in is federated).
+Its relying parties are the applications registered at it, each a client id with the redirect URIs allowed for it:
+the MDM's web sign-in, and Apple when ABM/ASM federates the organization's Managed Apple Accounts with this IdP.
+A Flask app of its own with its own state: it shares with them only the federation secret and the network.
+Users are the scenario's (the IdP is where their passwords really live when sign-in is federated); wrong passwords
+are throttled as on every password form of the lab (lab.throttle).
 """
 from __future__ import annotations
 
@@ -12,13 +15,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from lab import flaskapp
+from lab import federation, flaskapp, throttle
 from lab.flaskapp import LabError, label
-from mocks.mdm import federation
+from mocks.mdm.faults import IDP_COMPONENT
 
 SESSION_COOKIE = "idp_session"
 SESSION_TTL = 8 * 3600
@@ -39,13 +42,17 @@ class IdPAnswer:
     session: str | None = None
     params: dict | None = None
     summary: str = ""
+    retry_after: int | None = None  # 429: seconds until the next try
 
 
 class IdPState:
-    def __init__(self, organization: str, origin: str, users, secret: bytes, relying_parties: set[str], *,
-                 clock=time.time):
+    def __init__(self, organization: str, origin: str, users, secret: bytes, relying_parties: dict[str, set[str]],
+                 *, faults=None, clock=time.time):
         self.organization, self.origin, self.secret, self.clock = organization, origin, secret, clock
-        self.relying_parties = set(relying_parties)  # the redirect URIs registered for the MDM
+        self.faults, self.host = faults, urlsplit(origin).hostname or ""
+        # client id → the redirect URIs registered for it (the MDM's; Apple's when ABM/ASM federates with us)
+        self.relying_parties = {client: set(uris) for client, uris in relying_parties.items()}
+        self.throttle = throttle.Throttle(clock)
         self._users = {}
         for user in users:
             salt = secrets.token_bytes(16)
@@ -54,21 +61,34 @@ class IdPState:
         self._lock = threading.Lock()
 
     def _check_client(self, params) -> dict:
-        if params.get("client_id") != federation.MDM_CLIENT_ID:
-            raise BadIdPRequest(f"unknown client_id {params.get('client_id')!r}", code="unknown-client")
-        if params.get("redirect_uri") not in self.relying_parties:
-            raise BadIdPRequest(f"redirect_uri {params.get('redirect_uri')!r} is not registered at the IdP",
-                                code="redirect-uri-mismatch")
+        client = params.get("client_id")
+        if client not in self.relying_parties:
+            raise BadIdPRequest(f"unknown client_id {client!r}: no application with this id is registered at the "
+                                "IdP", code="unknown-client")
+        if params.get("redirect_uri") not in self.relying_parties[client]:
+            raise BadIdPRequest(f"redirect_uri {params.get('redirect_uri')!r} is not registered at the IdP for the "
+                                f"application {client}", code="redirect-uri-mismatch")
         if not params.get("state"):
             raise BadIdPRequest("state is required", code="missing-state")
         return {k: params.get(k) for k in ("client_id", "redirect_uri", "state")}
 
+    def _take(self, place: str):
+        return None if self.faults is None else self.faults.take(IDP_COMPONENT, self.host, at=place)
+
     def _back(self, params: dict, user: str, session: str | None, how: str) -> IdPAnswer:
-        assertion = federation.sign(self.secret, issuer=self.origin, audience=params["client_id"], subject=user,
+        audience, armed = params["client_id"], self._take("assertion")
+        if armed is not None:
+            audience = armed.apply(audience, tuple(self.relying_parties))
+        assertion = federation.sign(self.secret, issuer=self.origin, audience=audience, subject=user,
                                     nonce=params["state"], now=self.clock())
-        location = params["redirect_uri"] + "?" + urlencode({"code": assertion, "state": params["state"]})
-        return IdPAnswer(302, location, identifier=user, session=session,
-                         summary=f"{how} {user}; 302 back to the MDM with a signed assertion")
+        back, dropped = {"code": assertion, "state": params["state"]}, self._take("return")
+        if dropped is not None:
+            back = dropped.apply(back)
+        location = params["redirect_uri"] + "?" + urlencode(back)
+        summary = f"{how} {user}; 302 back to {urlsplit(params['redirect_uri']).hostname} with a signed assertion"
+        for fault in (armed, dropped):
+            summary = summary if fault is None else self.faults.say(summary, fault)
+        return IdPAnswer(302, location, identifier=user, session=session, summary=summary)
 
     def _session_user(self, session: str | None) -> str | None:
         if not session:
@@ -85,12 +105,19 @@ class IdPState:
             return self._back(checked, user, None, "single sign-on (IdP session) for")
         return IdPAnswer(200, identifier=hint, params=checked, summary=f"IdP sign-in page for {hint or '?'}")
 
+    def _verify(self, identifier: str, password: str) -> bool:
+        known = self._users.get(identifier)
+        return known is not None and hmac.compare_digest(
+            hashlib.pbkdf2_hmac("sha256", password.encode(), known[0], 20_000), known[1])
+
     def submit(self, form) -> IdPAnswer:
         checked = self._check_client(form)
         identifier, password = form.get("username", "").strip(), form.get("password", "")
-        known = self._users.get(identifier)
-        if known is None or not hmac.compare_digest(
-                hashlib.pbkdf2_hmac("sha256", password.encode(), known[0], 20_000), known[1]):
+        attempt = self.throttle.attempt(identifier, lambda: self._verify(identifier, password))
+        if attempt.wait:
+            return IdPAnswer(429, identifier=identifier, params=checked, error=throttle.too_many(attempt.wait),
+                             retry_after=attempt.wait, summary=self.throttle.summary(identifier, attempt.wait))
+        if not attempt.ok:
             return IdPAnswer(401, identifier=identifier, params=checked, error=WRONG_PASSWORD,
                              summary=f"IdP sign-in refused for {identifier or '?'}")
         session = secrets.token_urlsafe(24)
@@ -114,6 +141,8 @@ def _render(answer: IdPAnswer) -> Response:
     if answer.session:
         response.set_cookie(SESSION_COOKIE, answer.session, secure=True, httponly=True, samesite="Lax",
                             max_age=SESSION_TTL)
+    if answer.retry_after:
+        response.headers["Retry-After"] = str(answer.retry_after)
     response.headers["Cache-Control"] = "no-store"
     return response
 

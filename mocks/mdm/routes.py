@@ -5,7 +5,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from lab.events import mask
 from lab.flaskapp import label
-from mocks.mdm.signin import SESSION_COOKIE, WebAnswer
+from mocks.mdm.signin import SESSION_COOKIE, SIGN_IN_COOKIE, SIGN_IN_COOKIE_TTL, WebAnswer
 
 ENROLL_PATH = "/enroll"
 ADDE_ENROLL_PATH = "/enroll/adde"
@@ -57,9 +57,13 @@ def _render(answer: WebAnswer, device: str | None = None) -> Response:
                                identifier=answer.identifier, error=answer.error, action=answer.action,
                                request_id=answer.request_id)
         response = Response(html, status=answer.status, content_type="text/html; charset=utf-8")
+    domain = answer.cookie_domain
     if answer.session:
         response.set_cookie(SESSION_COOKIE, answer.session, secure=True, httponly=True, samesite="Lax",
-                            max_age=8 * 3600)
+                            max_age=8 * 3600, domain=domain)
+    if answer.binding:
+        response.set_cookie(SIGN_IN_COOKIE, answer.binding, secure=True, httponly=True, samesite="Lax",
+                            max_age=SIGN_IN_COOKIE_TTL, domain=domain)
     if answer.retry_after:
         response.headers["Retry-After"] = str(answer.retry_after)
     response.headers["Cache-Control"] = "no-store"
@@ -96,7 +100,8 @@ def authorize_submit():
 @bp.get(FEDERATED_CALLBACK_PATH)
 def federated_callback():
     label(stage="authentication")
-    return _render(_state().signin.federated_return(request.args.get("code"), request.args.get("state")))
+    return _render(_state().signin.federated_return(request.args.get("code"), request.args.get("state"),
+                                                    request.cookies.get(SIGN_IN_COOKIE)))
 
 
 @bp.post(TOKEN_PATH)

@@ -7,13 +7,11 @@ import base64
 import hashlib
 import hmac
 import secrets
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode, urlsplit
 
+from lab import federation, throttle
 from lab.protocol import CALLBACK_SCHEME
-from mocks.mdm import federation
 from mocks.mdm.errors import BadAuthorizationRequest, BadSignIn, NotAuthorized, OAuthError
 from mocks.mdm.tokens import TokenInfo, Tokens, bearer_of
 
@@ -24,12 +22,15 @@ REDIRECT_URL = f"{CALLBACK_SCHEME}:/oauth2/redirection"  # Apple's example redir
 DEFAULT_CLIENT_ID = "8C1D4B2E-6D0F-4E55-9E1A-MDMLAB000001"
 AUTH_METHODS = {"simple": "apple-as-web", "oauth2": "apple-oauth2"}
 SESSION_COOKIE = "mdm_session"
+# A federated sign-in is tied to the browser that started it (RFC 6749 10.12, login CSRF): the MDM sets this cookie
+# when it sends the user to the IdP and wants it back with the IdP's answer; without it the sign-in starts over.
+SIGN_IN_COOKIE = "mdm_signin"
+SIGN_IN_COOKIE_TTL = 600
+FEDERATION_CLIENT_ID = "mdmlab-mdm"  # the MDM's client id at the organization's IdP
 WRONG_PASSWORD = "The account or password is not correct."
-# Password guessing (ROBUSTNESS.md F21): after this many wrong passwords in a row for one account, each further
-# try waits THROTTLE_SECONDS (429 with Retry-After), the right password included.
-THROTTLE_AFTER = 5
-THROTTLE_SECONDS = 60
-THROTTLE_ACCOUNTS = 10_000  # the accounts remembered at once (the oldest are forgotten first)
+# Password guessing (ROBUSTNESS.md F21): lab.throttle, shared with the IdP and Apple's sign-in.
+THROTTLE_AFTER = throttle.AFTER
+THROTTLE_SECONDS = throttle.SECONDS
 
 
 @dataclass(frozen=True)
@@ -44,34 +45,8 @@ class WebAnswer:
     session: str | None = None
     summary: str = ""
     retry_after: int | None = None  # 429: seconds until the next try
-
-
-class Throttle:
-    """Wrong passwords in a row per account; a correct one clears the count. Kept in memory: a restart forgets."""
-
-    def __init__(self, clock):
-        self.clock = clock
-        self._state: OrderedDict[str, tuple[int, float]] = OrderedDict()  # identifier → (failures, locked until)
-        self._lock = threading.Lock()
-
-    def wait(self, identifier: str) -> int:
-        """Seconds the account must wait before its next try (0: go ahead)."""
-        with self._lock:
-            _, until = self._state.get(identifier.lower(), (0, 0.0))
-        return max(0, int(until - self.clock() + 0.999))
-
-    def failed(self, identifier: str) -> None:
-        key = identifier.lower()
-        with self._lock:
-            failures, _ = self._state.pop(key, (0, 0.0))
-            failures += 1
-            self._state[key] = (failures, self.clock() + THROTTLE_SECONDS if failures >= THROTTLE_AFTER else 0.0)
-            while len(self._state) > THROTTLE_ACCOUNTS:
-                self._state.popitem(last=False)
-
-    def succeeded(self, identifier: str) -> None:
-        with self._lock:
-            self._state.pop(identifier.lower(), None)
+    binding: str | None = None  # the federated sign-in's cookie (SIGN_IN_COOKIE) that ties it to this browser
+    cookie_domain: str | None = None  # the Domain attribute of the cookies set (None: host-only, as it should be)
 
 
 def _hash_password(password: str, salt: bytes) -> bytes:
@@ -86,7 +61,7 @@ class SignIn:
     def __init__(self, setup, store, tokens: Tokens, taps, clock):
         self.setup, self.store, self.tokens, self.taps, self.clock = setup, store, tokens, taps, clock
         self.token_ttl = setup.token_ttl  # the console can change it at run time
-        self.throttle = Throttle(clock)
+        self.throttle = throttle.Throttle(clock)
         self._seed_users()
 
     # -- users and passwords -----------------------------------------------------------------------------------
@@ -166,8 +141,18 @@ class SignIn:
     def _simple_callback(self, user: str, session: str | None, how: str) -> WebAnswer:
         token = self.tokens.issue(user, "simple", self.token_ttl, None).access_token
         status, location, armed = self._callback(f"{CALLBACK_SCHEME}://authentication-results?access-token={token}")
-        return WebAnswer(status, location, session=session,
-                         summary=self.taps.say(f"{how} {user}; {status} to the device with an access token", armed))
+        return self._signed_in(WebAnswer(status, location, session=session, summary=self.taps.say(
+            f"{how} {user}; {status} to the device with an access token", armed)))
+
+    def _signed_in(self, answer: WebAnswer) -> WebAnswer:
+        """The last redirect of a sign-in, with the web session's cookie where one is set."""
+        if not answer.session:
+            return answer
+        domain, armed = self.cookie_domain()
+        if armed is None:
+            return answer
+        return replace(answer, cookie_domain=domain,
+                       summary=self.taps.say(f"{answer.summary}; web session cookie set with Domain={domain}", armed))
 
     def _callback(self, location: str):
         """The sign-in's last redirect: (status, location, the fault that changed them or None)."""
@@ -180,16 +165,29 @@ class SignIn:
         code = self.tokens.new_code(request.request_id, user, self.setup.code_ttl)
         status, location, armed = self._callback(_with_query(request.redirect_uri,
                                                              {"code": code, "state": request.state}))
-        return WebAnswer(status, location, session=session,
-                         summary=self.taps.say(f"{how} {user}; {status} to redirect-url with an authorization code",
-                                               armed))
+        return self._signed_in(WebAnswer(status, location, session=session, summary=self.taps.say(
+            f"{how} {user}; {status} to redirect-url with an authorization code", armed)))
 
-    def _to_idp(self, request_id: str, identifier: str) -> WebAnswer:
+    def _binding(self, request_id: str) -> str:
+        return hmac.new(self.setup.federation_secret, b"browser:" + request_id.encode(), hashlib.sha256).hexdigest()
+
+    def cookie_domain(self):
+        """The Domain of the cookies this answer sets (None: host-only) and the fault that changed it, or None."""
+        armed = self.taps.take("cookie")
+        if armed is None:
+            return None, None
+        idp_host = urlsplit(self.setup.idp_origin).hostname
+        return self.taps.apply(armed, self.setup.host, idp_host), armed
+
+    def _to_idp(self, request_id: str, identifier: str, why: str = "") -> WebAnswer:
         location = _with_query(self.setup.idp_origin + "/authorize", {
-            "client_id": federation.MDM_CLIENT_ID, "response_type": "code", "state": request_id,
+            "client_id": FEDERATION_CLIENT_ID, "response_type": "code", "state": request_id,
             "redirect_uri": self.setup.federated_callback_url, "login_hint": identifier or None})
-        return WebAnswer(302, location, summary=f"federated sign-in: 302 to the organization's IdP "
-                                                f"{urlsplit(self.setup.idp_origin).hostname}")
+        domain, armed = self.cookie_domain()
+        summary = (f"{why}federated sign-in: 302 to the organization's IdP {urlsplit(self.setup.idp_origin).hostname}"
+                   f", {SIGN_IN_COOKIE} cookie set" + (f" with Domain={domain}" if domain else ""))
+        return WebAnswer(302, location, binding=self._binding(request_id), cookie_domain=domain,
+                         summary=self.taps.say(summary, armed))
 
     def simple_page(self, identifier: str, session: str | None) -> WebAnswer:
         """GET of the simple sign-in URL (``user-identifier`` prefills the form)."""
@@ -203,17 +201,12 @@ class SignIn:
 
     def _refusal(self, identifier: str, password: str, page: WebAnswer) -> WebAnswer | None:
         """The sign-in page again (401 wrong password, 429 too many), or None when the password is right."""
-        wait = self.throttle.wait(identifier)
-        if wait:
+        attempt = self.throttle.attempt(identifier, lambda: self.verify_password(identifier, password))
+        if attempt.wait:
             return WebAnswer(429, identifier=identifier, action=page.action, request_id=page.request_id,
-                             error=f"Too many attempts. Try again in {wait} seconds.", retry_after=wait,
-                             summary=f"sign-in throttled for {identifier}: {THROTTLE_AFTER} wrong passwords in a row; "
-                                     f"429, retry after {wait} s")
-        if self.verify_password(identifier, password):
-            self.throttle.succeeded(identifier)
-            return None
-        self.throttle.failed(identifier)
-        return page
+                             error=throttle.too_many(attempt.wait), retry_after=attempt.wait,
+                             summary=self.throttle.summary(identifier, attempt.wait))
+        return None if attempt.ok else page
 
     def simple_submit(self, identifier: str, password: str) -> WebAnswer:
         if not identifier or not password:
@@ -284,12 +277,21 @@ class SignIn:
         self.tokens.finish_request(request.request_id)
         return self._oauth_callback(request, identifier, self.tokens.new_session(identifier), "signed in")
 
-    def federated_return(self, assertion: str | None, request_id: str | None) -> WebAnswer:
-        """The IdP sends the user back with a signed assertion (``code``) and the sign-in request id (``state``)."""
+    def federated_return(self, assertion: str | None, request_id: str | None, binding: str | None) -> WebAnswer:
+        """The IdP sends the user back with a signed assertion (``code``) and the sign-in request id (``state``);
+        the browser brings the cookie set when the sign-in left for the IdP (``binding``)."""
+        if not request_id:
+            raise BadSignIn("the IdP sent the user back without state, so this MDM cannot tell which sign-in the "
+                            "assertion completes: the IdP (or a proxy before the MDM) must return state unchanged",
+                            code="federated-state-missing")
         request = self._pending(request_id)
+        if not hmac.compare_digest(binding or "", self._binding(request.request_id)):
+            return self._to_idp(request.request_id, request.login_hint,
+                                f"the IdP's answer came without the {SIGN_IN_COOKIE} cookie this browser was given "
+                                "when it left for the IdP: starting over; ")
         try:
             claims = federation.verify(self.setup.federation_secret, assertion or "", issuer=self.setup.idp_origin,
-                                       audience=federation.MDM_CLIENT_ID, nonce=request.request_id,
+                                       audience=FEDERATION_CLIENT_ID, nonce=request.request_id,
                                        now=self.clock())
         except federation.FederationError as exc:
             raise BadSignIn(f"the IdP's assertion is not acceptable: {exc}", code="federated-assertion-invalid",

@@ -1,9 +1,11 @@
-"""The assertion the organization's identity provider hands back to the MDM after a federated sign-in.
+"""The assertion the organization's identity provider hands back to a relying party after a federated sign-in:
+the MDM's web sign-in (mocks/mdm) and Apple's Managed Apple Account sign-in (mocks/apple_id) both rely on it.
 
-A compact, JWT-like token: base64url(JSON claims) "." base64url(HMAC-SHA256). The IdP and the MDM share only the
-federation secret, as an OIDC client secret is shared in production; neither reads the other's state. Claims:
-``iss`` (the IdP's origin), ``aud`` (the MDM's client id at the IdP), ``sub`` (the user), ``nonce`` (the MDM's
-sign-in request id, echoed as ``state``), ``exp`` and ``jti`` (single use).
+A compact, JWT-like token: base64url(JSON claims) "." base64url(HMAC-SHA256). The IdP and its relying parties share
+only the federation secret (it stands for the IdP's signing key that OIDC relying parties fetch); none reads
+another's state. Claims: ``iss`` (the IdP's origin), ``aud`` (the relying party's client id at the IdP), ``sub``
+(the user), ``nonce`` (the relying party's sign-in request id, echoed as ``state``), ``exp`` and ``jti`` (single
+use: each relying party remembers the ones it took).
 """
 from __future__ import annotations
 
@@ -14,11 +16,10 @@ import json
 import secrets
 
 ASSERTION_TTL = 120
-MDM_CLIENT_ID = "mdmlab-mdm"  # the MDM's client id at the IdP
 
 
 class FederationError(ValueError):
-    """An assertion the MDM must not trust; the message says why."""
+    """An assertion a relying party must not trust; the message says why."""
 
 
 def _b64(data: bytes) -> str:
