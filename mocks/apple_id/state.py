@@ -54,6 +54,7 @@ CLIENT_ID = "apple-managed-apple-accounts"  # (lab) Apple's client id at an orga
 FEDERATED_CALLBACK_PATH = "/v1/managed-account/federated/callback"  # (lab) Apple's redirect URI at the IdP
 FEDERATION_TTL = 600  # seconds a federated sign-in may take at the IdP
 RESULT_TTL = 120  # seconds the device has to redeem the web view's result code
+PENDING_LIMIT = 10_000  # unfinished federated sign-ins remembered at once
 
 INCORRECT = ("Sign-in Failed", "Your Apple Account or password was incorrect.")
 VM_REFUSED = ("Verification Failed", "An unknown error occurred.")
@@ -257,6 +258,8 @@ class AppleIDState:
         state = secrets.token_urlsafe(18)
         with self._lock:
             self._prune(self._pending)
+            while len(self._pending) >= PENDING_LIMIT:  # bounded: the oldest unfinished sign-in goes first
+                del self._pending[next(iter(self._pending))]
             self._pending[state] = (record.identifier, self.clock() + FEDERATION_TTL)
         url = self.setup.idp_origin + "/authorize?" + urlencode({
             "client_id": CLIENT_ID, "response_type": "code", "redirect_uri": self.callback_url, "state": state,

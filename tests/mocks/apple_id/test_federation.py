@@ -139,3 +139,12 @@ def test_wrong_passwords_at_apple_are_throttled(client, clock):
     assert throttled.get_json()["error"] == "throttled" and "throttled" in throttled.get_json()["reason"]
     clock.now += SECONDS
     assert start(client, "jo@betterbag.test", "pw").status_code == 200
+
+
+def test_unfinished_federated_sign_ins_are_bounded(client, monkeypatch):
+    monkeypatch.setattr("mocks.apple_id.state.PENDING_LIMIT", 3)
+    first = _state(client)
+    for _ in range(3):
+        _state(client)
+    gone, _ = idp_answer(client, Clock(), first)
+    assert gone.get_json()["error"] == "federated-request-expired"  # the oldest was forgotten, memory stays flat
