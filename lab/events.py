@@ -5,6 +5,8 @@ Tests assert on these events, never on log text; the console streams them.
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import json
 import logging
 import plistlib
@@ -317,6 +319,9 @@ def _said_once(outcome: str, explanation: str) -> str:
 
 
 COALESCE_SECONDS = 0.02
+FOLLOW_BATCH = 200  # events a live stream takes at once
+_COLUMNS = ("id", "ts", "component", "kind", "host", "method", "path", "status", "stage", "device", "summary",
+            "detail", "enrollment", "user", "message_type", "outcome")
 
 
 class EventLog:
@@ -336,6 +341,7 @@ class EventLog:
     BATCH_LIMIT = 500  # events per transaction
     RETAIN = 200_000  # the newest events kept; ~400 MB at most with full excerpts, usually far less
     DROP_BATCH = 1_000  # oldest events deleted per transaction, so a trim never holds the writer (or a reader) long
+    FEED = 2_000  # committed events kept in memory while someone follows the timeline live (follow)
 
     def __init__(self, path: Path, *, retain: int | None = None):
         self.store = Store(path, _SCHEMA)
@@ -354,6 +360,11 @@ class EventLog:
         self._hurry = threading.Event()  # set when a reader waits for the writer (flush) or the log closes
         self._room = threading.Condition(self._id_lock)  # a full queue waits here for the writer
         self._waiters = 0  # threads in wait(): record() notifies only when someone listens
+        # The live feed: the writer's last commits as (event, its JSON), shared by every follower, so N live streams
+        # cost one read of each event, not N queries; kept only while someone follows, contiguous ids.
+        self._feed: collections.deque[tuple[dict, str]] = collections.deque(maxlen=self.FEED)
+        self._published = threading.Condition()
+        self._followers = 0
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="events-writer", daemon=True)
         self._writer.start()
@@ -395,17 +406,66 @@ class EventLog:
                              e.message_type, e.outcome) for event_id, e in batch]
                     with self.store.transaction() as db:
                         db.executemany(
-                            "INSERT INTO events (id, ts, component, kind, host, method, path, status, stage, device,"
-                            " summary, detail, enrollment, user, message_type, outcome)"
-                            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                            f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                            rows)
                 except Exception:  # a full disk costs these events, never a reader waiting forever
                     log.exception("could not write %d event(s) to the timeline", len(batch))
+                    rows = []
+                self._publish(rows)
                 with self._written_cond:
                     self._written = batch[-1][0]
                     self._written_cond.notify_all()
                 self._trim()
             if self._closed and not pending:
                 return
+
+    def _publish(self, rows: list[tuple]) -> None:
+        with self._published:
+            if not self._followers or not rows:  # nobody follows, or a lost batch: the feed would have a gap
+                self._feed.clear()
+            else:
+                for row in rows:
+                    event = dict(zip(_COLUMNS, row, strict=True))
+                    event["detail"] = json.loads(event["detail"])
+                    self._feed.append((event, json.dumps(event, separators=(",", ":"))))
+            self._published.notify_all()
+
+    @contextlib.contextmanager
+    def following(self):
+        """While inside, the writer keeps its commits in the live feed that ``follow`` serves."""
+        with self._published:
+            self._followers += 1
+        try:
+            yield self
+        finally:
+            with self._published:
+                self._followers -= 1
+
+    def follow(self, after: int, timeout: float) -> list[tuple[dict, str]] | None:
+        """For a live stream (inside ``following``): up to a batch of committed events after ``after``, each with
+        its JSON, waiting up to ``timeout`` for the first; [] when none came, None once the log is closed.
+
+        Served from the feed when it reaches back to ``after``; a follower further behind reads the database,
+        without hurrying the writer (what it has not committed yet will reach the feed).
+        """
+        deadline = time.monotonic() + timeout
+        with self._published:
+            while True:
+                feed = self._feed
+                if feed and feed[0][0]["id"] <= after + 1:
+                    if feed[-1][0]["id"] > after:
+                        start = after + 1 - feed[0][0]["id"]
+                        return list(itertools.islice(feed, start, start + FOLLOW_BATCH))
+                elif self._written > after:
+                    break
+                if self._closed:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._published.wait(remaining)
+        events = self.query(after=after, limit=FOLLOW_BATCH, settle=False)
+        return [(event, json.dumps(event, separators=(",", ":"))) for event in events]
 
     def _trim(self) -> None:
         """Keep the newest ``retain`` events; say in the timeline how many older ones went, and up to which id.
@@ -458,16 +518,18 @@ class EventLog:
     FILTERS = ("host", "device", "component", "kind", "stage", *FIELDS)
 
     def query(self, *, after: int = 0, before: int | None = None, limit: int = 500, newest: bool = False,
-              **filters: str | None) -> list[dict]:
+              settle: bool = True, **filters: str | None) -> list[dict]:
         """Events with ``after < id < before`` matching every filter (a column of FILTERS), in id order.
 
         ``newest`` takes the page from the top of that range instead of its bottom (still returned oldest first):
-        ``before=`` plus ``newest`` walks back through the timeline a page at a time.
+        ``before=`` plus ``newest`` walks back through the timeline a page at a time. ``settle=False`` reads what is
+        committed without waiting for the writer.
         """
         unknown = set(filters) - set(self.FILTERS)
         if unknown:
             raise TypeError(f"no such event filter: {', '.join(sorted(unknown))}")
-        self.flush()
+        if settle:
+            self.flush()
         sql = "SELECT * FROM events WHERE id > ?"
         params: list[object] = [after]
         if before is not None:
@@ -507,6 +569,8 @@ class EventLog:
             if self._closed:
                 return
             self._closed = True
+        with self._published:
+            self._published.notify_all()
         self._hurry.set()
         self._wake.set()
         self._writer.join(timeout=30)

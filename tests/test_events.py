@@ -1,6 +1,7 @@
 """lab.events: the timeline in SQLite. Secrets never reach it in full; queries filter; wait() blocks, bounded."""
 from __future__ import annotations
 
+import collections
 import json
 import plistlib
 import threading
@@ -236,6 +237,55 @@ def test_wait_wakes_when_another_thread_records(events):
         assert [e["summary"] for e in events.query(after=last)] == ["late"]
     finally:
         timer.join(timeout=5)
+
+
+# -- follow: the live feed the event streams share -----------------------------------------------------------
+
+def test_a_follower_gets_the_committed_events_as_query_shows_them_with_their_json(events):
+    with events.following():
+        for n in range(3):
+            events.record(Event(component="mdm", summary=f"e{n}", detail={"n": n}, status=200))
+        got = []
+        while len(got) < 3:
+            batch = events.follow(got[-1][0]["id"] if got else 0, timeout=5)
+            assert batch, "the writer commits within moments"
+            got += batch
+    assert [event for event, _ in got] == events.query()
+    assert [json.loads(data) for _, data in got] == events.query()
+
+
+def test_followers_in_the_window_share_the_feed_and_never_query(events, monkeypatch):
+    with events.following():
+        first = events.record(Event(component="lab", summary="before"))
+        assert events.follow(0, timeout=5)  # committed into the feed
+        monkeypatch.setattr(events, "query", lambda **kw: pytest.fail("a follower in the window read the database"))
+        events.record(Event(component="lab", summary="after"))
+        for _ in range(5):  # five streams, one feed
+            batch = events.follow(first, timeout=5)
+            assert [event["summary"] for event, _ in batch] == ["after"]
+
+
+def test_a_follower_behind_the_window_reads_the_database(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    log._feed = collections.deque(maxlen=2)
+    try:
+        with log.following():
+            ids = [log.record(Event(component="lab", summary=str(n))) for n in range(5)]
+            log.flush()
+            assert [event["id"] for event, _ in log.follow(0, timeout=5)] == ids
+            assert [event["id"] for event, _ in log.follow(ids[-2], timeout=5)] == ids[-1:]
+    finally:
+        log.close()
+
+
+def test_follow_times_out_empty_and_says_when_the_log_closed(tmp_path):
+    log = EventLog(tmp_path / "events.db")
+    last = log.record(Event(component="lab"))
+    with log.following():
+        log.flush()
+        assert log.follow(last, timeout=0.1) == []
+        threading.Timer(0.1, log.close).start()
+        assert log.follow(last, timeout=10) is None
 
 
 def test_the_writer_gathers_events_but_a_reader_never_waits_for_the_gathering(tmp_path, monkeypatch):

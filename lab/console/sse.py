@@ -2,14 +2,16 @@
 
 Each event is one SSE message whose ``id`` is the event's id and whose ``data`` is the event as JSON (the same
 object as /api/events returns). A client resumes with ``Last-Event-ID`` (browsers send it when they reconnect) or
-``?after=N``; without either the stream starts from now. The stream holds one of the listener's worker threads,
-so it is bounded: a comment every HEARTBEAT seconds finds clients that went away, and the stream ends after
-LIFETIME seconds (or when the lab stops), which an EventSource answers by reconnecting where it left off.
+``?after=N``; without either the stream starts from now. Every stream reads the timeline's shared live feed
+(``EventLog.follow``: one read of each event however many streams are open, each event's JSON made once). A stream
+holds a thread of the listener's own (capped there, never one of its workers); it ends within DEPARTURE_CHECK
+seconds of its client leaving (the listener tells it), sends a comment after HEARTBEAT quiet seconds, and ends
+after LIFETIME seconds (or when the lab stops), which an EventSource answers by reconnecting where it left off.
 """
 from __future__ import annotations
 
-import json
 import sqlite3
+import threading
 import time
 
 from flask import Blueprint, Response, current_app, request
@@ -17,17 +19,15 @@ from flask import Blueprint, Response, current_app, request
 from lab.console.common import event_filters, int_arg
 from lab.console.common import lab as _lab
 from lab.flaskapp import LabError
+from lab.server import DEPARTED_KEY
 
 bp = Blueprint("sse", __name__)
 
 HEARTBEAT = 15.0  # seconds between keep-alive comments
 LIFETIME = 300.0  # seconds before the server ends a stream; the client reconnects
 RETRY_MS = 2000  # how long an EventSource waits before it reconnects
-BATCH = 200
-
-
-def message(event: dict) -> str:
-    return f"id: {event['id']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+PACE = 0.1  # seconds at least between a stream's writes: a busy lab wakes each stream ten times a second at most
+DEPARTURE_CHECK = 1.0  # seconds at most before a stream notices that its client left
 
 
 def _matches(event: dict, filters: dict) -> bool:
@@ -56,29 +56,40 @@ def stream():
     config = current_app.config
     heartbeat = float(config.get("SSE_HEARTBEAT", HEARTBEAT))
     lifetime = float(config.get("SSE_LIFETIME", LIFETIME))
+    departed = request.environ.get(DEPARTED_KEY) or threading.Event()
 
     def generate():
         cursor = after
-        started = time.monotonic()
-        deadline = started + lifetime
+        deadline = time.monotonic() + lifetime
+        quiet_since = time.monotonic()
         yield f"retry: {RETRY_MS}\n: mdmlab events after {cursor}\n\n"
         try:
-            while True:
-                batch = log.query(after=cursor, limit=BATCH)  # unfiltered: the cursor passes every event
-                for event in batch:
-                    cursor = event["id"]
-                    if _matches(event, filters):
-                        yield message(event)
-                    if _lab_stopped(event):
+            with log.following():
+                while not departed.is_set():
+                    now = time.monotonic()
+                    if now >= deadline:
+                        yield ": the stream ends here; reconnect with Last-Event-ID\n\n"
                         return
-                if len(batch) == BATCH:
-                    continue
-                now = time.monotonic()
-                if now >= deadline:
-                    yield ": the stream ends here; reconnect with Last-Event-ID\n\n"
-                    return
-                if not log.wait(cursor, min(heartbeat, deadline - now)):
-                    yield ": keep-alive\n\n"
+                    if now - quiet_since >= heartbeat:
+                        yield ": keep-alive\n\n"
+                        quiet_since = now
+                    batch = log.follow(cursor, min(DEPARTURE_CHECK, heartbeat, deadline - now))
+                    if batch is None:
+                        return
+                    out, stopped = [], False
+                    for event, data in batch:
+                        cursor = event["id"]
+                        if _matches(event, filters):
+                            out.append(f"id: {cursor}\ndata: {data}\n\n")
+                        if _lab_stopped(event):
+                            stopped = True
+                            break
+                    if out:  # one write for the batch: a TLS record and a wake-up, not one per event
+                        yield "".join(out)
+                        quiet_since = time.monotonic()
+                    if stopped:
+                        return
+                    departed.wait(PACE)  # what comes meanwhile goes in the next write
         except sqlite3.ProgrammingError:  # the lab stopped and closed its timeline
             return
 

@@ -153,6 +153,30 @@ def test_streams_hold_no_worker_after_the_client_leaves(session, lab):
     assert session.get(base(lab) + "/api/health", timeout=5).status_code == 200
 
 
+def stream_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name == "https-stream")
+
+
+def test_a_stream_ends_soon_after_its_client_leaves_not_at_its_next_heartbeat(session, lab):
+    app = console_app(lab)
+    app.config.update(SSE_HEARTBEAT=120)
+    try:
+        before = stream_threads()
+        readers = [open_stream(session, lab, "?component=none-such") for _ in range(5)]
+        for reader in readers:
+            reader.wait_for(lambda line: line.startswith(": mdmlab events after"))
+        assert stream_threads() == before + 5
+        for reader in readers:
+            reader.response.close()
+        deadline = time.monotonic() + 30  # a bound, not a speed target: today's streams wait for the heartbeat
+        while stream_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stream_threads() == before
+        assert lab.https.streams == 0
+    finally:
+        app.config.pop("SSE_HEARTBEAT")
+
+
 def test_sse_parser_reads_what_the_console_writes():
     lines = ["retry: 2000", ": comment", "", "id: 7", 'data: {"id": 7}', "", "id: 8", "data: a", "data: b", ""]
     assert list(sse_events(lines)) == [("7", '{"id": 7}'), ("8", "a\nb")]
