@@ -556,6 +556,7 @@ class HTTPSServer:
     def _environ(self, conn: _Conn) -> dict:
         request, gate = conn.request, conn.gate
         assert request is not None and gate is not None  # a parsed request head, and _respond made the gate
+        body, conn.body = conn.body, bytearray()  # a kept-alive connection must not hold its last body
         target = request.target
         if target.startswith((b"http://", b"https://")):  # absolute form: the path is what follows the authority
             target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
@@ -575,7 +576,7 @@ class HTTPSServer:
             "REMOTE_PORT": str(conn.addr[1]),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": "https",
-            "wsgi.input": io.BytesIO(bytes(conn.body)),
+            "wsgi.input": io.BytesIO(bytes(body)),
             "wsgi.input_terminated": True,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": True,

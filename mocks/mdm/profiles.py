@@ -3,7 +3,6 @@ Enrollment SSO document, and the small sample profiles of InstallProfile."""
 from __future__ import annotations
 
 import base64
-import functools
 import json
 import plistlib
 import secrets
@@ -17,24 +16,18 @@ ESSO_APP_ID = 1_660_000_001  # the lab's Enrollment SSO app in "the App Store" (
 SAMPLE_PROFILES = ("wifi", "mail", "calendar")
 
 
-@functools.lru_cache(maxsize=256)
-def _signed_content(body: bytes) -> bytes:
-    """The verified content of a signed body. The device posts the same bytes twice (the 401, then with its
-    token) and the check depends on the bytes alone, so the second post costs no new verification."""
-    return cms.parse(body).content
-
-
 def parse_enrollment_body(body: bytes) -> dict:
     """The device's first POST: CMS-signed plist (LANGUAGE, PRODUCT, VERSION), or a plain plist.
 
-    The Content-Type header is ignored: iOS 15 labelled the CMS body as a form (PROTOCOL.md 6.7).
+    The Content-Type header is ignored: iOS 15 labelled the CMS body as a form (PROTOCOL.md 6.7). Verified anew
+    each time (well under a millisecond): a cache would keep the bodies of requests nobody authenticated.
     """
     if not body:
         raise BadEnrollmentRequest("the enrollment request has no body; expected a CMS-signed plist")
     content = body
     if cms.looks_like_cms(body):
         try:
-            content = _signed_content(body)
+            content = cms.parse(body).content
         except cms.CMSError as exc:
             raise BadEnrollmentRequest(f"the signed enrollment request is invalid: {exc}") from exc
     info = parse_plist(content, BadEnrollmentRequest, "the enrollment request (a CMS-signed plist or a plist)")

@@ -1,22 +1,27 @@
-"""The MDM through the lab's real DNS and TLS: against hostile clients (ROBUSTNESS.md F3, F5, F21: a binary-plist
-reference bomb as a command report, another account's Authenticate and TokenUpdate on a live enrollment, a replayed
-authorization code, PKCE plain, password guessing), and what it tells and gives devices (event facts, schema
-problems, GetToken for com.apple.maid)."""
+"""The MDM through the lab's real DNS and TLS: against hostile clients (ROBUSTNESS.md F3, F5, F12, F21: a
+binary-plist reference bomb as a command report, large signed bodies without a token, another account's
+Authenticate and TokenUpdate on a live enrollment, a replayed authorization code, PKCE plain, password guessing),
+and what it tells and gives devices (event facts, schema problems, GetToken for com.apple.maid)."""
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import json
 import plistlib
+import tracemalloc
 import uuid
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+import trustme
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from lab import cms
 from lab.launcher import Lab
 from lab.net import LabResolver, lab_session
 from lab.scenario import load
@@ -142,6 +147,31 @@ def test_a_plist_bomb_report_is_refused_with_its_reason_and_stores_nothing(lab, 
     assert (lab.state_dir / "mdm" / "mdm.db").stat().st_size < size_before + 1024 * 1024
     events = lab.events.query(after=mark, component="mdm")
     assert any(e["status"] == 400 and e["path"] == "/mdm/server" for e in events)
+
+
+def test_signed_bodies_without_a_token_leave_nothing_in_memory(lab, http):
+    """F12: the MDM verified each signed enrollment request into a cache before the token check, so large bodies
+    from anyone pinned memory. Nothing is kept for a request before it is authenticated."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("device.attacker.test")
+    cert = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    bodies = [cms.sign(plistlib.dumps({"PRODUCT": "iPhone17,2", "VERSION": "23A300", "LANGUAGE": "en",
+                                       "PADDING": bytes([n]) * 256 * 1024}), cert, key) for n in range(12)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for body in bodies:
+            reply = http.post(mdm(lab, "base_url"), data=body, timeout=TIMEOUT,
+                              headers={"Content-Type": "application/pkcs7-signature"})
+            assert reply.status_code == 401 and reply.headers["WWW-Authenticate"].startswith("Bearer ")
+        gc.collect()
+        stats = tracemalloc.take_snapshot().compare_to(before, "lineno")
+        grown = sum(stat.size_diff for stat in stats)
+    finally:
+        tracemalloc.stop()
+    assert grown < 1024 * 1024, f"{grown} bytes kept after 12 unauthenticated signed bodies of 256 KiB"
 
 
 def test_another_account_cannot_take_over_a_live_enrollment(lab, http):
