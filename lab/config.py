@@ -40,7 +40,7 @@ def read_lab_file(directory: Path) -> dict:
             raise NoLabRunning(f"{path} lacks {key!r}; restart the lab with 'mdmlab up'")
     if not lab_running(directory):
         raise NoLabRunning(f"the lab of {directory} is not running: its process {info.get('pid', '?')} ended without "
-                           f"stopping (killed?); start it again with 'mdmlab up{_state_dir_flag(directory)}'")
+                           f"stopping (killed?); start it again with 'mdmlab up{state_dir_flag(directory)}'")
     return info
 
 
@@ -60,8 +60,12 @@ def lab_running(directory: Path) -> bool:
     return False
 
 
-def _state_dir_flag(directory: Path) -> str:
-    return "" if Path(directory) == Path(DEFAULT_STATE_DIR) else f" --state-dir {directory}"
+def state_dir_flag(directory: Path | str | None) -> str:
+    """`` --state-dir DIR`` for a command the lab suggests, unless DIR is the one commands find by default: copied
+    with two labs running, a command without it would silently reach the other lab."""
+    if directory is None or Path(directory).resolve() == state_dir(None).resolve():
+        return ""
+    return f" --state-dir {directory}"
 
 
 def system_nameserver(resolv_conf: str = "/etc/resolv.conf") -> str | None:

@@ -193,6 +193,9 @@ class FaultBoard:
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
                                     or not 0 <= seconds <= 120):
             raise FaultError("seconds must be a number between 0 and 120", "bad-seconds")
+        if seconds is not None and not spec.takes_seconds:
+            delays = ", ".join(sorted(n for n, s in self.catalogue.items() if s.takes_seconds))
+            raise FaultError(f"{name} takes no delay; seconds applies to {delays}", "bad-seconds")
         armed = Armed(spec, host, times, float(seconds) if seconds is not None else None)
         with self._lock:
             self._armed = [a for a in self._armed if not (a.spec.name == name and a.host == host)]

@@ -162,6 +162,7 @@ def test_documented_device_commands_work_and_sync_says_what_failed(cli, lab):
     cli("device", "command", device_id, "NoSuchCommand", "--state-dir", state)
     synced = cli("device", "sync", device_id, "--state-dir", state, code=1).output
     assert "1 of 4 command(s) failed: NoSuchCommand → Error" in synced
+    assert "SYNCED" not in synced and "COMMANDS-FAILED" in synced  # the trace's verdict says it too
     listing = cli("device", "commands", device_id, "--state-dir", state).output
     assert re.search(r"InstallApplication\s+Acknowledged", listing), listing
     assert listing.count("DeviceInformation        Acknowledged") == 2, listing

@@ -58,6 +58,28 @@ def test_health_says_where_the_lab_is_and_its_newest_event(client, lab):
     assert body["last_event_id"] >= 1
 
 
+def test_the_dashboards_hints_name_this_labs_state_dir(app, lab):
+    """Issue 11: copied with two labs running, a hint without --state-dir enrolled into the other lab."""
+    from flask import render_template
+
+    from lab.console import dashboard
+    ctx = dashboard.context(lab, names=("timeline",))
+    assert ctx["state_dir_flag"] == f" --state-dir {lab.state_dir}"
+    with app.test_request_context("/", base_url=BASE):
+        hint = render_template("sections/timeline.html", **{**ctx, "enrollments": []})
+    assert f"mdmlab enroll {IDENTIFIER} --state-dir {lab.state_dir}</code>" in hint
+
+
+def test_a_push_names_the_command_that_reaches_this_lab(lab, device):
+    enroll(lab, device)
+    eid = next(e["enrollment_id"] for e in reversed(lab.mdm.enrollments()) if e["status"] == "enrolled")
+    mark = lab.events.last_id()
+    pushed = Client(lab.dispatcher).post(f"/api/mdm/enrollments/{eid}/push", base_url=BASE)  # recorded
+    assert pushed.status_code == 200
+    [event] = [e for e in lab.events.query(after=mark) if e["path"] and e["path"].endswith("/push")]
+    assert f"'mdmlab device sync --state-dir {lab.state_dir}'" in event["summary"]
+
+
 def test_events_after_limit_and_last(client, lab):
     top = lab.events.last_id()
     assert [e["id"] for e in get(client, f"/api/events?after={top - 3}&limit=2").get_json()] == [top - 2, top - 1]

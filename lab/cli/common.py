@@ -30,11 +30,6 @@ def fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
-def state_dir_flag(state_dir: str | None) -> str:
-    """`` --state-dir DIR`` when the command was given one, for the commands it suggests (so they reach this lab)."""
-    return f" --state-dir {state_dir}" if state_dir else ""
-
-
 def nearest(word: str, names, what: str) -> str:
     """``no WHAT named WORD`` and the nearest names, for a typo."""
     close = difflib.get_close_matches(word, list(names), n=3, cutoff=0.6)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from lab.cli.common import call, fail, state_dir_flag, state_dir_option
+from lab.cli.common import call, fail, state_dir_option
+from lab.config import state_dir_flag
 
 VERIFICATION_PREFIX = "apple-domain-verification="  # what Apple's verification TXT records start with
 RECORD_TYPES = click.Choice(["A", "AAAA", "TXT"])

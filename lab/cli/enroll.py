@@ -7,8 +7,9 @@ import sys
 import click
 
 from lab import config
-from lab.cli.common import lab_info, model_family_option, network, state_dir_flag, state_dir_option
+from lab.cli.common import lab_info, model_family_option, network, state_dir_option
 from lab.cli.device import save_enrolled
+from lab.config import state_dir_flag
 from lab.protocol import BUNDLE_ID
 
 TRIGGERS = ("http", "transport", "content")

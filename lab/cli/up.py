@@ -96,12 +96,6 @@ def real_device_steps(lab) -> str:
     ])
 
 
-def _state_dir_flag(lab) -> str:
-    """`` --state-dir DIR`` unless the lab uses the one commands find by default: copied with two labs running,
-    a command without it would silently go to the other lab."""
-    return "" if lab.state_dir == config.state_dir(None).resolve() else f" --state-dir {lab.state_dir}"
-
-
 def banner(lab) -> str:
     info = lab.describe()
     sc = lab.scenario
@@ -121,6 +115,7 @@ def banner(lab) -> str:
         lines.append(f"    {user.identifier}  password: {user.password}")
     if sc.users:
         first = sc.users[0]
-        lines.append(f"  Try:     mdmlab enroll {first.identifier} --password {first.password}{_state_dir_flag(lab)}")
+        lines.append(f"  Try:     mdmlab enroll {first.identifier} --password {first.password}"
+                     + config.state_dir_flag(lab.state_dir))
     lines.append("  Stop with Ctrl-C.")
     return "\n".join(lines)

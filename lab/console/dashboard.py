@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 from flask import Blueprint, abort, render_template, request
 from markupsafe import Markup, escape
 
+from lab import config
 from lab.console import timeline
 from lab.console.api import recent_enrollments
 from lab.console.common import concealed, described
@@ -71,7 +72,8 @@ def _mdm_view(mdm: dict | None) -> dict | None:
 
 def context(lab, names=SECTIONS) -> dict:
     """What the sections named need, computed once."""
-    ctx: dict = {"lab": described(lab), "lane_titles": timeline.LANE_TITLES, "last_event_id": lab.events.last_id()}
+    ctx: dict = {"lab": described(lab), "lane_titles": timeline.LANE_TITLES, "last_event_id": lab.events.last_id(),
+                 "state_dir_flag": config.state_dir_flag(lab.state_dir)}
     if {"abm", "mdm", "devices"} & set(names):
         snapshot = lab.snapshot()
         ctx.update(abm=snapshot.get("abm"), mdm=_mdm_view(snapshot.get("mdm")), devices=snapshot.get("devices"),

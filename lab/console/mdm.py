@@ -6,7 +6,7 @@ import re
 
 from flask import Blueprint, jsonify, request
 
-from lab import flaskapp
+from lab import config, flaskapp
 from lab.console.common import json_body
 from lab.console.common import lab as _lab
 from lab.events import device_trace_events
@@ -118,8 +118,9 @@ def mdm_unenroll(enrollment_id):
 def mdm_push(enrollment_id):
     enrollment_id = _unslashed(enrollment_id)
     push = _lab().mdm.push(enrollment_id)
-    flaskapp.label(device=enrollment_id, summary=f"MDM: push to {push['topic']} (the lab has no APNs: "
-                                                 "'mdmlab device sync' makes the device poll)")
+    flaskapp.label(device=enrollment_id, summary=f"MDM: push to {push['topic']} (the lab has no APNs: 'mdmlab "
+                                                 f"device sync{config.state_dir_flag(_lab().state_dir)}' makes the "
+                                                 "device poll)")
     return jsonify(push)
 
 

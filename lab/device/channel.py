@@ -134,7 +134,7 @@ def sync(device, password: str | None) -> Trace:
 
 
 def _sync(device, trace: Trace) -> None:
-    report, done = fit(device, "response", None, {"Status": "Idle", **identity_keys(device)}), 0
+    report, done, failed = fit(device, "response", None, {"Status": "Idle", **identity_keys(device)}), 0, []
     for _ in range(MAX_COMMANDS):
         label = "Idle" if report["Status"] == "Idle" else f"{report['Status']} {report['CommandUUID'][:8]}"
         response, action, request, elapsed = mdm_put(device, device.enrollment.server_url, report, SERVER_TYPE,
@@ -168,13 +168,18 @@ def _sync(device, trace: Trace) -> None:
         trace.add("commands", f"{request_type} → {outcome.status}", verdict, outcome.explanation,
                   code=None if verdict == OK else f"command-{outcome.status.lower()}")
         done += 1
+        if outcome.status not in ("Acknowledged", "NotNow"):  # NotNow runs again at a later sync
+            failed.append(f"{request_type} → {outcome.status} ({outcome.explanation})")
         name = messages.report_name(request_type, device.client, device.enrollment.mode)
         report = fit(device, "response", name, {"CommandUUID": command_uuid, "Status": outcome.status,
                                                 **identity_keys(device), **outcome.response})
         if outcome.after:
             _report_then(device, report, outcome, command_uuid, trace)
             return
-    trace.succeed(f"synced: {done} command(s) run", outcome="synced")
+    if failed:
+        trace.succeed(f"{len(failed)} of {done} command(s) failed: " + "; ".join(failed), outcome="commands-failed")
+    else:
+        trace.succeed(f"synced: {done} command(s) run", outcome="synced")
 
 
 def _report_then(device, report: dict, outcome, command_uuid: str, trace: Trace) -> None:

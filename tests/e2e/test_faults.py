@@ -440,6 +440,7 @@ def assert_still_serving(lab, api, network):
     ({"name": "slow-response", "seconds": -1}, 400, "bad-seconds"),
     ({"name": "slow-response", "seconds": 121}, 400, "bad-seconds"),
     ({"name": "slow-response", "seconds": "2"}, 400, "bad-seconds"),
+    ({"name": "well-known-404", "seconds": 5}, 400, "bad-seconds"),  # a fault that takes no delay
     ({"name": "well-known-404", "tmes": 1}, 400, "bad-fault-request"),
     ({"times": 1}, 400, "bad-fault-request"),
 ])

@@ -51,7 +51,7 @@ def test_commands_expiry_and_sync(lab_dir, device_id):
     run(lab_dir, "device", "command", device_id, "EraseDevice")
     assert run(lab_dir, "device", "expire", device_id).strip() == "expired 1 access token(s)"
     trace = json.loads(run(lab_dir, "device", "sync", device_id, "--json", code=1))
-    assert trace["outcome"] == "synced"
+    assert trace["outcome"] == "commands-failed" and trace["commands_failed"] == 1  # EraseDevice, under UE
     actions = [s["action"] for s in trace["steps"]]
     assert any("(refresh_token) → 200" in a for a in actions), actions
     listing = run(lab_dir, "device", "commands", device_id)

@@ -240,7 +240,8 @@ def test_user_enrollment_refuses_every_forbidden_command_with_the_documented_err
             for rt in FORBIDDEN_UE[os_name]}
     apps_before = {a.bundle_id: a.managed for a in device.contents.apps.values()}
     trace = device.sync()
-    assert trace.outcome == "synced", trace.render()
+    assert trace.outcome == "commands-failed", trace.render()
+    assert trace.explanation.startswith(f"{len(sent)} of {len(sent)} command(s) failed"), trace.explanation
     results = simple.results(eid)
     assert set(sent) == set(results)
     for uuid, request_type in sent.items():
