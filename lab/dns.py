@@ -158,6 +158,7 @@ class ZoneResolver:
         self.events = events
         self.faults = faults  # lab.faults.FaultBoard
         self.upstream = upstream  # real devices need every other name resolved too
+        self.changes = None  # lab.changes.RunChanges: told of each record added or removed, for a resumed lab
 
     # -- the zone as the tools show and change it: what the DNS answers, nothing else -----------------------
     def listing(self) -> list[dict]:
@@ -183,6 +184,8 @@ class ZoneResolver:
         """Add a record and say whether the DNS now serves it, and if not, why."""
         name = name.lower().rstrip(".")
         added = self.zone.add(name, rtype, value)
+        if added and self.changes is not None:
+            self.changes.dns_changed("add", name, rtype, value)
         result = {"name": name, "type": rtype, "value": value, "added": added, "served": True}
         armed = self.faults.peek("dns", name) if self.faults is not None else None
         answer = self.answer_for(name, armed)
@@ -201,6 +204,8 @@ class ZoneResolver:
         gone = [r for r in self.zone.listing() if r["name"] == name and r["type"] == rtype
                 and (value is None or r["value"] == value)]
         self.zone.remove(name, rtype, value)
+        if gone and self.changes is not None:
+            self.changes.dns_changed("remove", name, rtype, value)
         result = {"removed": len(gone), "records": gone}
         if not gone:
             result["note"] = f"{name} has no {rtype} record" + (f" {value}" if value else "") + ": nothing changed"

@@ -172,6 +172,7 @@ class FaultBoard:
     events: EventLog | None = None
     default_hosts: dict[str, str] = field(default_factory=dict)  # per component, else default_host
     concealed: bool = False  # training exercises: the lab must not name the fault the trainee has to find
+    on_change: Callable[[list[dict]], None] | None = None  # told the armed faults after each set or clear
     _armed: list[Armed] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -201,9 +202,10 @@ class FaultBoard:
             self._armed = [a for a in self._armed if not (a.spec.name == name and a.host == host)]
             self._armed.append(armed)
         self._record(f"fault {name} set on {host}" + (f" for the next {times} requests" if times else ""), armed)
+        self._changed()
         return armed
 
-    def clear(self, name: str | None = None, host: str | None = None) -> int:
+    def clear(self, name: str | None = None, host: str | None = None, *, quiet: bool = False) -> int:
         if name is not None:
             self.spec(name)
         host = host.lower().rstrip(".") if host else None
@@ -212,9 +214,20 @@ class FaultBoard:
                                                    and (host is None or a.host == host))]
             cleared = len(self._armed) - len(keep)
             self._armed = keep
-        self._record(f"cleared {cleared} fault(s)" + (f" named {name}" if name else "") +
-                     (f" on {host}" if host else ""), None)
+        if not quiet:
+            self._record(f"cleared {cleared} fault(s)" + (f" named {name}" if name else "") +
+                         (f" on {host}" if host else ""), None)
+            self._changed()
         return cleared
+
+    def snapshot(self) -> list[dict]:
+        """The armed faults, whatever the board conceals (for the lab's own records, never for a client)."""
+        with self._lock:
+            return [a.to_dict() for a in self._armed]
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.snapshot())
 
     def _find(self, component: str, host: str, at: str | None, names) -> Armed | None:
         host = host.lower().rstrip(".")

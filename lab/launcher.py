@@ -12,6 +12,8 @@ from pathlib import Path
 
 import mocks
 from lab import dispatch, setups
+from lab.changes import FILE as CHANGES_FILE
+from lab.changes import RunChanges
 from lab.config import check_listen, is_loopback, port_hint
 from lab.console import create_app as create_console
 from lab.dns import DNS_FAULTS, LabDNS, Zone, ZoneResolver
@@ -85,6 +87,8 @@ class Lab:
         except OSError as exc:
             self._abort()
             raise LabError(str(exc) + port_hint(dns_port)) from exc
+        self.changes = RunChanges(self.state_dir / CHANGES_FILE)  # those of the lab that stopped, then kept
+        self.restored = self.changes.resume(self.dns.resolver, self.faults)
         self.https.set_app(self.dispatcher)
         self.https.start()
         self.dns.start()
@@ -97,7 +101,8 @@ class Lab:
         self.home.publish(self.describe(), self.admin_token)
         self.events.record(Event(component="lab", kind="lab", summary=(
             f"lab up: {self.headline}, HTTPS {self.listen}:{self.https_port}, DNS {self.listen}:{self.dns.port}"
-            f" in {(time.perf_counter() - t0) * 1000:.0f} ms")))
+            f" in {(time.perf_counter() - t0) * 1000:.0f} ms" + (f"; restored {self.restored} made at run time"
+                                                               if self.restored else ""))))
         return self
 
     def _abort(self) -> None:
@@ -158,23 +163,15 @@ class Lab:
                 self.zone.add(domain, "TXT", self.abm.verification_record(domain))
 
     def _set_up_abm(self) -> None:
-        sc = self.scenario
-        if self.abm is None:
-            return
-        for domain in sc.abm.verified_domains:
-            self.abm.verify_domain(domain)
-        mdm_server = next((s for s in sc.abm.servers if s.mdm), None)
-        if mdm_server is None or not sc.abm.register_url:
-            return
-        token = self.abm.server_token(mdm_server.name)  # what an admin downloads from ABM and gives the MDM
-        with lab_session(LabResolver(self.listen, self.dns.port), str(self.pki.cert_path)) as session:
-            self.mdm.register_with_abm(self.origin(sc.abm_hosts["api"]), token, session,
-                                       url=setups.registered_url(sc, self.urls["mdm"]), events=self.events)
+        if self.abm is not None:
+            with lab_session(LabResolver(self.listen, self.dns.port), str(self.pki.cert_path)) as session:
+                setups.set_up_abm(self.scenario, self.abm, self.mdm, session, self.origin, self.events)
 
     def reset(self) -> None:
         """Back to the scenario by reconstruction, as at a fresh start: the mocks' states, apps and zone rebuilt,
         the scenario's faults re-armed, ABM set up again. The CA, the listener and the timeline stay."""
         with self._reset_lock:
+            self.faults.on_change = None  # the scenario's faults are not run-time changes
             self.faults.clear()
             self.mdm.close()
             if self.abm is not None:
@@ -183,6 +180,8 @@ class Lab:
             for record in self.zone.listing():
                 self.zone.remove(record["name"], record["type"], record["value"])
             self._build()
+            self.changes.forget()
+            self.faults.on_change = self.changes.faults_changed
             self._set_up_abm()
             self.events.record(Event(component="lab", kind="lab", summary=f"lab reset to {self.headline}"))
 
@@ -190,6 +189,7 @@ class Lab:
         if self.started_at is None:
             return
         self.events.record(Event(component="lab", kind="lab", summary="lab stopped", outcome="lab-stopped"))
+        self.changes.stopping(self.faults)
         self.dns.stop()
         self.https.stop()
         self.mdm.close()

@@ -48,6 +48,21 @@ def registered_url(sc: Scenario, urls: dict) -> str | None:
     return urls["base_url"] if sc.abm.register_url == "enroll" else None
 
 
+def set_up_abm(sc: Scenario, abm_state: abm.ABMState, mdm_state: mdm.MDMState, session, origin: Callable,
+               events) -> None:
+    """ABM as the admin left it: the scenario's domains verified and, when an MDM server is assigned devices, the
+    MDM's discovery URL registered through the Device Assignment API with the server token an admin downloaded
+    from ABM."""
+    for domain in sc.abm.verified_domains:
+        abm_state.verify_domain(domain)
+    mdm_server = next((s for s in sc.abm.servers if s.mdm), None)
+    if mdm_server is None or not sc.abm.register_url:
+        return
+    token = abm_state.server_token(mdm_server.name)
+    mdm_state.register_with_abm(origin(sc.abm_hosts["api"]), token, session,
+                                url=registered_url(sc, mdm.urls(origin(sc.mdm.host))), events=events)
+
+
 def apple_directory(sc: Scenario, abm_state: abm.ABMState | None, mdm_state: mdm.MDMState):
     """What Apple's identity service reads: the emulated ABM/ASM's directory, or, when the scenario's organization
     uses its real ABM/ASM (``[abm] enabled = false``), its users as the accounts Apple knows."""

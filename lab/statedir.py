@@ -9,12 +9,14 @@ import shutil
 from pathlib import Path
 from typing import TextIO
 
+from lab.changes import FILE as CHANGES_FILE
 from lab.config import ADMIN_TOKEN_FILE, LAB_FILE
 from lab.pki import write_private
 from lab.store import owner_only_dir
 
 EXERCISE_MARK = "exercise"  # this dir belongs to a training exercise, which may start it over
-OWNED = ("pki", "mdm", "abm", "org_domain", "events.db", "events.db-wal", "events.db-shm", LAB_FILE, EXERCISE_MARK)
+OWNED = ("pki", "mdm", "abm", "org_domain", "events.db", "events.db-wal", "events.db-shm", LAB_FILE, EXERCISE_MARK,
+         CHANGES_FILE)
 
 
 class StateDirBusy(RuntimeError):

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PLUMBING = {"pki", "dns", "dns_server", "server", "dispatch", "store", "events", "faults", "cms", "oauth1",
             "protocol", "flaskapp", "config", "net", "plists", "schema", "admin_gate", "statedir", "throttle",
-            "federation"}
+            "federation", "changes"}
 LAUNCHER = {"launcher", "scenario", "runner", "exercises", "setups"}
 TOOLS = {"fleet", "probe", "doctor"}
 CLI = {"cli", "__main__", "control"}

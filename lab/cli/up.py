@@ -110,6 +110,8 @@ def banner(lab) -> str:
     ]
     if lab.admin_token:
         lines.append(f"  Admin token (console beyond loopback): {lab.admin_token}")
+    if lab.restored:
+        lines.append(f"  Resumed  {lab.restored} made while it last ran (--fresh starts from the scenario)")
     lines.append("  Users to try:")
     for user in sc.users:
         lines.append(f"    {user.identifier}  password: {user.password}")

@@ -149,6 +149,66 @@ def test_stop_and_resume_keeps_ca_and_enrollments(tmp_path):
         stop_lab(proc)
 
 
+def dig(info: dict, name: str, rtype: str) -> list[str]:
+    answer = subprocess.run(["dig", "+short", "+time=2", "+tries=2", f"@{info['dns_address']}", "-p",
+                             str(info["dns_port"]), name, rtype], capture_output=True, text=True, timeout=30)
+    assert answer.returncode == 0, answer.stderr
+    return answer.stdout.split()
+
+
+def banner_of(proc: subprocess.Popen) -> str:
+    lines = []
+    while not lines or not lines[-1].startswith("  Stop with Ctrl-C"):
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines)
+    return "".join(lines)
+
+
+def test_dns_changes_and_faults_made_at_run_time_survive_a_restart_and_fresh_forgets_them(tmp_path):
+    """ROBUSTNESS F22: a resumed lab is the lab that stopped, not only its scenario."""
+    state_dir = tmp_path / "changes"
+    proc = start_lab(state_dir, "--fresh")
+    try:
+        assert "Resumed" not in banner_of(proc)
+        info = json.loads((state_dir / "lab.json").read_text())
+        assert dig(info, "mdm.lab.test", "A") == ["127.0.0.1"]
+        for change in (("dns", "add", "extra.betterbag.test", "A", "127.0.0.9"), ("dns", "remove", "mdm.lab.test", "A"),
+                       ("fault", "set", "well-known-404", "--times", "3")):
+            result = mdmlab(*change, state_dir=state_dir)
+            assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        stop_lab(proc)
+
+    proc = start_lab(state_dir)
+    try:
+        assert "Resumed  2 DNS change(s) and 1 armed fault(s) made while it last ran" in banner_of(proc)
+        info = json.loads((state_dir / "lab.json").read_text())
+        assert dig(info, "extra.betterbag.test", "A") == ["127.0.0.9"]
+        assert dig(info, "mdm.lab.test", "A") == []
+        armed = json.loads(mdmlab("fault", "list", "--json", state_dir=state_dir).stdout)
+        assert [(f["name"], f["remaining"]) for f in armed["armed"]] == [("well-known-404", 3)], armed["armed"]
+        assert mdmlab("fault", "clear", state_dir=state_dir).returncode == 0
+    finally:
+        stop_lab(proc)
+
+    proc = start_lab(state_dir)
+    try:
+        assert "Resumed  2 DNS change(s) and 0 armed fault(s)" in banner_of(proc)  # cleared stays cleared
+        info = json.loads((state_dir / "lab.json").read_text())
+        assert json.loads(mdmlab("fault", "list", "--json", state_dir=state_dir).stdout)["armed"] == []
+        assert dig(info, "extra.betterbag.test", "A") == ["127.0.0.9"]
+    finally:
+        stop_lab(proc)
+
+    proc = start_lab(state_dir, "--fresh")
+    try:
+        assert "Resumed" not in banner_of(proc)
+        info = json.loads((state_dir / "lab.json").read_text())
+        assert dig(info, "extra.betterbag.test", "A") == [] and dig(info, "mdm.lab.test", "A") == ["127.0.0.1"]
+    finally:
+        stop_lab(proc)
+
+
 def test_enroll_hands_the_devices_steps_to_the_timeline(running):
     import requests
 
