@@ -107,6 +107,32 @@ def test_users_default_to_the_scenario_with_their_passwords(lab):
 
 # -- the command, as users run it --------------------------------------------------------------------------------
 
+def test_fleet_against_a_lab_started_from_a_scenario_file_uses_that_files_users(tmp_path):
+    """ROBUSTNESS F24: lab.json recorded only the scenario's name, so fleet found no account to sign in with."""
+    scenario = tmp_path / "elsewhere.toml"
+    scenario.write_text("""
+[scenario]
+name = "fleet-from-a-file"
+[organization]
+name = "Elsewhere"
+[[domains]]
+name = "elsewhere.test"
+version = "mdm-byod"
+[[users]]
+identifier = "zoe@elsewhere.test"
+password = "only-in-this-file-2026"
+""")
+    state_dir = tmp_path / "lab"
+    proc = start_lab(state_dir, "--fresh", "--scenario", str(scenario))
+    try:
+        result = mdmlab("fleet", "-n", "4", "-c", "2", "--json", "--journal", str(tmp_path / "journal"),
+                        state_dir=state_dir)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert (json.loads(result.stdout)["enrolled"], json.loads(result.stdout)["failed"]) == (4, 0)
+    finally:
+        stop_lab(proc)
+
+
 def test_fleet_command_50_devices_at_concurrency_8(tmp_path):
     state_dir = tmp_path / "lab"
     proc = start_lab(state_dir, "--fresh")
