@@ -80,7 +80,13 @@ def page(browser, lab):
 def screenshot(target, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    target.screenshot(path=str(path))
+    for attempt in range(5):  # the live dashboard replaces a section when its events arrive: take the new one
+        try:
+            target.screenshot(path=str(path))
+            break
+        except PlaywrightError as exc:
+            if "not attached" not in str(exc) or attempt == 4:
+                raise
     print(f"screenshot: {path}")
     return path
 
