@@ -55,12 +55,13 @@ FOREIGN = _error("a browser page of another origin asked to change the lab")
 
 
 def _fault_requests(board) -> list[dict]:
-    """One shape per fault layer: its faults' names and the hosts they may target."""
-    by_component: dict[str, list[str]] = {}
+    """One shape per fault layer, and per whether its faults take a delay: their names and the hosts they may
+    target (``seconds`` only where it applies: the board refuses it elsewhere)."""
+    groups: dict[tuple[str, bool], list[str]] = {}
     for spec in board.catalogue.values():
-        by_component.setdefault(spec.component, []).append(spec.name)
+        groups.setdefault((spec.component, spec.takes_seconds), []).append(spec.name)
     shapes = []
-    for component, names in sorted(by_component.items()):
+    for (component, delays), names in sorted(groups.items()):
         hosts = board.hosts.get(component, set())
         if not hosts:
             continue  # nothing this layer may break in this lab (e.g. no ABM in the scenario)
@@ -68,16 +69,17 @@ def _fault_requests(board) -> list[dict]:
                 f"{board.default_hosts.get(component, board.default_host)}]"}
         if "*" not in hosts:
             host["pattern"] = _one_of_names(hosts)
-        shapes.append({
-            "type": "object", "title": f"{component} fault", "additionalProperties": False, "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "enum": sorted(names)},
-                "host": host,
-                "times": {"type": "integer", "minimum": 1, "maximum": MAX_ID, "nullable": True,
-                          "description": "only the next N requests [default, or null: until cleared]"},
-                "seconds": {"type": "number", "minimum": 0, "maximum": 120, "nullable": True,
-                            "description": "the delay of a slow fault [default, or null: the fault's own]"},
-            }})
+        properties = {
+            "name": {"type": "string", "enum": sorted(names)},
+            "host": host,
+            "times": {"type": "integer", "minimum": 1, "maximum": MAX_ID, "nullable": True,
+                      "description": "only the next N requests [default, or null: until cleared]"},
+        }
+        if delays:
+            properties["seconds"] = {"type": "number", "minimum": 0, "maximum": 120, "nullable": True,
+                                     "description": "the delay of a slow fault [default, or null: the fault's own]"}
+        shapes.append({"type": "object", "title": f"{component} fault" + (" with a delay" if delays else ""),
+                       "additionalProperties": False, "required": ["name"], "properties": properties})
     return shapes
 
 
