@@ -458,7 +458,7 @@ class EventLog:
                         return list(itertools.islice(feed, start, start + FOLLOW_BATCH))
                 elif self._written > after:
                     break
-                if self._closed:
+                if self._closed and self._written >= self._last_assigned:  # and the writer has published all
                     return None
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
