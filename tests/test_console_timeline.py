@@ -290,3 +290,22 @@ def test_the_fields_say_whose_enrollment_id_it_is_without_the_mdm_state_or_a_gue
     assert set(attempts) == {ELIZA, "omar@betterbag.test"}
     assert attempts[ELIZA]["status"] == "enrolled" and attempts[ELIZA]["enrollment_ids"] == [ENROLLMENT_ID]
     assert len(attempts[ELIZA]["steps"]) == 4
+
+
+def test_a_later_poll_of_an_enrollment_stays_with_the_attempt_that_made_it_not_the_users_newest():
+    """Walkthrough finding: a second device of the same user failed; the first device's command polls (same user,
+    its own EnrollmentID) were credited to the failed attempt, which grew to 18 steps and 47 s."""
+    ev = Events()
+    enrollment_exchanges(ev)
+    ev.step("identifier", f"sign in to work or school account as {ELIZA}")  # another device of Eliza's
+    ev.http("org-domain", "betterbag.test", "GET", WELL_KNOWN, 200, "discovery", ELIZA)
+    ev.step("authentication", "POST https://mdm.lab.test:8443/enroll", verdict="fail", code="tls-broken")
+    ev.outcome("failed", diagnosis="tls-broken")
+    for _ in range(3):
+        ev.http("mdm", "mdm.lab.test", "PUT", "/mdm/server", 200, "commands", ENROLLMENT_ID, user=ELIZA,
+                enrollment=ENROLLMENT_ID, gap=timeline.PAUSE * 2)
+    first, second = timeline.enrollments(ev.items, {}, now=ev.ts + 100)[::-1]  # newest first
+    assert first["status"] == "enrolled" and second["status"] == "failed"
+    assert [s["label"] for s in first["steps"]][-3:] == ["PUT mdm.lab.test/mdm/server"] * 3
+    assert not any(s["label"] == "PUT mdm.lab.test/mdm/server" for s in second["steps"])
+    assert second["enrollment_ids"] == []

@@ -91,6 +91,7 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
     latest: dict[str, Attempt] = {}  # identity → its latest attempt
     pending: list[dict] = []  # anonymous events waiting for an attempt
     aliases: dict[str, str] = {}  # EnrollmentIDs learned from the timeline itself
+    by_enrollment: dict[str, Attempt] = {}  # the attempt that enrolled each EnrollmentID
     current: Attempt | None = None
 
     def start(identity: str, event: dict) -> Attempt:
@@ -106,6 +107,7 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
         if event["kind"] == "lab":  # lab up, reset, stopped: nothing spans it
             latest.clear()
             pending.clear()
+            by_enrollment.clear()
             current = None
             continue
         if not belongs(event):
@@ -127,6 +129,14 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
                 and current is not None and current.outcome is None and current.past_discovery() \
                 and event["ts"] - current.last <= PAUSE:
             identity = aliases[key] = current.identifier  # the EnrollmentID the attempt in progress was given
+        owner = by_enrollment.get(enrollment or key)
+        if owner is not None and event["kind"] == "http" and event["stage"] not in ("identifier", "discovery") \
+                and event.get("message_type") != "Authenticate":  # Authenticate begins an enrollment
+            # a later exchange of an enrollment (a poll, a command, a renewal) stays with the attempt that made it,
+            # whatever the same user's devices began since; the user's latest attempt does not move
+            owner.events.append(event)
+            current = owner
+            continue
         attempt = latest.get(identity)
         if event["kind"] in ("device", "device-outcome"):
             if attempt is None or (attempt.outcome is not None and event["stage"] == "identifier"):
@@ -139,6 +149,9 @@ def group(events: list[dict], owners: dict[str, str] | None = None) -> list[Atte
             attempt = start(identity, event)
         latest[identity] = attempt
         attempt.keys.update(k for k in (key, enrollment) if k)
+        if enrollment and event["kind"] == "http" and (event.get("message_type") == "Authenticate"
+                                                       or enrollment not in by_enrollment):
+            by_enrollment[enrollment] = attempt
         attempt.events.append(event)
         if event["kind"] == "http" or attempt.outcome is None:
             current = attempt
