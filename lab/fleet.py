@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import requests
 
 from lab import config
-from lab.device import Device
+from lab.device import Device, messages
 from lab.device.device import FAMILIES
 from lab.device.model import Client
 from lab.net import LabResolver, Network, lab_session
@@ -179,7 +179,8 @@ def _enrollment_record(device: Device) -> dict:
     assert e is not None  # recorded after a successful enrollment
     return {"enrollment_id": e.enrollment_id, "mode": e.mode, "topic": e.topic, "identifier": e.identifier,
             "checkin_url": e.checkin_url, "server_url": e.server_url, "access_token": e.access_token,
-            "udid": device.udid, "serial": device.serial, "model_family": device.model_family}
+            "udid": device.udid, "serial": device.serial, "model_family": device.model_family,
+            "os_version": device.os_version}
 
 
 def enroll_one(target: Target, index: int, model_family: str, *, sync: bool = True) -> DeviceResult:
@@ -407,10 +408,13 @@ class RecheckReport:
         return asdict(self)
 
 
-def _identity_keys(record: dict) -> dict:
-    if record["mode"] == "ADDE":
-        return {"Topic": record["topic"], "UDID": record["udid"], "SerialNumber": record["serial"]}
-    return {"Topic": record["topic"], "EnrollmentID": record["enrollment_id"]}
+def _message(record: dict, kind: str, name: str | None, facts: dict) -> dict:
+    """A message of the journaled device, with the identifiers Apple's schema allows in it (as the device does)."""
+    identity = {"Topic": record["topic"], "UDID": record["udid"], "SerialNumber": record["serial"]}
+    if record["mode"] != "ADDE":
+        identity["EnrollmentID"] = record["enrollment_id"]
+    return messages.fit(kind, name, {**facts, **identity}, Client(record["model_family"], record.get("os_version", "")),
+                        record["mode"])
 
 
 def recheck(target: Target, records: list[dict], concurrency: int = 8) -> RecheckReport:
@@ -425,12 +429,13 @@ def recheck(target: Target, records: list[dict], concurrency: int = 8) -> Rechec
         failures = []
         try:
             headers = {"Authorization": f"Bearer {record['access_token']}", "User-Agent": Client.user_agent_mdm}
-            keys = _identity_keys(record)
             for name, url, ctype, message in (
                     ("TokenUpdate", record["checkin_url"], CHECKIN_TYPE,
-                     {"MessageType": "TokenUpdate", **keys, "Token": secrets.token_bytes(32),
-                      "PushMagic": secrets.token_hex(16).upper()}),
-                    ("Idle", record["server_url"], SERVER_TYPE, {"Status": "Idle", **keys})):
+                     _message(record, "checkin", "TokenUpdate", {"MessageType": "TokenUpdate",
+                                                                 "Token": secrets.token_bytes(32),
+                                                                 "PushMagic": secrets.token_hex(16).upper()})),
+                    ("Idle", record["server_url"], SERVER_TYPE, _message(record, "response", None,
+                                                                         {"Status": "Idle"}))):
                 try:
                     response = session.put(url, data=plistlib.dumps(message),
                                            headers={**headers, "Content-Type": ctype}, timeout=30)

@@ -130,7 +130,7 @@ class MDM:
     parse_by_content_type: bool = False  # parse the enrollment request by its Content-Type, as Rack does
     refuse_families: tuple[str, ...] = ()  # model families the MDM refuses (403 com.apple.well-known.failed)
     personal_devices: bool = True  # False: User Enrollment (mdm-byod) is refused the same way
-    schema_check: str = "warn"  # check-ins and reports against Apple's schema: warn, strict (400) or off
+    schema_check: str = "strict"  # what the device sends, against Apple's schema: strict (400), warn or off
     maid_tokens: bool = True  # advertise com.apple.mdm.token and answer GetToken for com.apple.maid
 
 
@@ -444,7 +444,7 @@ def parse(data: dict, path: Path) -> Scenario:
         parse_by_content_type=_want(path, "mdm.parse_by_content_type", m.get("parse_by_content_type", False), bool),
         refuse_families=_strings(path, "mdm.refuse_families", m.get("refuse_families", []), choices=MODEL_FAMILIES),
         personal_devices=_want(path, "mdm.personal_devices", m.get("personal_devices", True), bool),
-        schema_check=_want(path, "mdm.schema_check", m.get("schema_check", "warn"), str,
+        schema_check=_want(path, "mdm.schema_check", m.get("schema_check", "strict"), str,
                            choices=("warn", "strict", "off")),
         maid_tokens=_want(path, "mdm.maid_tokens", m.get("maid_tokens", True), bool),
     )

@@ -20,7 +20,14 @@ USERS = (User(IDENTIFIER, PASSWORD, "Eliza Bagshaw"), User(OTHER, OTHER_PASSWORD
 REDIRECT = "apple-remotemanagement-user-login:/oauth2/redirection"
 CLIENT_ID = "8C1D4B2E-6D0F-4E55-9E1A-MDMLAB000001"
 PATH = {k: urlsplit(v).path for k, v in URLS.items()}
+# The enrollment request (MachineInfo) of a User Enrollment (mdm-byod), and what a Device Enrollment (mdm-adde) adds
 DEVICE_INFO = {"LANGUAGE": "en-US", "PRODUCT": "iPhone17,2", "VERSION": "23A300"}
+ADDE_INFO = {"UDID": "00008120-001234567890801E", "SERIAL": "F2LXK0QZHG7F"}
+
+
+def device_info(mode_path: str = "base_url", **overrides) -> dict:
+    """The MachineInfo a device posts to ``mode_path`` (base_url: mdm-byod, adde_base_url: mdm-adde)."""
+    return {**DEVICE_INFO, **(ADDE_INFO if mode_path == "adde_base_url" else {}), **overrides}
 
 
 class Clock:
@@ -90,7 +97,7 @@ def tokens_for(client, **extra) -> dict:
 
 
 def enroll(client, access_token: str, mode_path: str = "base_url"):
-    return client.post(PATH[mode_path], data=plistlib.dumps(DEVICE_INFO), headers=bearer(access_token),
+    return client.post(PATH[mode_path], data=plistlib.dumps(device_info(mode_path)), headers=bearer(access_token),
                        base_url=ORIGIN)
 
 

@@ -40,7 +40,7 @@ class MDMSetup:
     parse_by_content_type: bool = False  # the enrollment request is parsed by its Content-Type (PROTOCOL.md 6.7)
     refused_families: tuple = ()  # model families this MDM does not enroll
     personal_devices: bool = True  # False: no User Enrollment (mdm-byod), only organization-owned devices
-    schema_check: str = "warn"  # check-ins and reports against Apple's schema: warn, strict (400) or off
+    schema_check: str = "strict"  # what the device sends, against Apple's schema: strict (400), warn or off
     maid_tokens: bool = True  # advertise com.apple.mdm.token and answer GetToken for com.apple.maid
     idp_origin: str = ""  # set: sign-in is federated to the organization's IdP at this origin
     federation_secret: bytes = b""

@@ -3,7 +3,7 @@ command report held against Apple's schema facts (lab.schema, derived from apple
 that sent it (platform, OS version, enrollment type, channel), so an MDM developer testing a device, or the lab's
 own device, learns exactly which key is missing, forbidden, not yet introduced or of the wrong type.
 
-``strict`` answers 400 with the problems; ``warn`` (the default) answers as usual and records them; ``off`` skips.
+``strict`` (the default) answers 400 with the problems; ``warn`` answers as usual and records them; ``off`` skips.
 Either way the problems are in the timeline event's detail.
 """
 from __future__ import annotations
@@ -45,10 +45,22 @@ def problems(kind: str, name: str | None, message: dict, device: Device | None, 
     checker = checker or schema_check
     if device is None:
         return []
+    if kind == "response" and name is not None and message.get("Status") != "Acknowledged" \
+            and not _known_here(name, device):
+        name = None  # a command the device does not have: it answers with the bare report (Error)
     found = checker(kind, name, message, platform=device.platform, os_version=device.os_version,
                     enrollment=device.enrollment, channel=device.channel)
     return [{"path": p.path, "code": p.code, "message": p.message} for p in found
             if getattr(p, "severity", "error") == "error"]
+
+
+def _known_here(request_type: str, device: Device) -> bool:
+    """Apple's schema has this command on this device's platform, OS version and enrollment."""
+    if request_type not in schema.names("command"):
+        return False
+    return not any(p.severity == "error" for p in schema.supported(
+        "command", request_type, platform=device.platform, os_version=device.os_version,
+        enrollment=device.enrollment, channel=device.channel))
 
 
 def allowed(kind: str, name: str | None, device: Device | None) -> frozenset[str]:

@@ -8,7 +8,7 @@ import plistlib
 import pytest
 
 from lab import cms, schema
-from lab.device import Device
+from lab.device import Device, messages
 from tests.conftest import IDENTIFIER, PASSWORD
 from tests.e2e.test_mdm_e2e import running
 
@@ -65,3 +65,23 @@ def test_what_the_device_sends_to_the_lab_conforms_to_apples_schema(env, family,
         checked.append(name)
     assert {"MachineInfo", "Authenticate", "TokenUpdate", "CheckOut", "SecurityInfo", "ProfileList"} <= set(checked)
     assert any("EnrollmentUserID" in m for m in sent) == (family == "Mac")  # the Mac's user channel too
+
+
+def test_a_strict_mdm_refuses_an_enrollment_request_that_names_a_user_enrolled_device_and_the_trace_says_why(
+        env, monkeypatch):
+    """The MDM (strict by default) holds the signed MachineInfo against Apple's schema, through DNS and TLS: a User
+    Enrollment request that carries UDID is refused before sign-in, the device's trace names the key and the rule,
+    and the timeline event has every problem."""
+    real = messages.machine_info
+    monkeypatch.setattr(messages, "machine_info", lambda client, udid, serial, mode: {
+        **real(client, udid, serial, mode), "UDID": udid})  # a device that leaks its UDID under User Enrollment
+    mark = env.lab.events.last_id()
+    trace = env.device(model_family="iPhone", os_version="26.1").enroll(IDENTIFIER, PASSWORD)
+    assert (trace.outcome, trace.diagnosis, trace.steps[-1].stage) == ("failed", "enroll-http-400", "authentication")
+    assert "UDID is forbidden under User Enrollment on iOS" in trace.explanation
+    assert "schema-violation" in trace.explanation and "MachineInfo" in trace.explanation
+    [event] = [e for e in env.lab.events.query(after=mark, component="mdm") if e["path"] == "/enroll"]
+    assert event["status"] == 400
+    assert event["detail"]["schema_problems"] == [{"path": "UDID", "code": "forbidden-under-user-enrollment",
+                                                   "message": "UDID is forbidden under User Enrollment on iOS; "
+                                                              "leave it out"}]

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import requests
@@ -17,6 +18,8 @@ import requests
 from lab.device import Device, Network
 from lab.dns import DNS_FAULTS
 from lab.faults import TLS_FAULTS
+from lab.launcher import Lab
+from lab.scenario import load
 from mocks.org_domain import FAULTS as ORG_DOMAIN_FAULTS
 from mocks.org_domain import WELL_KNOWN_PATH
 from tests.conftest import IDENTIFIER, PASSWORD, ROOT, require_tool
@@ -62,6 +65,17 @@ TLS_CURL = {  # fault → what curl (OpenSSL) says about the certificate
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The default scenario's lab with the MDM's schema check at warn: wrong-mode sends the device to the endpoint
+    of the other enrollment type, where a strict check would refuse its (right) request before the fault's own
+    symptom; the wrong-mode scenario does the same."""
+    scenario = load("betterbag")
+    scenario = replace(scenario, mdm=replace(scenario.mdm, schema_check="warn"))
+    with Lab(scenario, tmp_path_factory.mktemp("lab"), https_port=0, dns_port=0) as running:
+        yield running
+
+
 @pytest.fixture(autouse=True)
 def no_faults_left(lab):
     """Every test starts and ends with nothing armed, whatever the previous one did."""

@@ -11,6 +11,7 @@ import json
 import plistlib
 import tracemalloc
 import uuid
+from dataclasses import replace
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -245,27 +246,33 @@ def test_every_mdm_event_of_an_enrollment_carries_its_account_and_enrollment_id(
 
 
 def test_schema_problems_reach_the_timeline_events_detail(lab, http):
-    """The MDM's validation (mocks/mdm/validation.py) with a stand-in checker, through DNS and TLS: warn mode
-    answers 200 and records the problems with the exchange."""
+    """The MDM's validation (mocks/mdm/validation.py) with a stand-in checker, through DNS and TLS: strict (the
+    default) answers 400 with the problems, warn answers 200; both record the problems with the exchange."""
     def checker(kind, name, message, **device):
         return [SimpleNamespace(path="Colour", code="unknown-key", message="no such key in Authenticate",
                                 severity="error")] if "Colour" in message else []
 
-    lab.mdm.channel.checker = checker
+    channel, strict = lab.mdm.channel, lab.mdm.channel.setup
+    assert strict.schema_check == "strict"
+    channel.checker = checker
+    expected = [{"path": "Colour", "code": "unknown-key", "message": "no such key in Authenticate"}]
     try:
         token = access_token(lab, http, ELIZA, ELIZA_PASSWORD)
-        eid = uuid.uuid4().hex.upper()
-        mark = lab.events.last_id()
-        answer = put(lab, http, "checkin_url", plistlib.dumps({
-            "MessageType": "Authenticate", "Topic": TOPIC, "EnrollmentID": eid, "ProductName": "iPhone17,2",
-            "OSVersion": "26.1", "Colour": "teal"}), token)
-        assert answer.status_code == 200
-        event = lab.events.query(after=mark, component="mdm", message_type="Authenticate")[-1]
-        assert event["detail"]["schema_problems"] == [{"path": "Colour", "code": "unknown-key",
-                                                       "message": "no such key in Authenticate"}]
-        assert "1 schema problem(s): Colour: no such key in Authenticate" in event["summary"]
+        for mode, status in (("strict", 400), ("warn", 200)):
+            channel.setup = replace(strict, schema_check=mode)
+            eid = uuid.uuid4().hex.upper()
+            mark = lab.events.last_id()
+            answer = put(lab, http, "checkin_url", plistlib.dumps({
+                "MessageType": "Authenticate", "Topic": TOPIC, "EnrollmentID": eid, "ProductName": "iPhone17,2",
+                "OSVersion": "26.1", "Colour": "teal"}), token)
+            assert answer.status_code == status, answer.text
+            event = lab.events.query(after=mark, component="mdm", message_type="Authenticate")[-1]
+            assert event["detail"]["schema_problems"] == expected
+            assert "1 schema problem(s): Colour: no such key in Authenticate" in event["summary"]
+            if mode == "strict":
+                assert answer.json()["error"] == "schema-violation" and answer.json()["problems"] == expected
     finally:
-        lab.mdm.channel.checker = None
+        channel.checker, channel.setup = None, strict
 
 
 def test_get_token_for_managed_apple_account_sign_in(lab, http):

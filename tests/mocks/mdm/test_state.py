@@ -6,7 +6,17 @@ import plistlib
 
 import pytest
 
-from tests.mdm_support import DEVICE_INFO, IDENTIFIER, ORIGIN, PATH, URLS, Clock, client_of, make_state
+from tests.mdm_support import (
+    DEVICE_INFO,
+    IDENTIFIER,
+    ORIGIN,
+    PATH,
+    URLS,
+    Clock,
+    client_of,
+    device_info,
+    make_state,
+)
 
 
 def test_service_discovery_routes_by_user_then_family_and_falls_back_like_the_org_domain(tmp_path, signer):
@@ -48,7 +58,7 @@ def test_a_refused_family_or_personal_devices_get_apples_well_known_failed_at_di
 def test_policy_refusals_at_the_enrollment_request_come_before_sign_in(tmp_path, signer, setup, product, path, code):
     mdm = make_state(tmp_path / "d", signer, Clock(), **setup)
     try:
-        body = plistlib.dumps({**DEVICE_INFO, "PRODUCT": product})
+        body = plistlib.dumps(device_info(path, PRODUCT=product))
         response = client_of(mdm).post(PATH[path], data=body, base_url=ORIGIN)
         assert response.status_code == 403 and response.get_json()["error"] == code
         assert "WWW-Authenticate" not in response.headers

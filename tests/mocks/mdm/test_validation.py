@@ -74,7 +74,7 @@ def test_strict_answers_400_with_every_problem_and_changes_nothing(tmp_path, sig
 
 
 def test_warn_answers_as_usual_and_says_what_is_wrong(tmp_path, signer):
-    state, client, token = _enrolled(tmp_path, signer)
+    state, client, token = _enrolled(tmp_path, signer, schema_check="warn")
     command = state.queue_command(EID, "DeviceInformation")
     poll(client, {"Status": "Idle", "EnrollmentID": EID}, token)
     report = {"Status": "Acknowledged", "CommandUUID": command, "EnrollmentID": EID,
