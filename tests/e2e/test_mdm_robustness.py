@@ -157,8 +157,10 @@ def test_signed_bodies_without_a_token_leave_nothing_in_memory(lab, http):
     leaf = ca.issue_cert("device.attacker.test")
     cert = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
     key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
-    bodies = [cms.sign(plistlib.dumps({"PRODUCT": "iPhone17,2", "VERSION": "23A300", "LANGUAGE": "en",
-                                       "PADDING": bytes([n]) * 256 * 1024}), cert, key) for n in range(12)]
+    # the bulk in a key MachineInfo has (LANGUAGE), so the MDM's strict schema check lets it on to the token check
+    bodies = [cms.sign(plistlib.dumps({"PRODUCT": "iPhone17,2", "VERSION": "23A300",
+                                       "LANGUAGE": "en-" + chr(ord("a") + n) * 256 * 1024}), cert, key)
+              for n in range(12)]
     gc.collect()
     tracemalloc.start()
     try:
