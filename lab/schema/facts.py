@@ -86,6 +86,29 @@ def area(name: str) -> dict:
     return json.loads(resources.files("lab.schema").joinpath("data", f"{name}.json").read_text())
 
 
+@cache
+def newest_known(platform: str) -> tuple[int, ...]:
+    """The newest OS version of ``platform`` that the facts mention: a device newer than this may send keys and
+    values Apple added since the facts were derived."""
+    newest: tuple[int, ...] = (0,)
+
+    def walk(node) -> None:
+        nonlocal newest
+        if isinstance(node, dict):
+            since = (node.get("os") or {}).get(platform) if isinstance(node.get("os"), dict) else None
+            if isinstance(since, dict) and since.get("since"):
+                newest = max(newest, version(since["since"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for file in sorted({file for file, _ in KINDS.values()}):
+        walk(area(file))
+    return newest
+
+
 def names(kind: str) -> list[str]:
     """Every name the schema knows for ``kind`` (MessageTypes, RequestTypes, PayloadTypes, error codes)."""
     if kind not in KINDS:

@@ -171,7 +171,7 @@ class Channel:
         assert device is not None  # problems are found only for a device whose platform is known
         note(detail={"schema_problems": found})
         said = validation.summary_of(found)
-        if self.setup.schema_check == "strict":
+        if self.setup.schema_check == "strict" and validation.refusable(found):
             raise error(f"the {name or 'Idle'} {'message' if kind == 'checkin' else 'report'} departs from "
                         f"Apple's schema for {device.platform} {device.os_version}: {said}", code="schema-violation",
                         problems=found)
