@@ -3,11 +3,13 @@ the instructor's guide (docs/instructor/ANSWERS.md: each exercise's scenario and
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab.events import Event
+from lab.faults import guesses
 from lab.scenario import Scenario, available, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,8 +49,34 @@ def localize(text: str, info: dict) -> str:
     text = text.replace(f"@{DEFAULTS['listen']} -p {DEFAULTS['dns_port']}",
                         f"@{listen}" + ("" if dns_port == 53 else f" -p {dns_port}"))
     text = text.replace(f"{DEFAULTS['listen']}:{DEFAULTS['https_port']}", f"{listen}:{https_port}")
-    text = text.replace(f":{DEFAULTS['https_port']}", "" if https_port == 443 else f":{https_port}")
+    for port in (f":{DEFAULTS['https_port']}", ":<port>"):
+        text = text.replace(port, "" if https_port == 443 else f":{https_port}")
     return text.replace(DEFAULTS["ca_cert"], info["ca_cert"])
+
+
+EVENTS_PRINTER = (  # one line per timeline event, as the briefings' events() shows them
+    'import json, sys\nfor e in json.load(sys.stdin):\n    status = "" if e["status"] is None else e["status"]\n'
+    '    print(e["id"], e["component"], e["stage"] or "-", e["method"] or "", (e["host"] or "") + (e["path"] or ""),'
+    ' status, "|", e["summary"])')
+
+
+def shell(info: dict, scenario: Scenario, state_dir: Path) -> str:
+    """The shell definitions the briefings use ($LAB, $WK, events()), for the running lab ``info`` (its lab.json),
+    to paste or ``eval "$(mdmlab exercise env)"``."""
+    address = info["listen"] if ":" not in info["listen"] else f"[{info['listen']}]"
+    identifier = scenario.device.identifier or scenario.users[0].identifier
+    domain = identifier.split("@", 1)[1]
+    lab = f"--connect-to ::{address}:{info['https_port']} --cacert {info['ca_cert']}"
+    well_known = (f"https://{domain}/.well-known/com.apple.remotemanagement?user-identifier={identifier}"
+                  f"&model-family={scenario.device.model_family}")
+    printer = shlex.quote(EVENTS_PRINTER)
+    return "\n".join([
+        f"export MDMLAB_STATE_DIR={shlex.quote(str(Path(state_dir).resolve()))}",
+        f"LAB={shlex.quote(lab)}",
+        f"WK={shlex.quote(well_known)}",
+        f"CONSOLE={shlex.quote(info['console_url'].rstrip('/'))}",
+        f'events() {{ curl -s $LAB "$CONSOLE/api/events?limit=500$1" | python3 -c {printer}; }}',
+    ])
 
 
 def _answers() -> dict[int, tuple[str, str]]:
@@ -98,6 +126,22 @@ def find(number: int) -> Exercise:
     raise ExerciseError(f"no exercise {number}: choose 1 to {len(known)}")
 
 
+def for_trainee(trace: dict) -> dict:
+    """A device's trace (``Trace.to_dict()``) as a trainee may see it: the stages, exchanges, status codes and the
+    device's explanations, without the diagnosis codes (many are the very name of the fault to find)."""
+    return {**trace, "diagnosis": None,
+            "steps": [{**step, "code": None} if isinstance(step, dict) else step for step in trace.get("steps") or []]}
+
+
+def render_for_trainee(trace) -> str:
+    """``Trace.render()`` without the diagnosis code on its verdict line (``FAILED (code)``)."""
+    text = trace.render()
+    head, _, last = text.rpartition("\n")
+    if trace.diagnosis:
+        last = last.replace(f"FAILED ({trace.diagnosis})", "FAILED", 1)
+    return f"{head}\n{last}" if head else last
+
+
 # -- grading ------------------------------------------------------------------------------------------------------
 
 def expected_route(scenario: Scenario) -> str:
@@ -106,19 +150,31 @@ def expected_route(scenario: Scenario) -> str:
     return "abm" if scenario.expect is not None and scenario.expect.path == "abm" else "direct"
 
 
-def grade(scenario: Scenario, observed: dict) -> tuple[bool, str]:
-    """Whether an attempt (``runner.observe`` of its events) shows the lab repaired, and why, without naming the
-    scenario or its fault."""
+def grade(scenario: Scenario, observed: dict, os_version: str | None = None, guessed: int = 0) -> tuple[bool, str]:
+    """Whether an attempt (``runner.observe`` of its events, by a device on ``os_version`` if not the ticket's)
+    shows the lab repaired, and why, without naming the scenario or its fault; ``guessed``: how many fault names
+    the trainee cleared, shown when more than one (a diagnosis names one)."""
     route = expected_route(scenario)
+    ticket = scenario.device.os_version
+    other_os = os_version is not None and os_version != ticket
     if observed["outcome"] != "enrolled":
         where = f" at {observed['stage']}" if observed.get("stage") else ""
-        return False, f"not repaired: a fresh enrollment still fails{where}"
-    if observed["path"] != route:
+        repaired, verdict = False, f"not repaired: a fresh enrollment still fails{where}"
+    elif observed["path"] != route and other_os:
+        how = "through the ABM/ASM fallback" if observed["path"] == "abm" else "through the organization's domain"
+        repaired, verdict = False, (f"not graded: a device on OS {os_version} enrolled {how}, a route the ticket's "
+                                    f"device does not take; enroll the ticket's device: --os-version {ticket}")
+    elif observed["path"] != route:
         how = ("through the ABM/ASM fallback" if route == "abm" else "directly, through the organization's domain")
-        return False, (f"not repaired the way this exercise intends: the device enrolled, but it should enroll "
-                       f"{how}; undo the change that took the other route and repair what the ticket is about")
-    return True, "repaired: a fresh enrollment succeeds " + (
-        "through the ABM/ASM fallback" if route == "abm" else "through the organization's domain")
+        repaired, verdict = False, (f"not repaired the way this exercise intends: the device enrolled, but it should "
+                                    f"enroll {how}; undo the change that took the other route and repair what the "
+                                    "ticket is about")
+    else:
+        repaired, verdict = True, "repaired: a fresh enrollment succeeds " + (
+            "through the ABM/ASM fallback" if route == "abm" else "through the organization's domain")
+    if guessed > 1:
+        verdict += f" ({guessed} fault names were cleared by name before this check)"
+    return repaired, verdict
 
 
 def record_attempt(events, exercise: int, repaired: bool, verdict: str, who: str | None = None) -> int:
@@ -128,13 +184,14 @@ def record_attempt(events, exercise: int, repaired: bool, verdict: str, who: str
                                summary=f"exercise {exercise} check: {verdict}"))
 
 
-def attempt(lab, after: int) -> dict:
+def attempt(lab, after: int, os_version: str | None = None) -> dict:
     """Grade the running exercise lab from its own timeline since event ``after`` (a fresh enrollment the trainee
-    made since), and record the attempt for the instructor."""
+    made since, on ``os_version`` if not the ticket's), and record the attempt for the instructor."""
     from lab.runner import observe  # the runner builds labs; imported here, where a lab already runs
 
     if lab.exercise is None:
         raise ExerciseError("this lab runs no exercise; start one with 'mdmlab exercise start N'")
-    repaired, verdict = grade(lab.scenario, observe(lab.events.query(after=after, limit=5000)))
+    guessed = len(guesses(lab.events.query(component="faults", kind="fault", limit=5000)))
+    repaired, verdict = grade(lab.scenario, observe(lab.events.query(after=after, limit=5000)), os_version, guessed)
     event = record_attempt(lab.events, lab.exercise, repaired, verdict)
     return {"exercise": lab.exercise, "repaired": repaired, "verdict": verdict, "event": event}

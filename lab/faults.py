@@ -31,9 +31,22 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from lab.events import Event, EventLog
 from lab.pki import CertificateAuthority
+
+GUESS = "cleared_by_name"  # the detail key of a trainee's clear, counted by the exercise's grading
+EXERCISE_CLEAR_ALL = ("an exercise does not clear every fault at once: clear the one fault you diagnosed, by name "
+                      "('mdmlab fault clear NAME'), or repair what the symptom points to")
+EXERCISE_SET = ("in an exercise the faults are the instructor's: repair what the symptom points to, then run "
+                "'mdmlab exercise check'")
+
+
+def guesses(events: list[dict]) -> list[str]:
+    """The distinct fault names a trainee asked to clear, in order, from the timeline's fault events."""
+    return list(dict.fromkeys(e["detail"][GUESS] for e in events
+                              if e.get("kind") == "fault" and GUESS in (e.get("detail") or {})))
 
 
 class FaultError(ValueError):
@@ -219,6 +232,22 @@ class FaultBoard:
                          (f" on {host}" if host else ""), None)
             self._changed()
         return cleared
+
+    def clear_guess(self, name: str | None, host: str | None = None) -> None:
+        """A trainee's clear in an exercise: only by the name they diagnosed (a clear-all would repair without a
+        diagnosis), answered alike whether it was armed or not, and recorded so the instructor sees each guess."""
+        if name is None:
+            raise FaultError(EXERCISE_CLEAR_ALL, "exercise-clear-all")
+        self.spec(name)
+        self.clear(name, host, quiet=True)
+        if self.events is not None:
+            self.events.record(Event(component="faults", kind="fault", summary=f"asked to clear fault {name}"
+                                     + (f" on {host}" if host else ""), detail={GUESS: name}))
+        self._changed()
+
+    def refuse_set(self) -> NoReturn:
+        """In an exercise the faults are the instructor's: arming one would only hide the one to find."""
+        raise FaultError(EXERCISE_SET, "exercise-faults")
 
     def snapshot(self) -> list[dict]:
         """The armed faults, whatever the board conceals (for the lab's own records, never for a client)."""

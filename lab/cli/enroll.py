@@ -27,11 +27,15 @@ TRIGGERS = ("http", "transport", "content")
               help="An app the person installed before enrolling (repeatable) [default: test.mdmlab.chat].")
 @click.option("--managed-by", default=None, metavar="MDM",
               help="Another MDM already manages the device (Settings then offers no work-account sign-in).")
+@click.option("--discovery-wait", "discovery_timeout", type=click.FloatRange(0.1, 600), default=None,
+              metavar="SECONDS",
+              help="How long the device waits for the organization's service discovery [default: 90, as an iPhone].")
 @state_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON.")
-def enroll(identifier, model_family, os_version, password, strict, fallback_on, apps, managed_by, state_dir,
-           as_json):
+def enroll(identifier, model_family, os_version, password, strict, fallback_on, apps, managed_by,
+           discovery_timeout, state_dir, as_json):
     """Enroll a simulated device as IDENTIFIER through the running lab; exit 0 only when enrolled."""
+    from lab import exercises
     from lab.device import Device
     from lab.device.device import parse_version
 
@@ -53,19 +57,22 @@ def enroll(identifier, model_family, os_version, password, strict, fallback_on, 
     if password is None and sys.stdin.isatty() and not as_json:
         password = click.prompt(f"Password for {identifier}", hide_input=True, default="", show_default=False) or None
     device = Device(network(info), model_family=model_family, os_version=os_version or "", strict=strict,
-                    fallback_on=triggers, managed_by=managed_by, **({"personal_apps": apps} if apps else {}))
+                    fallback_on=triggers, managed_by=managed_by, **({"personal_apps": apps} if apps else {}),
+                    **({"discovery_timeout": discovery_timeout} if discovery_timeout is not None else {}))
     try:
         trace = device.enroll(identifier, password)
         saved = {"device_id": save_enrolled(device, state_dir)} if trace.outcome == "enrolled" else {}
     finally:
         device.close()
     report_trace(state_dir, identifier, trace)
+    exercise = bool(info.get("exercise"))  # the trainee reads the symptom, never a code that names the fault
     if as_json:
-        click.echo(json.dumps({**trace.to_dict(), **saved}, indent=2))
+        shown = exercises.for_trainee(trace.to_dict()) if exercise else trace.to_dict()
+        click.echo(json.dumps({**shown, **saved}, indent=2))
     else:
         click.echo(f"{device.model_family} ({device.product}, {device.os_name} {device.os_version}) "
                    f"enrolling as {identifier}")
-        click.echo(trace.render())
+        click.echo(exercises.render_for_trainee(trace) if exercise else trace.render())
         if saved:
             click.echo(f"device id: {saved['device_id']} (mdmlab device show {saved['device_id']}"
                        f"{state_dir_flag(state_dir)})")

@@ -6,12 +6,13 @@ has them.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 
 import click
 
 from lab import config
-from lab.cli.common import fail, lab_info, request, state_dir_option
+from lab.cli.common import fail, lab_info, request
 from lab.cli.up import banner, serve, start
 
 DEFAULT_DIR = ".mdmlab-exercise"
@@ -38,9 +39,12 @@ def run_exercise(number: int, state_dir, https_port: int, dns_port: int) -> None
     directory = exercise_dir(state_dir)
     lab = start(found.scenario, directory, https_port=https_port, dns_port=dns_port, fresh=True, exercise=number)
     info = lab.describe()
+    definitions = exercises.shell(info, lab.scenario, lab.state_dir)
     serve(lab, banner(lab) + "\n\n" + found.briefing(info) + "\n\n" + "\n".join([
-        "In another terminal, point mdmlab at this lab and check your repair when you think it is done:",
-        f"  export {config.STATE_DIR_ENV}={lab.state_dir}",
+        "In another terminal, point mdmlab at this lab and define the briefing's $LAB, $WK and events() for it",
+        f"(or run: eval \"$(mdmlab exercise env --state-dir {shlex.quote(str(lab.state_dir))})\"):",
+        *("  " + line for line in definitions.splitlines()),
+        "Check your repair when you think it is done:",
         "  mdmlab exercise check"]))
 
 
@@ -59,15 +63,9 @@ def exercise_start(number, state_dir, https_port, dns_port):
     run_exercise(number, state_dir, https_port, dns_port)
 
 
-@exercise.command("check")
-@state_dir_option
-@click.option("--os-version", default=None, help="Prove it with this OS version [default: the ticket's device].")
-def exercise_check(state_dir, os_version):
-    """Is the lab repaired? A fresh enrollment of the ticket's device, graded by the lab from its timeline."""
-    from lab import exercises, runner
-    from lab.cli.common import control
-    from lab.device import Device
-    from lab.net import Network
+def running_exercise(state_dir: str | None):
+    """The running exercise lab's lab.json and scenario, or a one-line failure."""
+    from lab import exercises
     from lab.scenario import load
 
     info = lab_info(state_dir)
@@ -76,9 +74,39 @@ def exercise_check(state_dir, os_version):
         fail("the running lab is no exercise; start one with 'mdmlab exercise start N' and point --state-dir "
              f"or ${config.STATE_DIR_ENV} at its state dir")
     try:
-        scenario = load(exercises.find(number).scenario)
+        return info, load(exercises.find(number).scenario)
     except exercises.ExerciseError as exc:
         fail(str(exc))
+
+
+exercise_dir_option = click.option("--state-dir", default=None, callback=lambda _c, _p, value: exercise_dir(value),
+                                   help=f"The exercise's state dir [default: ${config.STATE_DIR_ENV}, else "
+                                        f"./{DEFAULT_DIR}, where 'exercise start' puts it].")
+
+
+@exercise.command("env")
+@exercise_dir_option
+def exercise_env(state_dir):
+    """Print the shell definitions the briefings use ($LAB, $WK, events()) for the running exercise:
+    eval "$(mdmlab exercise env)"."""
+    from lab import exercises
+
+    info, scenario = running_exercise(state_dir)
+    click.echo(exercises.shell(info, scenario, state_dir))
+
+
+@exercise.command("check")
+@exercise_dir_option
+@click.option("--os-version", default=None, help="Prove it with this OS version [default: the ticket's device].")
+def exercise_check(state_dir, os_version):
+    """Is the lab repaired? A fresh enrollment of the ticket's device, graded by the lab from its timeline."""
+    from lab import runner
+    from lab.cli.common import control
+    from lab.device import Device
+    from lab.net import Network
+
+    info, scenario = running_exercise(state_dir)
+    number = info["exercise"]
     client = control(state_dir)
     try:
         after = request(client, "GET", "/api/health")["last_event_id"]
@@ -89,7 +117,8 @@ def exercise_check(state_dir, os_version):
         finally:
             device.close()
         request(client, "POST", "/api/device-traces", json={"identifier": identifier, **trace.to_dict()})
-        result = request(client, "POST", "/api/exercise/attempts", json={"after": after})
+        result = request(client, "POST", "/api/exercise/attempts",
+                         json={"after": after, **({"os_version": os_version} if os_version else {})})
     finally:
         client.close()
     click.echo(f"exercise {number}: {result['verdict']}")

@@ -67,7 +67,11 @@ def fault_table_command():
 @click.option("--seconds", type=click.FloatRange(0, 120), default=None, help="Delay for slow faults.")
 @state_dir_option
 def fault_set(name, host, times, seconds, state_dir):
-    """Arm fault NAME."""
+    """Arm fault NAME (not in an exercise: its faults are the instructor's)."""
+    if in_exercise(state_dir):
+        from lab.faults import EXERCISE_SET
+
+        fail(EXERCISE_SET)
     specs = {f["name"]: f for f in call(state_dir, "GET", "/api/faults")["catalogue"]}
     if name not in specs:
         fail(nearest(name, specs, "fault") + " ('mdmlab fault list' shows them all)")
@@ -86,7 +90,28 @@ def fault_set(name, host, times, seconds, state_dir):
 @click.option("--host", default=None)
 @state_dir_option
 def fault_clear(name, host, state_dir):
-    """Clear fault NAME, or every fault."""
+    """Clear fault NAME, or every fault (in an exercise: only the one you diagnosed, by name)."""
+    exercise = in_exercise(state_dir)
+    if exercise and not name:
+        from lab.faults import EXERCISE_CLEAR_ALL
+
+        fail(EXERCISE_CLEAR_ALL)
+    if name:
+        names = [f["name"] for f in catalogue()]
+        if name not in names:
+            fail(nearest(name, names, "fault") + " ('mdmlab fault list' shows them all)")
     path = "/api/faults" + (f"/{name}" if name else "")
     cleared = call(state_dir, "DELETE", path, params={"host": host} if host else None)["cleared"]
-    click.echo(f"cleared {cleared} fault(s)")
+    if exercise:  # whether it was armed is for 'mdmlab exercise check' to show, not for names to be tried
+        click.echo(f"asked the lab to clear {name}" + (f" on {host}" if host else "")
+                   + "; 'mdmlab exercise check' says whether the lab is repaired")
+    else:
+        click.echo(f"cleared {cleared} fault(s)")
+
+
+def in_exercise(state_dir) -> bool:
+    """Whether the running lab (its lab.json) is a training exercise."""
+    try:
+        return bool(config.read_lab_file(config.state_dir(state_dir)).get("exercise"))
+    except config.NoLabRunning:
+        return False

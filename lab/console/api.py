@@ -10,7 +10,7 @@ import re
 from flask import Blueprint, Response, jsonify, request
 
 from lab.console import ca, timeline
-from lab.console.common import MAX_ID, concealed, described, event_filters, int_arg, json_body
+from lab.console.common import MAX_ID, concealed, described, event_filters, events_for, int_arg, json_body
 from lab.console.common import lab as _lab
 from lab.faults import FaultError
 from lab.flaskapp import LabError
@@ -42,10 +42,12 @@ def events():
     if last is not None:  # the newest N (of those after ``after``)
         if last == 0:
             return jsonify([])
-        return jsonify(lab.events.query(after=after, before=before, limit=last, newest=True, **event_filters()))
+        return jsonify(events_for(lab, lab.events.query(after=after, before=before, limit=last, newest=True,
+                                                        **event_filters())))
     if before is not None:
-        return jsonify(lab.events.query(after=after, before=before, limit=limit, newest=True, **event_filters()))
-    return jsonify(lab.events.query(after=after, limit=limit, **event_filters()))
+        return jsonify(events_for(lab, lab.events.query(after=after, before=before, limit=limit, newest=True,
+                                                        **event_filters())))
+    return jsonify(events_for(lab, lab.events.query(after=after, limit=limit, **event_filters())))
 
 
 @bp.get("/api/events/<int:event_id>")
@@ -53,7 +55,7 @@ def event(event_id: int):
     found = _lab().events.query(after=event_id - 1, limit=1) if 0 < event_id <= MAX_ID else []
     if not found or found[0]["id"] != event_id:
         raise LabError(f"no event {event_id} in the timeline", code="unknown-event", status=404)
-    return jsonify(found[0])
+    return jsonify(events_for(_lab(), found)[0])
 
 
 def enrollment_owners(lab) -> dict[str, str]:
@@ -102,7 +104,8 @@ def reset():
 
 
 def _fault_error(exc: FaultError) -> LabError:
-    return LabError(str(exc), code=exc.code, status=404 if exc.code == "unknown-fault" else 400)
+    status = {"unknown-fault": 404, "exercise-clear-all": 409, "exercise-faults": 409}.get(exc.code, 400)
+    return LabError(str(exc), code=exc.code, status=status)
 
 
 @bp.get("/api/faults")
@@ -128,6 +131,8 @@ def set_fault():
     if isinstance(times, int) and not isinstance(times, bool) and times > MAX_ID:
         raise LabError(f"times must be at most {MAX_ID}", code="bad-times")
     try:
+        if concealed(_lab()):
+            _lab().faults.refuse_set()
         armed = _lab().faults.set(body["name"], body.get("host"), body.get("times"), body.get("seconds"))
     except FaultError as exc:
         raise _fault_error(exc) from None
@@ -137,8 +142,13 @@ def set_fault():
 @bp.delete("/api/faults")
 @bp.delete("/api/faults/<name>")
 def clear_faults(name=None):
+    """Clear NAME (or every fault); in an exercise only by name, and the answer does not say whether it was armed."""
+    board, host = _lab().faults, request.args.get("host")
     try:
-        cleared = _lab().faults.clear(name, request.args.get("host"))
+        if concealed(_lab()):
+            board.clear_guess(name, host)
+            return jsonify({"cleared": None, "name": name})
+        cleared = board.clear(name, host)
     except FaultError as exc:
         raise _fault_error(exc) from None
     return jsonify({"cleared": cleared})

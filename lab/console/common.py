@@ -26,6 +26,14 @@ def described(lab) -> dict:
     return description
 
 
+def events_for(lab, events: list[dict]) -> list[dict]:
+    """Timeline events as the console shows them: in an exercise, a device's events carry no diagnosis code."""
+    if not concealed(lab):
+        return events
+    return [{**e, "detail": {**e["detail"], **{k: None for k in ("code", "diagnosis") if k in e["detail"]}}}
+            if e.get("component") == "device" and isinstance(e.get("detail"), dict) else e for e in events]
+
+
 MAX_ID = 2**53  # beyond any event id, and within SQLite's integers and JSON's exact ones
 
 

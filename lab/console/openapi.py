@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from lab.console.common import EVENT_FILTERS, MAX_ID
+from lab.console.common import EVENT_FILTERS, MAX_ID, concealed, described
 from lab.console.common import lab as _lab
 
 bp = Blueprint("openapi", __name__)
@@ -297,7 +297,7 @@ def document(lab) -> dict:
             "operationId": "exerciseAttempt",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["after"], "additionalProperties": False,
-                "properties": {"after": _int()}}}}},
+                "properties": {"after": _int(), "os_version": {"type": "string"}}}}}},
             "responses": {"201": _json({"type": "object", "required": ["exercise", "repaired", "verdict", "event"],
                                         "properties": {"exercise": {"type": "integer"},
                                                        "repaired": {"type": "boolean"},
@@ -359,17 +359,21 @@ def document(lab) -> dict:
                      "responses": {"201": _json({"type": "object", "required": ["armed"],
                                                  "properties": {"armed": _ref("ArmedFault")}}, "armed"),
                                    "400": _error("a bad request, or a host this fault does not apply to"),
-                                   "404": _error("no fault of that name"), "401": UNAUTHORIZED, "403": FOREIGN}},
+                                   "404": _error("no fault of that name"), "401": UNAUTHORIZED, "403": FOREIGN,
+                                   "409": _error("an exercise: its faults are the instructor's (exercise-faults)")}},
             "delete": {"summary": "Clear every armed fault (on one host with `host`)", "operationId": "clearFaults",
                        "parameters": [_query("host", {"type": "string"}, "only on this host")],
                        "responses": {"200": _json(_ref("Cleared"), "how many were cleared"),
-                                     "401": UNAUTHORIZED, "403": FOREIGN}}},
+                                     "401": UNAUTHORIZED, "403": FOREIGN,
+                                     "409": _error("an exercise clears one fault by name, never all "
+                                                   "(exercise-clear-all)")}}},
         "/api/faults/{name}": {"delete": {
             "summary": "Clear one fault (on one host with `host`)", "operationId": "clearFault",
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string", "enum": sorted(board.catalogue)}},
                            _query("host", {"type": "string"}, "only on this host")],
-            "responses": {"200": _json(_ref("Cleared"), "how many were cleared"),
+            "responses": {"200": _json(_ref("Cleared"), "how many were cleared (null in an exercise, which does not "
+                                                        "say whether the fault was armed)"),
                           "404": _error("no fault of that name"), "401": UNAUTHORIZED, "403": FOREIGN}}},
         "/api/dns/records": {
             "get": {"summary": "The records of the lab's zones", "operationId": "listRecords",
@@ -405,11 +409,11 @@ def document(lab) -> dict:
     return {
         "openapi": "3.0.3",
         "info": {"title": "mdmlab control API", "version": "1",
-                 "description": "The console of a running lab (scenario "
-                                f"{lab.scenario.name}): faults, the event timeline, state snapshots, reset and the "
-                                "CA. On loopback no token is needed; beyond it, send the admin token printed by "
-                                "`mdmlab up` as `Authorization: Bearer <token>`. Requests that change the lab are "
-                                "refused when a browser sends them from another origin."},
+                 "description": f"The console of a running lab ({'' if concealed(lab) else 'scenario '}"
+                                f"{described(lab)['scenario']}): faults, the event timeline, state snapshots, "
+                                "reset and the CA. On loopback no token is needed; beyond it, send the admin token "
+                                "printed by `mdmlab up` as `Authorization: Bearer <token>`. Requests that change the "
+                                "lab are refused when a browser sends them from another origin."},
         "servers": [{"url": lab.urls["console"].rstrip("/")},
                     {"url": f"https://localhost:{lab.https_port}"}],
         "security": [{}, {"adminToken": []}],
@@ -421,7 +425,8 @@ def document(lab) -> dict:
             "schemas": {"Event": event, "Step": step, "Enrollment": enrollment, "ArmedFault": armed,
                         "FaultSpec": spec, "Record": record, "Error": error,
                         "Cleared": {"type": "object", "required": ["cleared"],
-                                    "properties": {"cleared": {"type": "integer"}}}},
+                                    "properties": {"cleared": _nullable({"type": "integer"}),
+                                                   "name": {"type": "string"}}}},
         },
     }
 

@@ -53,12 +53,15 @@ def test_an_attempt_is_graded_by_route_and_recorded_and_clearing_the_fault_by_na
     shortcut = check(state_dir)
     assert shortcut.returncode == 1, shortcut.stdout + shortcut.stderr
     assert "not repaired the way this exercise intends" in shortcut.stdout
-    assert mdmlab("fault", "set", "well-known-404", "--host", "betterbag.test", state_dir=state_dir).returncode == 0
+    # in an exercise the faults are the instructor's: the trainee cannot arm one again, a reset restores them
+    assert mdmlab("fault", "set", "well-known-404", "--host", "betterbag.test", state_dir=state_dir).returncode == 1
 
     # the intended repair: ABM's Default Device Assignment for iPhones, on the admin site, through DNS and TLS
     session = lab_session(LabResolver(info["dns_address"], info["dns_port"]), info["ca_cert"])
     admin = f"https://{info['abm']['admin']}:{info['https_port']}"
     try:
+        console = info["console_url"].rstrip("/")
+        assert session.post(f"{console}/api/reset", timeout=30).status_code == 200
         page = session.get(f"{admin}/", timeout=10).text  # as a browser does: the form carries the CSRF token
         token = page.split('name="csrf_token" value="')[1].split('"')[0]
         response = session.post(f"{admin}/assignments", data={"iPhone": "BetterBag MDM", "Mac": "BetterBag MDM",
@@ -69,8 +72,7 @@ def test_an_attempt_is_graded_by_route_and_recorded_and_clearing_the_fault_by_na
         assert repaired.returncode == 0, repaired.stdout + repaired.stderr
         assert repaired.stdout.startswith(f"exercise {NUMBER}: repaired") and "ABM/ASM fallback" in repaired.stdout
 
-        events = session.get(f"https://{info['console_url'].split('//')[1].rstrip('/')}/api/events?component=exercise",
-                             timeout=10).json()
+        events = session.get(f"{console}/api/events?component=exercise", timeout=10).json()
     finally:
         session.close()
     assert [e["outcome"] for e in events] == ["not-repaired", "not-repaired", "repaired"]

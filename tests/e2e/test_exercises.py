@@ -173,3 +173,18 @@ def test_scenario_run_exercise_starts_the_broken_lab_and_prints_only_the_briefin
         assert term not in output.split("Exercise ")[-1], \
             f"the printed briefing names {term!r}"
     assert process.returncode == 0, output
+
+
+def test_the_readme_counts_the_exercises_there_are():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    counts = re.findall(r"holds (\d+) exercises", readme)
+    assert counts == [str(len(FILES))], f"README.md counts {counts}, docs/exercises has {len(FILES)}"
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_a_briefing_carries_the_running_labs_port_and_no_placeholder(name):
+    info = {"dns_address": "127.0.0.1", "dns_port": 10153, "https_port": 9443, "ca_cert": "/tmp/ana/pki/ca.pem"}
+    briefing = exercises.find(EXERCISES[name]["number"]).briefing(info)
+    assert "<port>" not in briefing and ":8443" not in briefing and "10053" not in briefing, briefing
+    if "business.lab.test" in briefing:
+        assert "business.lab.test:9443/" in briefing
