@@ -20,18 +20,23 @@ NUMBER = 12
 SCENARIO = "no-default-assignment"
 
 
-@pytest.fixture(scope="module")
-def exercise(tmp_path_factory):
-    state_dir = tmp_path_factory.mktemp("exercise") / "ex"
-    proc = subprocess.Popen([*MDMLAB, "exercise", "start", str(NUMBER), "--state-dir", str(state_dir),
-                             "--https-port", "0", "--dns-port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start_exercise(number: int, state_dir: Path, *args: str, **popen) -> subprocess.Popen:
+    """`mdmlab exercise start NUMBER ARGS` on ephemeral ports, once its lab.json is in ``state_dir``."""
+    proc = subprocess.Popen([*MDMLAB, "exercise", "start", str(number), *args, "--https-port", "0", "--dns-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     deadline = time.monotonic() + 30
     while not (state_dir / "lab.json").exists():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("mdmlab exercise start did not start: " + "\n".join(proc.communicate(timeout=5)))
         time.sleep(0.05)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def exercise(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("exercise") / "ex"
+    proc = start_exercise(NUMBER, state_dir, "--state-dir", str(state_dir))
     yield state_dir, proc
     if proc.poll() is None:
         stop_lab(proc)

@@ -12,13 +12,13 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import pytest
 
 from lab.launcher import fault_catalogue
 from lab.net import LabResolver, lab_session
 from tests.e2e.test_cli import MDMLAB, stop_lab
+from tests.e2e.test_exercise_check import start_exercise
 
 NUMBER = 13
 SCENARIO = "mdm-certificate-expired"
@@ -33,14 +33,7 @@ def environment() -> dict:
 def exercise(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("trainee")
     state_dir = cwd / ".mdmlab-exercise"
-    proc = subprocess.Popen([*MDMLAB, "exercise", "start", str(NUMBER), "--https-port", "0", "--dns-port", "0"],
-                            cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not (state_dir / "lab.json").exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("mdmlab exercise start did not start: " + "\n".join(proc.communicate(timeout=5)))
-        time.sleep(0.05)
+    proc = start_exercise(NUMBER, state_dir, cwd=cwd, env=environment())
     info = json.loads((state_dir / "lab.json").read_text())
     session = lab_session(LabResolver(info["dns_address"], info["dns_port"]), info["ca_cert"])
     yield {"cwd": cwd, "state_dir": state_dir, "proc": proc, "info": info, "session": session,
