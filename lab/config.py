@@ -31,13 +31,15 @@ def read_lab_file(directory: Path) -> dict:
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
-        raise NoLabRunning(f"no running lab found: {path} does not exist (start one with 'mdmlab up', "
-                           f"or point --state-dir / ${STATE_DIR_ENV} at its state dir)") from None
+        raise NoLabRunning(f"no running lab found: {path} does not exist (start one with "
+                           f"'mdmlab up{state_dir_flag(directory)}', or point --state-dir / ${STATE_DIR_ENV} at its "
+                           "state dir)") from None
     except ValueError:
-        raise NoLabRunning(f"{path} is not valid JSON; restart the lab with 'mdmlab up'") from None
+        raise NoLabRunning(f"{path} is not valid JSON; restart the lab with 'mdmlab up{state_dir_flag(directory)}'"
+                           ) from None
     for key in ("dns_port", "https_port", "ca_cert", "hosts"):
         if key not in info:
-            raise NoLabRunning(f"{path} lacks {key!r}; restart the lab with 'mdmlab up'")
+            raise NoLabRunning(f"{path} lacks {key!r}; restart the lab with 'mdmlab up{state_dir_flag(directory)}'")
     if not lab_running(directory):
         raise NoLabRunning(f"the lab of {directory} is not running: its process {info.get('pid', '?')} ended without "
                            f"stopping (killed?); start it again with 'mdmlab up{state_dir_flag(directory)}'")
@@ -88,11 +90,12 @@ def is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def port_hint(port: int) -> str:
-    """Why a port could not be bound, most likely (for a one-line error)."""
+def port_hint(port: int, option: str = "") -> str:
+    """Why a port could not be bound, most likely, and the fix (for a one-line error)."""
     if 0 < port < 1024 and os.geteuid() != 0:
         return f" (port {port} needs root or CAP_NET_BIND_SERVICE)"
-    return f" (is another server using port {port}?)" if port else ""
+    other = f" pick another with {option}, or 0 for any free port" if option else ""
+    return f" (is another server using port {port}?{other})" if port else ""
 
 
 def check_listen(address: str) -> None:
@@ -106,20 +109,33 @@ def check_listen(address: str) -> None:
                          "not 0.0.0.0 or ::")
 
 
-def phone_readiness(listen: str, dns_port: int, https_port: int) -> tuple[str | None, list[str]]:
+def up_command(directory: Path | str | None, *, listen: str = "<LAN address>", real_device: bool = True,
+               dns_port: int | None = None, https_port: int | None = None) -> str:
+    """The ``mdmlab up`` that starts the lab of ``directory`` again the way it was (lab.json tells), ports as given."""
+    parts = ["mdmlab up"] + (["--real-device"] if real_device else []) + [f"--listen {listen}"]
+    parts += [f"--dns-port {dns_port}"] if dns_port is not None else []
+    parts += [f"--https-port {https_port}"] if https_port is not None else []
+    return " ".join(parts) + state_dir_flag(directory)
+
+
+def phone_readiness(listen: str, dns_port: int, https_port: int, *,
+                    directory: Path | str | None = None) -> tuple[str | None, list[str]]:
     """Whether a phone on the LAN can be told to use a lab at ``listen``: a refusal (a phone cannot reach a loopback
-    address), and warnings with their fix (a phone asks DNS on 53 and HTTPS on 443 only)."""
+    address), and warnings with their fix (a phone asks DNS on 53 and HTTPS on 443 only), each with the command."""
+    refusal = None
     if is_loopback(listen):
-        return (f"no phone instructions: {listen} is a loopback address, which no phone can reach; "
-                "start with --listen <this machine's LAN address> --real-device"), []
+        refusal = (f"no phone instructions: {listen} is a loopback address, which no phone can reach; start with "
+                   f"--listen <this machine's LAN address> --real-device: {up_command(directory)}")
+    fix = ("; as root or with CAP_NET_BIND_SERVICE): "
+           + up_command(directory, listen="<LAN address>" if refusal else listen))
     warnings = []
     if dns_port != 53:
         warnings.append(f"DNS listens on port {dns_port}, but a phone asks port 53 only: restart with --dns-port 53 "
-                        "(as root or with CAP_NET_BIND_SERVICE)")
+                        f"(--real-device's default{fix}")
     if https_port != 443:
         warnings.append(f"HTTPS listens on port {https_port}, but a phone's first request goes to 443: restart with "
-                        "--https-port 443 (as root or with CAP_NET_BIND_SERVICE)")
-    return None, warnings
+                        f"--https-port 443 (--real-device's default{fix}")
+    return refusal, warnings
 
 
 PLACEHOLDER_SUFFIX = ".invalid"  # the template's names (RFC 2606): to be replaced by the organization's own

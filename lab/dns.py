@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from dnslib import AAAA, NS, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord
 
@@ -164,13 +165,14 @@ class ZoneResolver:
     def listing(self) -> list[dict]:
         """Every record the DNS serves. A name an armed fault overrides is shown as the fault makes it answer
         (``overridden``, with ``fault`` naming it unless the board conceals it)."""
-        overrides: dict[str, object] = {}
+        overrides: dict[str, Any] = {}  # name → lab.faults.Armed
         for armed in (self.faults.armed_on("dns") if self.faults is not None else []):
             overrides.setdefault(armed.host, armed)
         rows = [r for r in self.zone.listing() if r["name"] not in overrides]
         for name, armed in overrides.items():
             answer = self.answer_for(name, armed)
-            mark = {"overridden": True, "fault": self.faults.name(armed)}
+            mark = {"overridden": True, "fault": self.faults.name(armed),
+                    "remaining": armed.remaining}  # answers left; None: until cleared
             if answer.dropped or answer.rcode != RCODE.NOERROR or not answer.exists:
                 rows.append({"name": name, "type": "*", "value": answer.outcome, **mark})
             elif answer.records:

@@ -39,11 +39,11 @@ class LabError(RuntimeError):
 class Lab:
     def __init__(self, scenario: Scenario, state_dir: Path, *, listen: str = "127.0.0.1", https_port: int = 0,
                  dns_port: int = 0, fresh: bool = False, upstream: tuple[str, int] | None = None,
-                 conceal_faults: bool = False, exercise: int | None = None):
+                 conceal_faults: bool = False, exercise: int | None = None, real_device: bool = False):
         self.scenario, self.home = scenario, StateDir(state_dir)
         self.state_dir = self.home.path
         self.listen, self.requested_ports, self.fresh = listen, (https_port, dns_port), fresh
-        self.upstream, self.exercise = upstream, exercise
+        self.upstream, self.exercise, self.real_device = upstream, exercise, real_device
         self.conceal_faults = conceal_faults or exercise is not None
         self.admin_token = None if is_loopback(listen) else secrets.token_urlsafe(24)
         self.started_at: float | None = None
@@ -71,7 +71,7 @@ class Lab:
         except OSError as exc:
             self.home.unlock()
             raise LabError(f"cannot listen for HTTPS on {self.listen}:{https_port}: {exc.strerror or exc}"
-                           + port_hint(https_port)) from exc
+                           + port_hint(https_port, "--https-port")) from exc
         self.https_port = self.https.port
         self.dispatcher, self.zone = dispatch.Dispatcher(self.events), Zone(sc.suffixes)
         self.faults = FaultBoard(fault_catalogue(), {}, sc.domains[0].name, self.events,
@@ -86,7 +86,7 @@ class Lab:
             self.dns = LabDNS(ZoneResolver(self.zone, self.events, self.faults, self.upstream), self.listen, dns_port)
         except OSError as exc:
             self._abort()
-            raise LabError(str(exc) + port_hint(dns_port)) from exc
+            raise LabError((exc.strerror or str(exc)) + port_hint(dns_port, "--dns-port")) from exc
         self.changes = RunChanges(self.state_dir / CHANGES_FILE)  # those of the lab that stopped, then kept
         self.restored = self.changes.resume(self.dns.resolver, self.faults)
         self.https.set_app(self.dispatcher)
@@ -238,7 +238,7 @@ class Lab:
                 "abm": sc.abm_hosts if self.abm is not None else None, "apple_host": sc.abm_hosts["fallback"],
                 "users": [u.identifier for u in sc.users], "pid": os.getpid(),
                 "upstream": f"{self.upstream[0]}:{self.upstream[1]}" if self.upstream else None,
-                "admin_token_required": self.admin_token is not None}
+                "admin_token_required": self.admin_token is not None, "real_device": self.real_device}
 
     def network(self) -> Network:
         """This lab as a client sees it (the recipe of lab.json, ``Network.from_lab_info``)."""

@@ -159,7 +159,7 @@ def test_documented_device_commands_work_and_sync_says_what_failed(cli, lab):
     cli("device", "command", device_id, "InstallApplication", "-p", "iTunesStoreID=1660000002", "--state-dir", state)
     cli("device", "command", device_id, "DeviceInformation", "-p", "Queries=OSVersion", "-p", "Queries=ModelName",
         "--state-dir", state)
-    cli("device", "command", device_id, "NoSuchCommand", "--state-dir", state)
+    cli("device", "command", device_id, "NoSuchCommand", "--raw", "--state-dir", state)
     synced = cli("device", "sync", device_id, "--state-dir", state, code=1).output
     assert "1 of 4 command(s) failed: NoSuchCommand → Error" in synced
     assert "SYNCED" not in synced and "COMMANDS-FAILED" in synced  # the trace's verdict says it too
@@ -174,6 +174,21 @@ def test_a_state_dir_that_does_not_exist_is_an_error_and_is_not_created(cli, tmp
     missing = tmp_path / "no-such-dir"
     out = cli("device", "list", "--state-dir", str(missing), code=2).output
     assert "is not a directory" in out and not missing.exists()
+
+
+def test_read_only_device_commands_create_no_state_and_name_the_state_dir(cli, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    listed = cli("device", "list", "--state-dir", str(empty)).output
+    assert f"'mdmlab enroll IDENTIFIER --state-dir {empty}'" in listed
+    shown = cli("device", "show", "LAB00000000", "--state-dir", str(empty), code=1).output
+    assert f"'mdmlab enroll IDENTIFIER --state-dir {empty}'" in shown and len(shown.strip().splitlines()) == 1
+    assert list(empty.iterdir()) == []
+
+
+def test_a_missing_lab_is_started_with_the_state_dir_it_was_looked_for_in(cli, tmp_path):
+    out = cli("events", "--state-dir", str(tmp_path), code=1).output
+    assert f"start one with 'mdmlab up --state-dir {tmp_path}'" in out
 
 
 def test_fault_list_without_a_lab_lists_the_catalogue_but_fails(cli, tmp_path):

@@ -299,3 +299,14 @@ def test_legacy_managed_apple_id_is_a_warning(pki, identity_p12):
 def test_assigned_managed_apple_id_that_differs_is_a_warning(pki, identity_p12, assigned, warned):
     _, trace = run_install(pki, signed(make_profile(identity_p12, AssignedManagedAppleID=assigned), pki["signer"]))
     assert warning_codes(trace) == (["profile-maa-differs"] if warned else [])
+
+
+def test_nothing_listening_names_the_port_the_device_tried():
+    import requests
+
+    from lab.device.errors import transport_failure
+
+    refused = requests.ConnectionError(ConnectionRefusedError(111, "Connection refused"))
+    failure = transport_failure("commands", "https://mdm.lab.test:45973/mdm/server", refused, "the MDM")
+    assert failure.code == "connection-refused"
+    assert "nothing listens on https at mdm.lab.test:45973" in failure.explanation

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from lab import config
-from lab.cli.common import call, fail, json_option, lab_info, network, state_dir_option
+from lab.cli.common import call, fail, json_option, lab_info, nearest, network, state_dir_option
 from lab.config import state_dir_flag
 
 
@@ -34,6 +34,15 @@ def save_enrolled(device, state_dir) -> str:
         store.close()
 
 
+def _require_saved(state_dir, device_id: str) -> None:
+    """Fail in one line, creating nothing, when no device was ever saved in the state dir."""
+    from lab.device.store import DeviceStore
+
+    if not DeviceStore.saved(config.state_dir(state_dir)):
+        fail(f"no device {device_id!r}: no devices saved in {config.state_dir(state_dir)} yet; "
+             f"'mdmlab enroll IDENTIFIER{state_dir_flag(state_dir)}' enrolls and saves one")
+
+
 class _Loaded:
     """A saved device, loaded for one command and saved back (also after a failure) when the command ends."""
 
@@ -41,6 +50,7 @@ class _Loaded:
         from lab.device.store import UnknownDevice
 
         info = lab_info(state_dir) if network_needed else None
+        _require_saved(state_dir, device_id)
         self.store = _store(state_dir)
         try:
             reach = network(info) if info else _offline_network(config.state_dir(state_dir))
@@ -48,6 +58,25 @@ class _Loaded:
         except UnknownDevice as exc:
             self.store.close()
             fail(str(exc))
+        self.info, self.state_dir = info, state_dir
+
+    def check_port(self) -> None:
+        """Fail in one line when the device's MDM URLs (its enrollment profile's, which it keeps, as a real device
+        does) name another HTTPS port than the running lab's: nothing of this lab would answer it."""
+        from lab.device.store import server_port
+
+        enrolled = self.device.enrollment
+        port = server_port({"server_url": enrolled.server_url}) if enrolled is not None else None
+        if self.info is None or port is None or port == self.info["https_port"]:
+            return
+        self.device.close()
+        self.store.close()
+        fail(f"{self.device.device_id} was enrolled when the lab served HTTPS on port {port} (its ServerURL "
+             f"{enrolled.server_url}), but the lab now serves on {self.info['https_port']}: restart the lab with "
+             f"--https-port {port} ('mdmlab up --https-port {port}{state_dir_flag(self.state_dir)}', with the "
+             f"other options it had), or enroll the device again (sign out: 'mdmlab device unenroll "
+             f"{self.device.device_id}{state_dir_flag(self.state_dir)}', then 'mdmlab device enroll "
+             f"{self.device.device_id} {enrolled.identifier}{state_dir_flag(self.state_dir)}')")
 
     def __enter__(self):
         return self.device
@@ -66,7 +95,8 @@ def _offline_network(state_dir: Path):
 
     ca = state_dir / "pki" / "ca.pem"
     if not ca.exists():
-        fail(f"{ca} is missing: start the lab once ('mdmlab up') so devices have a CA to trust")
+        fail(f"{ca} is missing: start the lab once ('mdmlab up{state_dir_flag(state_dir)}') so devices have a CA "
+             "to trust")
     return Network("127.0.0.1", 53, str(ca))
 
 
@@ -88,16 +118,20 @@ def device():
 @json_option
 def device_list(state_dir, as_json):
     """The saved devices (every device 'mdmlab enroll' enrolled)."""
-    store = _store(state_dir)
-    try:
-        rows = store.listing()
-    finally:
-        store.close()
+    from lab.device.store import DeviceStore
+
+    rows = []
+    if DeviceStore.saved(config.state_dir(state_dir)):  # a listing never creates the store
+        store = _store(state_dir)
+        try:
+            rows = store.listing()
+        finally:
+            store.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no devices yet: 'mdmlab enroll IDENTIFIER' enrolls and saves one")
+        click.echo(f"no devices yet: 'mdmlab enroll IDENTIFIER{state_dir_flag(state_dir)}' enrolls and saves one")
     for row in rows:
         state = f"{row['mode']} as {row['enrolled_as']} ({row['enrollment_id']})" if row["enrolled_as"] \
             else "not enrolled"
@@ -166,11 +200,16 @@ def render(d: dict) -> str:
 @json_option
 def device_sync(device_id, password, state_dir, as_json):
     """Stand in for an APNs push: the device polls ServerURL and runs queued commands until the queue is empty."""
-    with _Loaded(state_dir, device_id) as dev:
+    loaded = _Loaded(state_dir, device_id)
+    loaded.check_port()
+    with loaded as dev:
         trace = dev.sync(password)
     failed = sum(1 for s in trace.steps if s.stage == "commands" and s.code and s.code.startswith("command-")
                  and s.code != "command-notnow")
     _print_trace(trace, as_json, f"{dev.device_id} syncing with its MDM", {"commands_failed": failed})
+    if trace.diagnosis == "reauth-needs-user" and not as_json:
+        click.echo(f"sign in again: mdmlab device sync {dev.device_id} --password PASSWORD{state_dir_flag(state_dir)}",
+                   err=True)
     sys.exit(1 if trace.outcome in ("failed", "commands-failed") else 0)
 
 
@@ -194,7 +233,9 @@ def device_unenroll(device_id, state_dir, as_json):
 @json_option
 def device_enroll(device_id, identifier, password, state_dir, as_json):
     """Enroll a saved device (again, e.g. after unenrolling or restoring a backup)."""
-    with _Loaded(state_dir, device_id) as dev:
+    loaded = _Loaded(state_dir, device_id)
+    loaded.check_port()
+    with loaded as dev:
         trace = dev.enroll(identifier, password)
     _print_trace(trace, as_json, f"{dev.device_id} enrolling as {identifier}")
     sys.exit(0 if trace.outcome == "enrolled" else 1)
@@ -260,6 +301,7 @@ def device_invite(device_id, account, state_dir):
 def _enrollment_id(state_dir, device_id: str) -> str:
     from lab.device.store import UnknownDevice
 
+    _require_saved(state_dir, device_id)
     store = _store(state_dir)
     try:
         rows = {r["device_id"]: r for r in store.listing()}
@@ -304,6 +346,15 @@ def command_body(request_type: str, params: tuple[str, ...]) -> tuple[dict, dict
     return {**body, **filled}, filled
 
 
+def _known_command(request_type: str) -> None:
+    """Fail in one line, with the nearest names, unless Apple's schema knows ``request_type``."""
+    from lab.schema.facts import names
+
+    known = names("command")
+    if request_type not in known:
+        fail(nearest(request_type, known, "command in Apple's schema") + " (--raw queues it anyway)")
+
+
 @device.command("command")
 @click.argument("device_id")
 @click.argument("request_type")
@@ -312,14 +363,19 @@ def command_body(request_type: str, params: tuple[str, ...]) -> tuple[dict, dict
                    "(e.g. -p iTunesStoreID=1660000002, -p Queries=OSVersion -p Queries=ModelName, "
                    "-p 'Queries=[\"OSVersion\"]'). Required keys left out get defaults (DeviceInformation: "
                    "common Queries; InstallApplication: Options PurchaseMethod 1).")
+@click.option("--raw", is_flag=True,
+              help="Queue REQUEST_TYPE as typed even when Apple's schema knows no such command (to see how the "
+                   "device refuses it).")
 @state_dir_option
-def device_command(device_id, request_type, params, state_dir):
+def device_command(device_id, request_type, params, raw, state_dir):
     """Queue a command for the device at the MDM (the device runs it at its next sync).
 
     \b
     e.g. mdmlab device command ID DeviceInformation
          mdmlab device command ID InstallApplication -p iTunesStoreID=1660000002
     """
+    if not raw:
+        _known_command(request_type)
     body, filled = command_body(request_type, params)
     eid = _enrollment_id(state_dir, device_id)
     result = call(state_dir, "POST", f"/api/mdm/enrollments/{eid}/commands",
@@ -341,17 +397,17 @@ def device_commands(device_id, state_dir, as_json):
         return
     for row in rows:
         click.echo(f"{row['command_uuid']}  {row['request_type']:<24} {row['status']}")
-        for line in _command_details(row):
+        for line in _command_details(row, f"mdmlab device sync {device_id}{state_dir_flag(state_dir)}"):
             click.echo(f"    {line}")
 
 
-def _command_details(row: dict) -> list[str]:
+def _command_details(row: dict, sync: str) -> list[str]:
     result = row.get("result") or {}
     lines = [f"{e.get('ErrorDomain')} {e.get('ErrorCode')}: {e.get('USEnglishDescription')}"
              for e in row.get("error_chain") or []]
     if row["status"] == "CommandFormatError":
         lines.append("the device found the command malformed: a required key is missing or of the wrong type "
-                     "('mdmlab device sync' shows which)")
+                     f"('{sync}' shows which)")
     answer = {k: v for k, v in result.items() if k not in RESULT_ENVELOPE}
     if answer:
         text = json.dumps(answer, default=str)

@@ -20,9 +20,16 @@ def dns():
 def dns_list(state_dir):
     """The zone's records as the lab DNS serves them: NAME, TYPE, VALUE."""
     for record in call(state_dir, "GET", "/api/dns/records"):
-        override = f"   (overridden{': fault ' + record['fault'] if record.get('fault') else ''})" \
-            if record.get("overridden") else ""
-        click.echo(f"{record['name']:<32} {record['type']:<5} {record['value']}{override}")
+        click.echo(f"{record['name']:<32} {record['type']:<5} {record['value']}{_override(record)}")
+
+
+def _override(record: dict) -> str:
+    """How an armed DNS override shows: its fault (unless concealed) and how many answers it has left."""
+    if not record.get("overridden"):
+        return ""
+    left = record.get("remaining")
+    times = "until cleared" if left is None else f"{left} more answer{'s' if left != 1 else ''}"
+    return f"   (overridden{': fault ' + record['fault'] if record.get('fault') else ''}, {times})"
 
 
 @dns.command("add")

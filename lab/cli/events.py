@@ -13,7 +13,8 @@ import time
 import click
 import requests
 
-from lab.cli.common import control, request, state_dir_option
+from lab import config
+from lab.cli.common import control, fail, request, state_dir_option
 
 COMPONENTS = ("dns", "org-domain", "abm", "mdm", "idp", "device", "faults", "console", "lab")
 KINDS = ("http", "dns", "device", "device-outcome", "fault", "lab")
@@ -101,6 +102,27 @@ def _newest(client, last: int, filters: dict, shown) -> list[dict]:
     return []
 
 
+def _device_filter(state_dir, wanted: str) -> dict:
+    """--device as the timeline knows devices: a saved device's id (the one 'mdmlab enroll' prints) becomes its
+    EnrollmentID; an identifier or EnrollmentID stays what it is."""
+    from lab.device.store import DeviceStore
+
+    directory = config.state_dir(state_dir)
+    if "@" in wanted or not DeviceStore.saved(directory):
+        return {"device": wanted}
+    store = DeviceStore(directory)
+    try:
+        row = next((r for r in store.listing() if r["device_id"] == wanted.strip().upper()), None)
+    finally:
+        store.close()
+    if row is None:
+        return {"device": wanted}
+    if not row["enrollment_id"]:
+        fail(f"{row['device_id']} is not enrolled, so no event carries it; --device takes a user identifier, an "
+             f"EnrollmentID, or an enrolled device's id ('mdmlab device list{config.state_dir_flag(state_dir)}')")
+    return {"enrollment": row["enrollment_id"]}
+
+
 @click.command("events")
 @click.option("--follow", "following", is_flag=True, help="Keep printing events as they happen (Ctrl-C stops).")
 @click.option("--json", "as_json", is_flag=True,
@@ -110,7 +132,9 @@ def _newest(client, last: int, filters: dict, shown) -> list[dict]:
 @click.option("--after", type=click.IntRange(min=0), default=None,
               help="Print every event after this id instead of the newest (--last does not apply).")
 @click.option("--host", default=None, help="Only events of this host (or DNS name).")
-@click.option("--device", default=None, help="Only events of this device: user identifier or EnrollmentID.")
+@click.option("--device", default=None,
+              help="Only events of this device: its id (as 'mdmlab enroll' printed it), user identifier or "
+                   "EnrollmentID.")
 @click.option("--component", type=click.Choice(COMPONENTS), default=None, help="Only events of this component.")
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Only events of this kind.")
 @click.option("--all", "everything", is_flag=True,
@@ -120,8 +144,8 @@ def _newest(client, last: int, filters: dict, shown) -> list[dict]:
 def events(following, as_json, last, after, host, device, component, kind, everything, state_dir):
     """The lab's event timeline: every HTTP exchange, DNS answer, fault change and device step."""
     client = control(state_dir)
-    filters = {k: v for k, v in (("host", host), ("device", device), ("component", component), ("kind", kind))
-               if v is not None}
+    filters = {k: v for k, v in (("host", host), ("component", component), ("kind", kind)) if v is not None}
+    filters.update(_device_filter(state_dir, device) if device else {})
     shown = (lambda e: True) if everything or component == "console" else _not_console_traffic
     try:
         top = request(client, "GET", "/api/health")["last_event_id"]

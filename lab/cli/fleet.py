@@ -85,8 +85,16 @@ def fleet(devices, concurrency, mix, against, ca_cert, admin_token, users, journ
         click.echo(report.render())
     if interrupted:
         kept = (f"the journal {journal} kept the {report.enrolled} device(s) that finished "
-                f"('mdmlab fleet --recheck {journal}' checks them in again)" if journal else
+                f"('mdmlab fleet --recheck {journal}{_same_lab(against, ca_cert, state_dir)}' checks them in again)"
+                if journal else
                 "no --journal was given, so the finished devices' tokens are gone")
         click.echo(f"interrupted: the summary above covers the devices that finished; {kept}", err=True)
         sys.exit(130)
     sys.exit(0 if report.failed == 0 and not report.not_started else 1)
+
+
+def _same_lab(against, ca_cert, state_dir) -> str:
+    """The options that make a suggested fleet command reach this lab again."""
+    if against:
+        return f" --against {against}" + (f" --ca-cert {ca_cert}" if ca_cert else "")
+    return config.state_dir_flag(state_dir)

@@ -35,7 +35,8 @@ def up(scenario, state_dir, listen, https_port, dns_port, fresh, real_device, up
     https_port = config.DEFAULT_HTTPS_PORT if https_port is None else https_port
     dns_port = config.DEFAULT_DNS_PORT if dns_port is None else dns_port
     lab = start(scenario, state_dir, listen=listen, https_port=https_port, dns_port=dns_port, fresh=fresh,
-                upstream=host_port(upstream, "--upstream") if upstream else None, check_template=True)
+                upstream=host_port(upstream, "--upstream") if upstream else None, check_template=True,
+                real_device=real_device)
     serve(lab, banner(lab) + ("\n" + real_device_steps(lab) if real_device else ""))
 
 
@@ -73,10 +74,11 @@ def serve(lab, text: str) -> None:
 
 def real_device_steps(lab) -> str:
     info = lab.describe()
-    refusal, warnings = config.phone_readiness(lab.listen, info["dns_port"], info["https_port"])
-    if refusal:
-        return refusal
+    refusal, warnings = config.phone_readiness(lab.listen, info["dns_port"], info["https_port"],
+                                               directory=lab.state_dir)
     warned = [f"warning: {w}" for w in warnings]
+    if refusal:
+        return "\n".join([refusal, *warned])
     sc = lab.scenario
     user = sc.users[0].identifier if sc.users else "name@" + sc.domains[0].name
     return "\n".join([
@@ -96,6 +98,27 @@ def real_device_steps(lab) -> str:
     ])
 
 
+LOCALHOST = ("127.0.0.1", "::1")  # where https://localhost/ reaches a lab (its console certificate names it)
+
+
+def moved_devices(state_dir, https_port: int) -> str | None:
+    """A one-line warning when saved devices were enrolled with this lab on another HTTPS port: they keep the
+    URLs of their enrollment profile, as a real device does, so nothing answers them here."""
+    from lab.device.store import DeviceStore
+
+    elsewhere = DeviceStore.elsewhere(state_dir, https_port)
+    if not elsewhere:
+        return None
+    ports = sorted({port for _, port in elsewhere})
+    ids = ", ".join(device_id for device_id, _ in elsewhere)
+    flag = config.state_dir_flag(state_dir)
+    return (f"{len(elsewhere)} saved device(s) ({ids}) were enrolled with this lab on HTTPS port "
+            f"{' and '.join(map(str, ports))}, not {https_port}, and keep that port: restart with "
+            f"--https-port {ports[0]} ('mdmlab up --https-port {ports[0]}{flag}' and the other options), or sign "
+            f"each out and enroll it again ('mdmlab device unenroll ID{flag}', 'mdmlab device enroll ID "
+            f"IDENTIFIER{flag}')")
+
+
 def banner(lab) -> str:
     info = lab.describe()
     sc = lab.scenario
@@ -106,8 +129,12 @@ def banner(lab) -> str:
         f"  HTTPS    {lab.listen}:{info['https_port']}   "
         f"hosts: {', '.join(h for h in info['hosts'] if h != 'localhost')}",
         f"  CA       {info['ca_cert']}",
-        f"  Console  {info['console_url']}  (also https://localhost:{info['https_port']}/)",
+        f"  Console  {info['console_url']}"
+        + (f"  (also https://localhost:{info['https_port']}/)" if lab.listen in LOCALHOST else ""),
     ]
+    moved = moved_devices(lab.state_dir, info["https_port"])
+    if moved:
+        lines.append(f"  warning: {moved}")
     if lab.admin_token:
         lines.append(f"  Admin token (console beyond loopback): {lab.admin_token}")
     if lab.restored:

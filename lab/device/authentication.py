@@ -205,11 +205,13 @@ def browse(client, browser, url: str, identifier: str, password: str | None, tra
             continue
         if response.status_code >= 400:
             shown = page_message(response)
-            refused = submitted and response.status_code in (401, 403, 429)
+            refused = submitted and response.status_code in (401, 403)
             code = "sign-in-refused" if refused else f"sign-in-page-http-{response.status_code}"
             explanation = (f"the sign-in was refused: {shown} (check the account name and password)" if refused
                            else f"after the password, the sign-in answered {response.status_code}: {shown}"
                            if submitted else f"the sign-in page answered {response.status_code}: {shown}")
+            if response.status_code == 429:
+                code, explanation = "sign-in-throttled", throttled(response, shown)
             trace.stop(stage, code, explanation, action, request=request, response=response, elapsed=elapsed)
         form = password_form(response.text)
         if submitted and form is None:
@@ -232,6 +234,13 @@ def browse(client, browser, url: str, identifier: str, password: str | None, tra
                "it)") if jar.refused else ""
     trace.stop(stage, "sign-in-too-many-redirects", f"more than {MAX_WEB_HOPS} redirects during sign-in" + cookies,
                ACTION)
+
+
+def throttled(response: Response, shown: str) -> str:
+    """A 429: too many tries for the account; waiting is the fix, whatever the password (the right one included)."""
+    wait = response.headers.get("Retry-After", "")
+    return (f"the sign-in is throttled (429): {shown}; wait {wait + ' seconds' if wait.isdigit() else 'a while'} "
+            "and sign in again (after too many wrong passwords even the right one waits)")
 
 
 def page_message(response: Response) -> str:

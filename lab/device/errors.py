@@ -74,8 +74,10 @@ def transport_failure(stage: str, url: str, exc: BaseException, what: str) -> De
             return DeviceFailure(stage, "connection-reset", f"{host} closed the connection without answering; "
                                                             "check the web server and any proxy or firewall")
         if isinstance(cause, ConnectionRefusedError) or "refused" in text:
-            return DeviceFailure(stage, "connection-refused", f"nothing listens on https at {host}; start the "
-                                                              "web server or fix the address")
+            parsed = requests.utils.urlparse(url)
+            where = f"{host}:{parsed.port}" if parsed.port else host
+            return DeviceFailure(stage, "connection-refused", f"nothing listens on {parsed.scheme or 'https'} at "
+                                                              f"{where}; start the web server or fix the address")
     return DeviceFailure(stage, "network-error", f"cannot reach {what} at {host}: {exc.__class__.__name__}: {exc}")
 
 

@@ -77,7 +77,7 @@ def renew(device, challenge: Challenge, trace: Trace, *, refresh_first: bool) ->
     except DeviceFailure as failure:
         if failure.code == "password-needed":
             raise DeviceFailure(ONGOING, "reauth-needs-user", "the access token must be renewed and only the "
-                                "person can do it: sign in again in Settings (mdmlab device sync --password); "
+                                "person can do it: sign in again in Settings (a sync given the password); "
                                 "the enrollment stays, commands wait") from None
         raise
     set_credentials(device, renewed)

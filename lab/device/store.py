@@ -11,7 +11,9 @@ import json
 import secrets
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from lab.config import state_dir_flag
 from lab.device.authentication import Credentials
 from lab.device.device import Device, Enrollment, Network
 from lab.device.separation import App, Profile, Sealed, Vault
@@ -42,9 +44,35 @@ class UnknownDevice(LookupError):
 
 class DeviceStore:
     def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / DIRECTORY / "devices.db"
+        self.state_dir, self.path = Path(state_dir), self.location(state_dir)
         self.store = Store(self.path, _SCHEMA)
         self.store.query("PRAGMA secure_delete = ON")
+
+    @staticmethod
+    def location(state_dir: Path | str) -> Path:
+        return Path(state_dir) / DIRECTORY / "devices.db"
+
+    @classmethod
+    def saved(cls, state_dir: Path | str) -> bool:
+        """Whether any device was ever saved in ``state_dir`` (asked without creating the store)."""
+        return cls.location(state_dir).is_file()
+
+    @classmethod
+    def elsewhere(cls, state_dir: Path | str, https_port: int) -> list[tuple[str, int]]:
+        """(device id, port) of the enrolled devices whose ServerURL is on another HTTPS port than ``https_port``."""
+        if not cls.saved(state_dir):
+            return []
+        store = cls(Path(state_dir))
+        try:
+            rows = store.store.query("SELECT device_id, record FROM devices ORDER BY created")
+        finally:
+            store.close()
+        out = []
+        for row in rows:
+            port = server_port(json.loads(row["record"]).get("enrollment"))
+            if port is not None and port != https_port:
+                out.append((row["device_id"], port))
+        return out
 
     # -- devices -------------------------------------------------------------------------------------------------
     def save(self, device: Device) -> str:
@@ -72,7 +100,8 @@ class DeviceStore:
             return wanted
         matches = [i for i in ids if i.startswith(wanted)]
         if len(matches) != 1:
-            known = ", ".join(sorted(ids)) or "none saved yet (enroll one with 'mdmlab enroll')"
+            known = ", ".join(sorted(ids)) or (f"none saved yet (enroll one with 'mdmlab enroll IDENTIFIER"
+                                                f"{state_dir_flag(self.state_dir)}')")
             raise UnknownDevice(f"no single device matches {device_id!r}; devices: {known}")
         return matches[0]
 
@@ -130,6 +159,14 @@ class DeviceStore:
 
     def close(self) -> None:
         self.store.close()
+
+
+def server_port(enrollment: dict | None) -> int | None:
+    """The HTTPS port of an enrollment's ServerURL (None when not enrolled)."""
+    if not enrollment or not enrollment.get("server_url"):
+        return None
+    parsed = urlsplit(enrollment["server_url"])
+    return parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 def _record(device: Device) -> dict:

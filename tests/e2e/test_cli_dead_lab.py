@@ -2,6 +2,7 @@
 is not running, in one line, instead of timing out on its DNS."""
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
@@ -29,3 +30,10 @@ def test_commands_say_the_lab_is_not_running(dead_lab, args):
     said = result.stderr.strip() or result.stdout.strip()
     assert "is not running" in said and "dns-timeout" not in result.stdout, said
     assert f"mdmlab up --state-dir {dead_lab}" in said
+
+
+def test_doctors_fix_starts_the_same_lab(dead_lab):
+    result = mdmlab("doctor", "--json", "--state-dir", str(dead_lab))
+    assert result.returncode == 1
+    [check] = json.loads(result.stdout)
+    assert check["fix"].endswith(f"--state-dir {dead_lab}"), check["fix"]

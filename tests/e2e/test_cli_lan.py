@@ -148,3 +148,4 @@ def test_fleet_interrupted_prints_a_partial_summary_and_says_the_journal_kept_th
     assert re.search(rf"^{kept} of 500 devices enrolled", out, re.M), out
     assert "STOPPED: interrupted (Ctrl-C)" in out
     assert f"the journal {journal} kept the {kept} device(s) that finished" in err
+    assert f"'mdmlab fleet --recheck {journal} --state-dir {lan_lab}'" in err  # the same lab, not ./.mdmlab's

@@ -371,7 +371,7 @@ def test_cli_dns_list_shows_what_the_dns_answers_under_a_fault(lab, api):
     listing = mdmlab(lab, "dns", "list")
     assert listing.returncode == 0, listing.stderr
     rows = [ln.split() for ln in listing.stdout.splitlines() if ln.startswith(HOST + " ")]
-    assert rows == [[HOST, "*", "SERVFAIL", "(overridden:", "fault", "dns-servfail)"]]
+    assert rows == [[HOST, "*", "SERVFAIL", "(overridden:", "fault", "dns-servfail,", "until", "cleared)"]]
     assert dig_status(dig(lab, HOST, "A", "+time=1", "+tries=1")) == "SERVFAIL"
 
 
