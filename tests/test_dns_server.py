@@ -20,6 +20,7 @@ from lab import dns_server
 from lab.dns import LabDNS, Zone, ZoneResolver, query
 from lab.dns_server import Wire, serves
 from tests.conftest import require_tool
+from tests.test_dns_unit import serving
 from tests.test_dns_unit import udp_exchange as udp
 
 LOOPBACK = "127.0.0.1"
@@ -36,12 +37,8 @@ def make_zone() -> Zone:
 
 @pytest.fixture
 def server():
-    dns = LabDNS(ZoneResolver(make_zone()), LOOPBACK, 0)
-    dns.start()
-    try:
+    with serving(make_zone()) as dns:
         yield dns
-    finally:
-        dns.stop()
 
 
 def read_tcp(sock: socket.socket) -> DNSRecord:

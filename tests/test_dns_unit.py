@@ -4,6 +4,8 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -167,14 +169,21 @@ def test_answers_are_recorded_as_events(tmp_path):
 
 # -- the server --------------------------------------------------------------------------------------------------
 
-@pytest.fixture
-def server():
-    dns = LabDNS(ZoneResolver(make_zone()), LOOPBACK, 0)
+@contextmanager
+def serving(zone: Zone) -> Iterator[LabDNS]:
+    """The lab's DNS server for ``zone`` on a loopback ephemeral port, stopped afterwards (test_dns_server.py too)."""
+    dns = LabDNS(ZoneResolver(zone), LOOPBACK, 0)
     dns.start()
     try:
         yield dns
     finally:
         dns.stop()
+
+
+@pytest.fixture
+def server():
+    with serving(make_zone()) as dns:
+        yield dns
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])

@@ -1,4 +1,5 @@
-"""Fixtures of the MDM's module tests: a profile signer, and an MDM (simple sign-in, a fixed clock) with its client."""
+"""Fixtures of every MDM test that uses Flask's test client (tests/mocks/mdm/): the lab CA and a profile signer, a
+controllable clock, and an MDM (simple sign-in) with its client. Helpers and constants: tests/mdm_support.py."""
 import pytest
 
 from lab.pki import CertificateAuthority
@@ -6,8 +7,13 @@ from tests.mdm_support import Clock, client_of, make_state
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
+def pki(tmp_path_factory) -> CertificateAuthority:
+    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"])
+
+
+@pytest.fixture(scope="module")
+def signer(pki):
+    return pki.issue_profile_signer("BetterBag")
 
 
 @pytest.fixture

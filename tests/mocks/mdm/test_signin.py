@@ -1,5 +1,5 @@
 """mocks/mdm/signin.py where RFC 6749/7636 speak and Apple is silent (ROBUSTNESS.md F21): a replayed code revokes
-what it issued, PKCE S256 only by default (tests/test_mdm_oauth.py), and wrong passwords are throttled."""
+what it issued, PKCE S256 only by default (test_oauth.py), and wrong passwords are throttled."""
 from __future__ import annotations
 
 from urllib.parse import urlencode

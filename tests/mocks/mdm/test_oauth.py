@@ -9,7 +9,6 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from lab.device.authentication import parse_challenge
-from lab.pki import CertificateAuthority
 from mocks.mdm.errors import CommandRefused
 from tests.mdm_support import (
     CLIENT_ID,
@@ -35,26 +34,11 @@ from tests.mdm_support import (
 )
 
 
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
 @pytest.fixture
 def state(tmp_path, signer, clock):
     mdm = make_state(tmp_path / "mdm", signer, clock, auth="oauth2")
     yield mdm
     mdm.close()
-
-
-@pytest.fixture
-def client(state):
-    return client_of(state)
 
 
 def error_of(response, status: int, error: str) -> dict:

@@ -10,7 +10,6 @@ import sqlite3
 import pytest
 
 from lab import cms
-from lab.pki import CertificateAuthority
 from tests.mdm_support import (
     IDENTIFIER,
     ORIGIN,
@@ -21,7 +20,6 @@ from tests.mdm_support import (
     TOPIC,
     Clock,
     check_in,
-    client_of,
     enroll,
     enrolled,
     location_query,
@@ -34,23 +32,6 @@ UDID = {"UDID": "0A1B2C3D-0000-4000-8000-000000000001", "SerialNumber": "LAB0000
 ERROR_CHAIN = [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain",
                 "LocalizedDescription": "“EraseDevice” is not a valid request type.",
                 "USEnglishDescription": "“EraseDevice” is not a valid request type."}]
-
-
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
-
-
-@pytest.fixture
-def state(tmp_path, signer):
-    mdm = make_state(tmp_path / "mdm", signer, Clock())
-    yield mdm
-    mdm.close()
-
-
-@pytest.fixture
-def client(state):
-    return client_of(state)
 
 
 def sign_in(client, identifier=IDENTIFIER, password=PASSWORD) -> str:

@@ -15,67 +15,36 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from lab import cms
 from lab.device.authentication import parse_challenge
 from lab.pki import CertificateAuthority
-from lab.scenario import User
-from mocks.mdm import MDMSetup, MDMState, create_app, urls
 from mocks.mdm.profiles import parse_enrollment_body
+from tests.mdm_support import (
+    DEVICE_INFO,
+    IDENTIFIER,
+    ORIGIN,
+    OTHER,
+    OTHER_PASSWORD,
+    PASSWORD,
+    PATH,
+    TOPIC,
+    TTL,
+    URLS,
+    bearer,
+    check_in,
+    client_of,
+    make_state,
+)
 
-ORIGIN = "https://mdm.lab.test:8443"
-URLS = urls(ORIGIN)
-TOPIC = "com.apple.mgmt.External.betterbag"
-TTL = 3600
-IDENTIFIER, PASSWORD = "eliza@betterbag.test", "carry-on-2026"
-OTHER, OTHER_PASSWORD = "bob@betterbag.test", "bob-password-1"
 CALLBACK = "apple-remotemanagement-user-login"
 PROFILE_TYPE = "application/x-apple-aspen-config"
 CHECKIN_TYPE = "application/x-apple-aspen-mdm-checkin"
-ENROLL, AUTH, CHECKIN = urlsplit(URLS["base_url"]).path, urlsplit(URLS["auth_url"]).path, \
-    urlsplit(URLS["checkin_url"]).path
+ENROLL, AUTH, CHECKIN = PATH["base_url"], PATH["auth_url"], PATH["checkin_url"]
 CHALLENGE = f'Bearer method="apple-as-web", url="{URLS["auth_url"]}"'
-DEVICE_INFO = {"LANGUAGE": "en-US", "PRODUCT": "iPhone17,2", "VERSION": "23A300"}
 EID = "ENROLLMENT-0001"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> CertificateAuthority:
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test", "betterbag.test"])
 
 
 @pytest.fixture(scope="module")
 def device_identity(tmp_path_factory):
     """Stands in for the device's built-in identity that signs the enrollment request."""
     return CertificateAuthority(tmp_path_factory.mktemp("apple"), ["lab.test"]).issue_profile_signer("Apple device")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def make_state(tmp_path, pki, clock, **setup) -> MDMState:
-    values = dict(organization="BetterBag", host="mdm.lab.test", topic=TOPIC, token_ttl=TTL,
-                  users=(User(IDENTIFIER, PASSWORD, "Eliza Bagshaw"), User(OTHER, OTHER_PASSWORD, "Bob")), **URLS)
-    return MDMState(MDMSetup(**{**values, **setup}), tmp_path / "mdm", pki.issue_profile_signer("BetterBag"),
-                    clock=clock)
-
-
-@pytest.fixture
-def state(tmp_path, pki, clock):
-    mdm_state = make_state(tmp_path, pki, clock)
-    yield mdm_state
-    mdm_state.close()
-
-
-@pytest.fixture
-def client(state):
-    return create_app(state).test_client()
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
@@ -86,10 +55,6 @@ def plain_body(**overrides) -> bytes:
 
 def signed_body(identity, **overrides) -> bytes:
     return cms.sign(plain_body(**overrides), identity.cert, identity.key)
-
-
-def bearer(token: str | None) -> dict:
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def post_enroll(client, body: bytes, token: str | None = None, content_type: str = "application/pkcs7-signature"):
@@ -114,11 +79,6 @@ def enrolled_token(client, identifier: str = IDENTIFIER, password: str = PASSWOR
     token = token_from(sign_in(client, identifier, password))
     assert post_enroll(client, plain_body(), token).status_code == 200
     return token
-
-
-def check_in(client, message: dict, token: str | None):
-    return client.put(CHECKIN, data=plistlib.dumps(message), headers=bearer(token), content_type=CHECKIN_TYPE,
-                      base_url=ORIGIN)
 
 
 def authenticate(eid: str = EID, **extra) -> dict:
@@ -400,11 +360,11 @@ def test_malformed_check_ins_are_400(client, message, code):
     assert_error(check_in(client, message, token), 400, code)
 
 
-def test_an_incomplete_token_update_is_400_by_the_mdms_own_rule(tmp_path, pki, clock):
+def test_an_incomplete_token_update_is_400_by_the_mdms_own_rule(tmp_path, signer, clock):
     # warn: the schema check (strict by default) would refuse it first (missing-required); this is the MDM's own
     # rule for a TokenUpdate it cannot use, which holds whatever the schema check is set to
-    state = make_state(tmp_path, pki, clock, schema_check="warn")
-    client = create_app(state).test_client()
+    state = make_state(tmp_path / "mdm", signer, clock, schema_check="warn")
+    client = client_of(state)
     token = enrolled_token(client)
     assert check_in(client, authenticate(), token).status_code == 200
     assert_error(check_in(client, {"MessageType": "TokenUpdate", "Topic": TOPIC, "EnrollmentID": EID}, token), 400,

@@ -10,7 +10,6 @@ import pytest
 
 from lab import cms
 from lab.device.authentication import parse_challenge
-from lab.pki import CertificateAuthority
 from lab.throttle import AFTER as THROTTLE_AFTER
 from lab.throttle import SECONDS as THROTTLE_SECONDS
 from mocks.mdm import FAULTS, FEDERATION_CLIENT_ID, IdPState, create_idp_app
@@ -25,7 +24,6 @@ from tests.mdm_support import (
     TOPIC,
     URLS,
     USERS,
-    Clock,
     authorize,
     authorize_query,
     check_in,
@@ -45,19 +43,9 @@ IDP_ORIGIN = "https://idp.betterbag.test:8443"
 SECRET = b"federation-secret-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def signer(tmp_path_factory):
-    return CertificateAuthority(tmp_path_factory.mktemp("pki"), ["lab.test"]).issue_profile_signer("BetterBag")
-
-
 @pytest.fixture
 def board():
     return fault_board()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
