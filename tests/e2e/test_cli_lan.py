@@ -41,6 +41,7 @@ def upstream():
     server.start_thread()
     yield resolver, server.server.server_address[1]
     server.stop()
+    server.server.server_close()  # dnslib's stop() shuts the loop down but leaves the UDP socket open
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_kill_9_mid_fleet_then_up_keeps_every_completed_enrollment(tmp_path):
     try:
         wait_for_lines(journal, JOURNAL_BEFORE_KILL, fleet)
         lab.send_signal(signal.SIGKILL)
-        lab.wait(timeout=10)
+        lab.communicate(timeout=10)  # reaps it and closes its pipes
         out, err = fleet.communicate(timeout=120)
     finally:
         if fleet.poll() is None:
