@@ -87,6 +87,10 @@ def test_fault_set_list_clear_through_the_console(cli, lab):
     assert cli("fault", "clear", "--state-dir", state).output.strip() == "cleared 1 fault(s)"
     refused = cli("fault", "set", "no-such-fault", "--state-dir", state, code=1).output
     assert "no-such-fault" in refused and len(refused.strip().splitlines()) == 1
+    assert f"'mdmlab fault list --state-dir {state}'" in refused
+    cli("fault", "set", "slow-response", "--seconds", "2.5", "--times", "3", "--state-dir", state)
+    assert "[armed on betterbag.test ×3 +2.5s]" in cli("fault", "list", "--state-dir", state).output
+    cli("fault", "clear", "--state-dir", state)
 
 
 def test_dns_records_round_trip(cli, lab):

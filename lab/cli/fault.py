@@ -46,12 +46,17 @@ def fault_list(state_dir, as_json):
         click.echo(json.dumps({"catalogue": listing, "armed": armed}, indent=2))
     for f in [] if as_json else listing:
         on = [a for a in armed if a["name"] == f["name"]]
-        mark = " [armed on " + ", ".join(a["host"] + ("" if a["remaining"] is None else f" ×{a['remaining']}")
-                                        for a in on) + "]" if on else ""
+        mark = " [armed on " + ", ".join(_armed(a) for a in on) + "]" if on else ""
         click.echo(f"{f['name']:<22} {f['component']:<11} {f['description']}{mark}")
         click.echo(f"{'':<34} field symptom: {f['symptom']}")
     if offline:
         fail(f"{offline}; the faults above can be armed once it runs")
+
+
+def _armed(armed: dict) -> str:
+    """Where a fault is armed and how: ``host ×N`` for the next N requests, ``+Ns`` for its delay."""
+    return (armed["host"] + ("" if armed.get("remaining") is None else f" ×{armed['remaining']}")
+            + ("" if armed.get("seconds") is None else f" +{armed['seconds']:g}s"))
 
 
 @fault.command("table", hidden=True)
@@ -74,7 +79,7 @@ def fault_set(name, host, times, seconds, state_dir):
         fail(EXERCISE_SET)
     specs = {f["name"]: f for f in call(state_dir, "GET", "/api/faults")["catalogue"]}
     if name not in specs:
-        fail(nearest(name, specs, "fault") + " ('mdmlab fault list' shows them all)")
+        fail(nearest(name, specs, "fault") + f" ('mdmlab fault list{config.state_dir_flag(state_dir)}' shows them all)")
     if seconds is not None and not specs[name].get("takes_seconds"):
         delays = ", ".join(n for n, f in specs.items() if f.get("takes_seconds"))
         raise click.BadParameter(f"{name} takes no delay; --seconds applies to {delays}", param_hint="--seconds")
@@ -99,7 +104,8 @@ def fault_clear(name, host, state_dir):
     if name:
         names = [f["name"] for f in catalogue()]
         if name not in names:
-            fail(nearest(name, names, "fault") + " ('mdmlab fault list' shows them all)")
+            fail(nearest(name, names, "fault") + f" ('mdmlab fault list{config.state_dir_flag(state_dir)}' shows them "
+                 "all)")
     path = "/api/faults" + (f"/{name}" if name else "")
     cleared = call(state_dir, "DELETE", path, params={"host": host} if host else None)["cleared"]
     if exercise:  # whether it was armed is for 'mdmlab exercise check' to show, not for names to be tried
