@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +26,15 @@ SCENARIO = "mdm-certificate-expired"
 ENROLL = ("enroll", "eliza@betterbag.test", "--password", "carry-on-2026", "--os-version", "17.5")
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def environment() -> dict:
-    return {k: v for k, v in os.environ.items() if k != "MDMLAB_STATE_DIR"}
+    """The trainee's shell: no MDMLAB_STATE_DIR, and this checkout's code and exercises whatever the directory (the
+    tests run from another one; under tox the installed package has no docs/ beside it)."""
+    env = {k: v for k, v in os.environ.items() if k != "MDMLAB_STATE_DIR"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 @pytest.fixture(scope="module")
