@@ -71,6 +71,13 @@ def location_query(response) -> dict:
     return {k: v[0] for k, v in parse_qs(urlsplit(response.headers["Location"]).query).items()}
 
 
+def web_sign_in(client, identifier: str = IDENTIFIER, password: str = PASSWORD) -> str:
+    """The apple-as-web sign-in form, posted: the access token its redirect carries."""
+    response = client.post(PATH["auth_url"], data={"user-identifier": identifier, "password": password},
+                           base_url=ORIGIN)
+    return location_query(response)["access-token"]
+
+
 def authorize(client, password: str = PASSWORD, identifier: str = IDENTIFIER, **extra):
     """GET the authorization page, then POST the form: the final response (308 with code and state)."""
     page = client.get(PATH["authorize_url"] + "?" + urlencode(authorize_query(**extra)), base_url=ORIGIN)

@@ -21,7 +21,6 @@ from mocks.org_domain import create_app as org_app
 from tests.mdm_support import (
     IDENTIFIER,
     ORIGIN,
-    PASSWORD,
     PATH,
     Clock,
     check_in,
@@ -29,9 +28,9 @@ from tests.mdm_support import (
     enroll,
     enrolled,
     fault_board,
-    location_query,
     make_state,
     poll,
+    web_sign_in,
 )
 
 MODES = {"base_url": ("user", ADUE_MINIMUM), "adde_base_url": ("adde", ADDE_MINIMUM)}
@@ -60,14 +59,9 @@ def mdm(tmp_path, signer):
     state.close()
 
 
-def sign_in(client) -> str:
-    response = client.post(PATH["auth_url"], data={"user-identifier": IDENTIFIER, "password": PASSWORD},
-                           base_url=ORIGIN)
-    return location_query(response)["access-token"]
-
 
 def profile_of(client, mode_path: str) -> dict:
-    response = enroll(client, sign_in(client), mode_path)
+    response = enroll(client, web_sign_in(client), mode_path)
     assert response.status_code == 200, response.get_data(as_text=True)
     return plistlib.loads(cms.parse(response.get_data()).content)
 
@@ -128,7 +122,7 @@ def test_the_enrollment_sso_profile_conforms(tmp_path, signer):
 
 def test_the_get_token_reply_conforms(mdm):
     _, client, _ = mdm
-    access = sign_in(client)
+    access = web_sign_in(client)
     enrolled(client, access, {"EnrollmentID": "E-1"})
     message = {"MessageType": "GetToken", "TokenServiceType": "com.apple.maid", "EnrollmentID": "E-1"}
     context = dict(platform="iOS", os_version="17.0", enrollment="user")
@@ -143,7 +137,7 @@ def test_the_get_token_reply_conforms(mdm):
 
 def test_the_unrecognized_device_body_conforms(mdm):
     _, client, _ = mdm
-    response = poll(client, {"Status": "Idle", "EnrollmentID": "NEVER-ENROLLED"}, sign_in(client))
+    response = poll(client, {"Status": "Idle", "EnrollmentID": "NEVER-ENROLLED"}, web_sign_in(client))
     assert response.status_code == 403
     body = response.get_json()
     for platform, version in (("iOS", "17.0"), ("macOS", "14.0"), ("iPadOS", "26.1")):

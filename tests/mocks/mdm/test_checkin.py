@@ -14,34 +14,27 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lab import cms
 from tests.mdm_support import (
     DEVICE_INFO,
-    IDENTIFIER,
     ORIGIN,
     OTHER,
     OTHER_PASSWORD,
-    PASSWORD,
     PATH,
     TOPIC,
     Clock,
     bearer,
     check_in,
     enrolled,
-    location_query,
     poll,
+    web_sign_in,
 )
 from tests.test_plists import binary, bomb
 
 EID = "ENROLLMENT-0001"
 
 
-def sign_in(client, identifier: str = IDENTIFIER, password: str = PASSWORD) -> str:
-    response = client.post(PATH["auth_url"], data={"user-identifier": identifier, "password": password},
-                           base_url=ORIGIN)
-    return location_query(response)["access-token"]
-
 
 @pytest.fixture
 def token(client):
-    access = sign_in(client)
+    access = web_sign_in(client)
     enrolled(client, access, {"EnrollmentID": EID})
     return access
 
@@ -92,7 +85,7 @@ def test_a_report_is_kept_as_the_bytes_the_device_sent(client, state, token):
 def test_another_account_cannot_take_over_a_live_enrollment(client, state, token, message):
     """ROBUSTNESS.md F5: mallory's Authenticate or TokenUpdate with eliza's EnrollmentID."""
     before = state.enrollment(EID)
-    intruder = sign_in(client, OTHER, OTHER_PASSWORD)
+    intruder = web_sign_in(client, OTHER, OTHER_PASSWORD)
     response = check_in(client, {**message, "Topic": TOPIC, "EnrollmentID": EID}, intruder)
     assert response.status_code == 403
     assert response.get_json()["code"] == "com.apple.unrecognized.device"
@@ -104,7 +97,7 @@ def test_another_account_cannot_take_over_a_live_enrollment(client, state, token
 
 def test_after_check_out_the_enrollment_id_is_free_again(client, state, token):
     assert check_in(client, {"MessageType": "CheckOut", "Topic": TOPIC, "EnrollmentID": EID}, token).status_code == 200
-    other = sign_in(client, OTHER, OTHER_PASSWORD)
+    other = web_sign_in(client, OTHER, OTHER_PASSWORD)
     enrolled(client, other, {"EnrollmentID": EID})
     assert state.enrollment(EID)["user"] == OTHER
 
@@ -144,7 +137,7 @@ def test_get_token_for_an_unknown_service_is_a_400(client, token):
 
 
 def test_the_profile_announces_get_token(client, state):
-    access = sign_in(client)
+    access = web_sign_in(client)
     profile = plistlib.loads(cms.parse(client.post(PATH["base_url"], data=plistlib.dumps(DEVICE_INFO),
                                                    headers=bearer(access), base_url=ORIGIN).get_data()).content)
     assert profile["PayloadContent"][1]["ServerCapabilities"] == ["com.apple.mdm.token"]

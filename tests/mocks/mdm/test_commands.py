@@ -12,19 +12,16 @@ import pytest
 from lab import cms
 from tests.mdm_support import (
     IDENTIFIER,
-    ORIGIN,
     OTHER,
     OTHER_PASSWORD,
-    PASSWORD,
-    PATH,
     TOPIC,
     Clock,
     check_in,
     enroll,
     enrolled,
-    location_query,
     make_state,
     poll,
+    web_sign_in,
 )
 
 EID = {"EnrollmentID": "ENROLLMENT-0001"}
@@ -34,15 +31,10 @@ ERROR_CHAIN = [{"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain",
                 "USEnglishDescription": "“EraseDevice” is not a valid request type."}]
 
 
-def sign_in(client, identifier=IDENTIFIER, password=PASSWORD) -> str:
-    response = client.post(PATH["auth_url"], data={"user-identifier": identifier, "password": password},
-                           base_url=ORIGIN)
-    return location_query(response)["access-token"]
-
 
 @pytest.fixture
 def token(client):
-    access = sign_in(client)
+    access = web_sign_in(client)
     enrolled(client, access, EID)
     return access
 
@@ -102,27 +94,27 @@ def test_bad_reports_are_400(client, token, report, code):
 
 def test_polls_need_the_token_of_this_enrollment(client, token):
     assert poll(client, {"Status": "Idle", **EID}, None).status_code == 401
-    other = sign_in(client)
+    other = web_sign_in(client)
     enrolled(client, other, {"EnrollmentID": "ENROLLMENT-0002"})
     response = poll(client, {"Status": "Idle", **EID}, other)
     assert response.status_code == 403 and response.get_json()["error"] == "token-bound-to-other-enrollment"
 
 
 def test_a_new_sign_in_of_the_same_user_binds_to_the_enrollment_another_user_does_not(client, token):
-    renewed = sign_in(client)
+    renewed = web_sign_in(client)
     assert poll(client, {"Status": "Idle", **EID}, renewed).status_code == 200
-    bob = sign_in(client, OTHER, OTHER_PASSWORD)
+    bob = web_sign_in(client, OTHER, OTHER_PASSWORD)
     response = poll(client, {"Status": "Idle", **EID}, bob)
     assert response.status_code == 403 and response.get_json()["error"] == "token-user-mismatch"
 
 
 def test_unknown_or_checked_out_enrollments_get_error_unrecognized_device(client, state, token):
-    stranger = poll(client, {"Status": "Idle", "EnrollmentID": "NEVER-ENROLLED"}, sign_in(client))
+    stranger = poll(client, {"Status": "Idle", "EnrollmentID": "NEVER-ENROLLED"}, web_sign_in(client))
     assert stranger.status_code == 403 and stranger.get_json()["code"] == "com.apple.unrecognized.device"
     pending = state.queue_command(EID["EnrollmentID"], "ProfileList")
     assert check_in(client, {"MessageType": "CheckOut", "Topic": TOPIC, **EID}, token).status_code == 200
     assert {c["command_uuid"]: c["status"] for c in state.commands.listing()}[pending] == "Cancelled"
-    response = poll(client, {"Status": "Idle", **EID}, sign_in(client))
+    response = poll(client, {"Status": "Idle", **EID}, web_sign_in(client))
     assert response.status_code == 403 and response.get_json()["code"] == "com.apple.unrecognized.device"
     with pytest.raises(Exception, match="checked out"):
         state.queue_command(EID["EnrollmentID"], "ProfileList")
@@ -166,7 +158,7 @@ def test_push_carries_the_push_magic(state, token):
 
 # -- enrollment modes ----------------------------------------------------------------------------------------------
 def test_device_enrollment_profile_and_check_in_by_udid(client, state):
-    access = sign_in(client)
+    access = web_sign_in(client)
     profile = plistlib.loads(cms.parse(enroll(client, access, "adde_base_url").get_data()).content)
     [mdm] = [p for p in profile["PayloadContent"] if p["PayloadType"] == "com.apple.mdm"]
     assert (mdm["EnrollmentMode"], mdm["AccessRights"]) == ("ADDE", 8191)
@@ -179,7 +171,7 @@ def test_device_enrollment_profile_and_check_in_by_udid(client, state):
     state.queue_command(UDID["UDID"], "EraseDevice")
     assert command_of(poll(client, {"Status": "Idle", **UDID}, access))["Command"]["RequestType"] == "EraseDevice"
     # a token from a later sign-in carries no mode: the enrollment it is used for tells (UDID, not EnrollmentID)
-    assert poll(client, {"Status": "Idle", **UDID}, sign_in(client)).status_code == 200
+    assert poll(client, {"Status": "Idle", **UDID}, web_sign_in(client)).status_code == 200
 
 
 def test_user_enrollment_keeps_enrollment_user_id_from_the_user_channel(client, state, token):
