@@ -348,7 +348,6 @@ class EventLog:
         _migrate(self.store)
         self.retain = max(1, retain or self.RETAIN)
         self._oldest = self.store.value("SELECT MIN(id) FROM events") or 1
-        self._changed = threading.Condition()  # notified when an id is assigned (wait)
         self._written_cond = threading.Condition()  # notified when the writer committed a batch (flush)
         self._id_lock = threading.Lock()
         row = self.store.one("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
@@ -359,7 +358,6 @@ class EventLog:
         self._wake = threading.Event()  # set when there is something for the writer
         self._hurry = threading.Event()  # set when a reader waits for the writer (flush) or the log closes
         self._room = threading.Condition(self._id_lock)  # a full queue waits here for the writer
-        self._waiters = 0  # threads in wait(): record() notifies only when someone listens
         # The live feed: the writer's last commits as (event, its JSON), shared by every follower, so N live streams
         # cost one read of each event, not N queries; kept only while someone follows, contiguous ids.
         self._feed: collections.deque[tuple[dict, str]] = collections.deque(maxlen=self.FEED)
@@ -380,9 +378,6 @@ class EventLog:
             event_id = self._last_assigned
             self._pending.append((event_id, event))
         self._wake.set()
-        if self._waiters:
-            with self._changed:
-                self._changed.notify_all()
         return event_id
 
     def _write_loop(self) -> None:
@@ -547,22 +542,6 @@ class EventLog:
     def last_id(self) -> int:
         self.flush()
         return self.store.value("SELECT MAX(id) FROM events") or 0
-
-    def wait(self, after: int, timeout: float) -> bool:
-        """Block until an event newer than ``after`` exists, or the timeout passes."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            self._waiters += 1
-            try:
-                while self._last_assigned <= after:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._changed.wait(remaining)
-            finally:
-                self._waiters -= 1
-        self.flush()
-        return True
 
     def close(self) -> None:
         with self._id_lock:

@@ -1,4 +1,4 @@
-"""lab.events: the timeline in SQLite. Secrets never reach it in full; queries filter; wait() blocks, bounded."""
+"""lab.events: the timeline in SQLite. Secrets never reach it in full; queries filter; follow() blocks, bounded."""
 from __future__ import annotations
 
 import collections
@@ -210,33 +210,35 @@ def test_events_survive_reopening(tmp_path):
         again.close()
 
 
-# -- wait --------------------------------------------------------------------------------------------------------
+# -- follow's wait ------------------------------------------------------------------------------------------------
 
-def test_wait_returns_at_once_when_a_newer_event_exists(events):
-    events.record(Event(component="lab"))
-    started = time.monotonic()
-    assert events.wait(0, timeout=5) is True
-    assert time.monotonic() - started < 1
+def test_follow_returns_at_once_when_a_newer_event_exists(events):
+    with events.following():
+        events.record(Event(component="lab"))
+        started = time.monotonic()
+        assert events.follow(0, timeout=5)
+        assert time.monotonic() - started < 1
 
 
-def test_wait_times_out_without_new_events(events):
+def test_follow_times_out_without_new_events(events):
     last = events.record(Event(component="lab"))
-    started = time.monotonic()
-    assert events.wait(last, timeout=0.2) is False
-    assert 0.15 <= time.monotonic() - started < 2
+    with events.following():
+        started = time.monotonic()
+        assert events.follow(last, timeout=0.2) == []
+        assert 0.15 <= time.monotonic() - started < 2
 
 
-def test_wait_wakes_when_another_thread_records(events):
+def test_follow_wakes_when_another_thread_records(events):
     last = events.record(Event(component="lab"))
     timer = threading.Timer(0.1, lambda: events.record(Event(component="mdm", summary="late")))
-    timer.start()
-    try:
-        started = time.monotonic()
-        assert events.wait(last, timeout=5) is True
-        assert time.monotonic() - started < 4
-        assert [e["summary"] for e in events.query(after=last)] == ["late"]
-    finally:
-        timer.join(timeout=5)
+    with events.following():
+        timer.start()
+        try:
+            started = time.monotonic()
+            assert [event["summary"] for event, _ in events.follow(last, timeout=5)] == ["late"]
+            assert time.monotonic() - started < 4
+        finally:
+            timer.join(timeout=5)
 
 
 # -- follow: the live feed the event streams share -----------------------------------------------------------
