@@ -33,9 +33,6 @@ class RunChanges:
         except (OSError, ValueError, AttributeError) as exc:  # a damaged file costs the changes, not the lab
             log.warning("ignoring %s: %s", self.path, exc)
 
-    def __bool__(self) -> bool:
-        return bool(self.dns) or self.faults is not None
-
     def dns_changed(self, op: str, name: str, rtype: str, value: str | None) -> None:
         with self._lock:
             self.dns.append({"op": op, "name": name, "type": rtype, "value": value})

@@ -291,10 +291,7 @@ class FaultBoard:
             return [a for a in self._armed if a.spec.component == component]
 
     def armed(self) -> list[dict]:
-        if self.concealed:
-            return []
-        with self._lock:
-            return [a.to_dict() for a in self._armed]
+        return [] if self.concealed else self.snapshot()
 
     def label(self, armed: Armed) -> str:
         """How an exchange broken by ``armed`` is summarised in the timeline."""
