@@ -204,9 +204,10 @@ def device_sync(device_id, password, state_dir, as_json):
     loaded.check_port()
     with loaded as dev:
         trace = dev.sync(password)
-    failed = sum(1 for s in trace.steps if s.stage == "commands" and s.code and s.code.startswith("command-")
-                 and s.code != "command-notnow")
-    _print_trace(trace, as_json, f"{dev.device_id} syncing with its MDM", {"commands_failed": failed})
+    from lab.device.channel import failed_commands
+
+    _print_trace(trace, as_json, f"{dev.device_id} syncing with its MDM",
+                 {"commands_failed": len(failed_commands(trace))})
     if trace.diagnosis == "reauth-needs-user" and not as_json:
         click.echo(f"sign in again: mdmlab device sync {dev.device_id} --password PASSWORD{state_dir_flag(state_dir)}",
                    err=True)

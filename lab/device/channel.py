@@ -9,7 +9,7 @@ import uuid
 from lab.device import messages, signin
 from lab.device.authentication import read_challenge
 from lab.device.errors import exchange
-from lab.device.trace import OK, WARN, DeviceFailure, Trace, describe_request
+from lab.device.trace import OK, WARN, DeviceFailure, Step, Trace, describe_request
 
 CHECKIN_TYPE, SERVER_TYPE = "application/x-apple-aspen-mdm-checkin", "application/x-apple-aspen-mdm"
 MAX_RENEWALS = 2  # per request: refresh (or sign-in), then one more sign-in; then the device stops asking
@@ -133,8 +133,14 @@ def sync(device, password: str | None) -> Trace:
     return trace
 
 
+def failed_commands(trace: Trace) -> list[Step]:
+    """The steps of a sync whose command failed (NotNow is not a failure: it runs again at a later sync)."""
+    return [s for s in trace.steps if s.stage == "commands" and s.code and s.code.startswith("command-")
+            and s.code != "command-notnow"]
+
+
 def _sync(device, trace: Trace) -> None:
-    report, done, failed = fit(device, "response", None, {"Status": "Idle", **identity_keys(device)}), 0, []
+    report, done = fit(device, "response", None, {"Status": "Idle", **identity_keys(device)}), 0
     for _ in range(MAX_COMMANDS):
         label = "Idle" if report["Status"] == "Idle" else f"{report['Status']} {report['CommandUUID'][:8]}"
         response, action, request, elapsed = mdm_put(device, device.enrollment.server_url, report, SERVER_TYPE,
@@ -168,16 +174,16 @@ def _sync(device, trace: Trace) -> None:
         trace.add("commands", f"{request_type} → {outcome.status}", verdict, outcome.explanation,
                   code=None if verdict == OK else f"command-{outcome.status.lower()}")
         done += 1
-        if outcome.status not in ("Acknowledged", "NotNow"):  # NotNow runs again at a later sync
-            failed.append(f"{request_type} → {outcome.status} ({outcome.explanation})")
         name = messages.report_name(request_type, device.client, device.enrollment.mode)
         report = fit(device, "response", name, {"CommandUUID": command_uuid, "Status": outcome.status,
                                                 **identity_keys(device), **outcome.response})
         if outcome.after:
             _report_then(device, report, outcome, command_uuid, trace)
             return
+    failed = failed_commands(trace)
     if failed:
-        trace.succeed(f"{len(failed)} of {done} command(s) failed: " + "; ".join(failed), outcome="commands-failed")
+        trace.succeed(f"{len(failed)} of {done} command(s) failed: "
+                      + "; ".join(f"{s.action} ({s.explanation})" for s in failed), outcome="commands-failed")
     else:
         trace.succeed(f"synced: {done} command(s) run", outcome="synced")
 
