@@ -19,7 +19,7 @@ from http.client import HTTPException
 from typing import NoReturn
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-from lab.device.authentication import fill, page_message, password_form
+from lab.device.authentication import MAX_WEB_HOPS, fill, page_message, password_form
 from lab.device.cookies import CookieJar
 from lab.device.errors import transport_failure
 from lab.device.http import DeviceHTTP
@@ -74,7 +74,6 @@ IDP_CAUSES = {
                        "the IdP has no application for Apple ({message}): connect federated authentication in "
                        "ABM/ASM (Settings, Managed Apple Accounts) so that Apple is registered at the IdP"),
 }
-MAX_WEB_HOPS = 20
 TOKEN_CAUSE = ("{reason}. The MDM must answer GetToken with an RS256 JWT signed by the key it uploaded to ABM/ASM "
                "with its MDM server, iss = that server's server_uuid (AccountDetail), a fresh jti and "
                "service_type com.apple.maid")
